@@ -1,0 +1,188 @@
+"""Run a deployed Django project's management commands the way the app runs.
+
+Replaces Salt's ``django`` execution module (removed from Salt 3008). Every
+command runs as the app's system user, from a release directory, with the
+release's own virtualenv and the environment of ``/etc/<project>/env``, so
+a check here sees exactly what Gunicorn will see. The environment is passed
+to the child process only; it is never logged or returned.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import re
+import subprocess
+import urllib.error
+import urllib.request
+from typing import Any
+
+__virtualname__ = "django_manage"
+
+APP_ROOT = "/srv"
+ENV_ROOT = "/etc"
+_CHECK_LINE = re.compile(r"^(?P<obj>.*?): \((?P<id>[\w.]+)\) (?P<message>.*)$")
+_LEVEL_HEADING = re.compile(r"^(CRITICALS|ERRORS|WARNINGS|INFOS|DEBUGS):$")
+_PLAN_LINE = re.compile(r"^\[(?P<done>[ X])\]\s+(?P<name>\S+)")
+_APPLYING = re.compile(r"^\s*Applying (?P<name>\S+)\.\.\.")
+
+
+def __virtual__() -> str:
+    """Stdlib only; the project's own interpreter does the Django work."""
+    return __virtualname__
+
+
+def project_root(project: str) -> str:
+    """``/srv/<project>``: releases, ``current`` and ``shared`` live here."""
+    return os.path.join(APP_ROOT, project)
+
+
+def env_file(project: str) -> str:
+    """``/etc/<project>/env``: the secrets and settings of the running app."""
+    return os.path.join(ENV_ROOT, project, "env")
+
+
+def app_user(project: str) -> str:
+    """The system user the app runs as (pillar ``projects:<p>:user``, default the project name)."""
+    return __salt__["pillar.get"](f"projects:{project}:user", project)  # noqa: F821
+
+
+def release_dir(project: str, release: str | None = None) -> str:
+    """The directory of ``release``, or of the live release when none is named."""
+    root = project_root(project)
+    if release:
+        return os.path.join(root, "releases", release)
+    return os.path.realpath(os.path.join(root, "current"))
+
+
+def command_env(project: str, directory: str) -> dict[str, str]:
+    """The environment a command of this release gets: env file + release identity."""
+    env = __salt__["saltdjango.read_env"](env_file(project))  # noqa: F821
+    env.update(
+        {
+            "PATH": f"{directory}/venv/bin:/usr/local/bin:/usr/bin:/bin",
+            "HOME": project_root(project),
+            "LANG": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "SALT_DJANGO_RELEASE_DIR": directory,
+            "SALT_DJANGO_RELEASE": os.path.basename(directory),
+        }
+    )
+    return env
+
+
+def run(project: str, *args: str, release: str | None = None, timeout: int = 900) -> dict[str, Any]:
+    """Run ``manage.py <args>`` as the app user; returns retcode, stdout, stderr.
+
+    CLI example::
+
+        salt-call django_manage.run demo showmigrations
+    """
+    directory = release_dir(project, release)
+    python = os.path.join(directory, "venv", "bin", "python")
+    if not os.path.exists(python):
+        return {"retcode": 127, "stdout": "", "stderr": f"no release virtualenv at {directory}/venv"}
+    user = app_user(project)
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        return {"retcode": 127, "stdout": "", "stderr": f"app user {user!r} does not exist"}
+    manage = __salt__["pillar.get"](f"projects:{project}:manage_py", "manage.py")  # noqa: F821
+    try:
+        proc = subprocess.run(
+            [python, os.path.join(directory, manage), *map(str, args)],
+            cwd=directory,
+            env=command_env(project, directory),
+            user=account.pw_uid,
+            group=account.pw_gid,
+            extra_groups=[g.gr_gid for g in grp.getgrall() if user in g.gr_mem],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {"retcode": 124, "stdout": "", "stderr": f"manage.py {' '.join(args)} timed out after {timeout}s"}
+    return {"retcode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+def parse_check_output(text: str) -> list[dict[str, str]]:
+    """Turn the report of ``manage.py check`` into ``{id, level, object, message}`` items."""
+    issues, level = [], "ERROR"
+    for line in text.splitlines():
+        heading = _LEVEL_HEADING.match(line.strip())
+        if heading:
+            level = heading.group(1)[:-1]
+            continue
+        match = _CHECK_LINE.match(line.strip())
+        if match:
+            issues.append({"id": match["id"], "level": level, "object": match["obj"], "message": match["message"]})
+    return issues
+
+
+def check_deploy(project: str, release: str | None = None, fail_level: str = "WARNING") -> dict[str, Any]:
+    """``manage.py check --deploy --fail-level <level>`` as structured check IDs.
+
+    ``ok`` is False when any issue at or above ``fail_level`` is reported or
+    when the project cannot even start (an import error is reported with the
+    id ``startup``).
+    """
+    result = run(project, "check", "--deploy", "--fail-level", fail_level, release=release)
+    issues = parse_check_output(result["stderr"] + "\n" + result["stdout"])
+    if result["retcode"] != 0 and not issues:
+        last = (result["stderr"].strip().splitlines() or ["no output"])[-1]
+        issues = [{"id": "startup", "level": "CRITICAL", "object": "manage.py", "message": last}]
+    return {"ok": result["retcode"] == 0, "issues": issues}
+
+
+def unapplied_migrations(project: str, release: str | None = None) -> dict[str, Any]:
+    """Migrations of the release that the database does not have yet."""
+    result = run(project, "showmigrations", "--plan", release=release)
+    if result["retcode"] != 0:
+        return {"ok": False, "migrations": [], "error": _last_line(result)}
+    pending = [m["name"] for m in map(_PLAN_LINE.match, result["stdout"].splitlines()) if m and m["done"] == " "]
+    return {"ok": True, "migrations": pending}
+
+
+def migrate(project: str, release: str | None = None) -> dict[str, Any]:
+    """Apply migrations; names the migration that failed, if one does."""
+    result = run(project, "migrate", "--noinput", release=release)
+    applied = [m["name"] for m in map(_APPLYING.match, result["stdout"].splitlines()) if m]
+    if result["retcode"] != 0:
+        failed = applied[-1] if applied else None
+        return {"ok": False, "applied": applied[:-1], "failed": failed, "error": _last_line(result)}
+    return {"ok": True, "applied": applied}
+
+
+def collectstatic(project: str, release: str | None = None) -> dict[str, Any]:
+    """Collect the release's static files into its own STATIC_ROOT."""
+    result = run(project, "collectstatic", "--noinput", release=release)
+    if result["retcode"] != 0:
+        return {"ok": False, "error": _last_line(result)}
+    return {"ok": True, "summary": result["stdout"].strip().splitlines()[-1:]}
+
+
+def health(url: str = "http://127.0.0.1/healthz", host: str | None = None, timeout: float = 5) -> dict[str, Any]:
+    """Call a health endpoint; ``ok`` only on HTTP 200 with status "ok"."""
+    if not url.startswith(("http://", "https://")):
+        return {"ok": False, "status": None, "error": f"not an http(s) URL: {url}"}
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})  # noqa: S310 - scheme checked above
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked above
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except (OSError, urllib.error.URLError) as exc:
+        return {"ok": False, "status": None, "error": str(exc)}
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        payload = {"raw": body[:200].decode(errors="replace")}
+    return {"ok": status == 200 and payload.get("status") == "ok", "status": status, "body": payload}
+
+
+def _last_line(result: dict[str, Any]) -> str:
+    lines = (result["stderr"] or result["stdout"]).strip().splitlines()
+    return lines[-1] if lines else f"exit code {result['retcode']}"

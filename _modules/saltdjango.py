@@ -1,0 +1,237 @@
+"""Pillar validation and env-file handling for salt-django.
+
+Every rule that decides whether a deployment description is usable lives
+here, so that the states can refuse bad input before they touch a host and
+so that the rules can be unit-tested without a server. Secrets are handled
+by key name only: no function here returns or logs a secret value, except
+``read_env`` which the env state and the Django runner need.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import secrets
+import shlex
+import string
+from typing import Any
+
+__virtualname__ = "saltdjango"
+
+KNOWN_ROLES = frozenset({"db", "cache", "app", "worker", "web", "lb"})
+REQUIRED_SECRETS = ("DB_PASSWORD", "REDIS_PASSWORD")
+MIN_PASSWORD_LENGTH = 16
+SECRET_KEY_MIN_LENGTH = 50
+SECRET_KEY_MIN_UNIQUE = 5
+SECRET_KEY_INSECURE_PREFIX = "django-insecure-"  # noqa: S105 - a prefix to refuse, not a secret
+# Letters and digits only: a generated value never needs quoting anywhere.
+_ALPHABET = string.ascii_letters + string.digits
+_HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_PROJECT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+_ENV_KEY = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def __virtual__() -> str:
+    """Pure Python: available everywhere."""
+    return __virtualname__
+
+
+def secret_key_problems(value: Any) -> list[str]:
+    """Why a SECRET_KEY is weak, by Django's own rule (security.W009); empty if strong."""
+    if not isinstance(value, str) or not value:
+        return ["is empty"]
+    problems = []
+    if len(value) < SECRET_KEY_MIN_LENGTH:
+        problems.append(f"has {len(value)} characters, needs at least {SECRET_KEY_MIN_LENGTH}")
+    if len(set(value)) < SECRET_KEY_MIN_UNIQUE:
+        problems.append(f"has fewer than {SECRET_KEY_MIN_UNIQUE} unique characters")
+    if value.startswith(SECRET_KEY_INSECURE_PREFIX):
+        problems.append(f"starts with '{SECRET_KEY_INSECURE_PREFIX}'")
+    return problems
+
+
+def password_problems(value: Any) -> list[str]:
+    """Why a service password is unusable; empty if it is fine."""
+    if value is None or value == "":
+        return ["is missing"]
+    if not isinstance(value, str):
+        return ["must be a string"]
+    problems = []
+    if len(value) < MIN_PASSWORD_LENGTH:
+        problems.append(f"has {len(value)} characters, needs at least {MIN_PASSWORD_LENGTH}")
+    if any(ch.isspace() for ch in value) or any(ch in value for ch in "'\"\\"):
+        problems.append("contains whitespace, quotes or backslashes")
+    return problems
+
+
+def domain_problems(domain: Any) -> list[str]:
+    """Why a domain cannot be served (RFC 1123 host name, lower case, no scheme or port)."""
+    if not isinstance(domain, str) or not domain:
+        return ["is empty"]
+    if domain != domain.lower():
+        return ["must be lower case"]
+    if len(domain) > 253:
+        return ["is longer than 253 characters"]
+    labels = domain.split(".")
+    if not all(_HOSTNAME_LABEL.match(label) for label in labels):
+        return ["is not a valid host name (letters, digits, '-' and '.' only)"]
+    return []
+
+
+def validate_project(name: str, project: Any, require_secret_key: bool = False) -> list[str]:
+    """Errors in one project's pillar, each naming the pillar key it is about."""
+    key = f"projects:{name}"
+    if not _PROJECT_NAME.match(str(name)):
+        return [f"{key}: project name must match {_PROJECT_NAME.pattern}"]
+    if not isinstance(project, dict):
+        return [f"{key}: must be a mapping"]
+    errors = []
+    domains = project.get("domains")
+    if not isinstance(domains, list) or not domains:
+        errors.append(f"{key}:domains: must list at least one domain")
+    else:
+        for index, domain in enumerate(domains):
+            errors.extend(f"{key}:domains:{index}: {domain!r} {p}" for p in domain_problems(domain))
+    secret_values = project.get("secrets") or {}
+    if not isinstance(secret_values, dict):
+        return [*errors, f"{key}:secrets: must be a mapping"]
+    for secret in REQUIRED_SECRETS:
+        errors.extend(f"{key}:secrets:{secret} {p}" for p in password_problems(secret_values.get(secret)))
+    secret_key = secret_values.get("SECRET_KEY")
+    if secret_key is not None or require_secret_key:
+        errors.extend(f"{key}:secrets:SECRET_KEY {p}" for p in secret_key_problems(secret_key))
+    settings = project.get("settings") or {}
+    if isinstance(settings, dict) and settings.get("wrapper") is False and not settings.get("module"):
+        errors.append(f"{key}:settings:module: must name the project's production settings when settings:wrapper is false")
+    extra_env = project.get("env") or {}
+    if not isinstance(extra_env, dict):
+        errors.append(f"{key}:env: must be a mapping")
+    else:
+        errors.extend(f"{key}:env:{k}: not a valid variable name" for k in extra_env if not _ENV_KEY.match(str(k)))
+    return errors
+
+
+def validate_roles(roles: Any) -> list[str]:
+    """Errors in this minion's role list (``salt_django:roles``)."""
+    if not isinstance(roles, list):
+        return ["salt_django:roles: must be a list"]
+    unknown = sorted(set(map(str, roles)) - KNOWN_ROLES)
+    if unknown:
+        return [f"salt_django:roles: unknown role(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_ROLES))}"]
+    return []
+
+
+def validate(pillar: dict[str, Any] | None = None) -> list[str]:
+    """Every error in the deployment description; empty when it can be applied.
+
+    Reads this minion's pillar unless one is passed (the orchestrator and the
+    unit tests pass one).
+    """
+    data = __pillar__ if pillar is None else pillar  # noqa: F821 - injected by the Salt loader
+    errors = validate_roles(data.get("salt_django", {}).get("roles", []))
+    projects = data.get("projects")
+    if not isinstance(projects, dict) or not projects:
+        return [*errors, "projects: must define at least one project"]
+    for name, project in projects.items():
+        errors.extend(validate_project(name, project))
+    return errors
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``override`` wins, ``None`` in it keeps the base value."""
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        elif value is not None or key not in base:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def project_config(name: str, raw: dict[str, Any], defaults: dict[str, Any], cpus: int = 1) -> dict[str, Any]:
+    """One project's settings with defaults applied and name-derived values filled in.
+
+    Secrets are dropped: states get them from pillar by key, so that a value
+    never lands in rendered SLS through this mapping.
+    """
+    cfg = _merge(copy.deepcopy(defaults), {k: v for k, v in raw.items() if k != "secrets"})
+    cfg["name"] = name
+    cfg["user"] = cfg.get("user") or name
+    cfg["source"] = cfg.get("source") or f"salt://projects/{name}"
+    cfg["wsgi"] = cfg.get("wsgi") or f"{name}.wsgi:application"
+    settings = cfg["settings"]
+    settings["base"] = settings.get("base") or f"{name}.settings"
+    if settings.get("wrapper", True):
+        settings["module"] = "salt_django_settings"
+    else:
+        settings["module"] = settings.get("module") or settings["base"]
+    cfg["database"]["name"] = cfg["database"].get("name") or name
+    cfg["database"]["user"] = cfg["database"].get("user") or name
+    cfg["gunicorn"]["workers"] = cfg["gunicorn"].get("workers") or 2 * max(int(cpus), 1) + 1
+    cfg["root"] = f"/srv/{name}"
+    cfg["conf_dir"] = f"/etc/{name}"
+    cfg["env_file"] = f"/etc/{name}/env"
+    cfg["run_dir"] = f"/srv/{name}/shared/run"
+    cfg["log_dir"] = f"/var/log/{name}"
+    return cfg
+
+
+def projects(defaults: dict[str, Any] | None = None, pillar: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Every project of pillar ``projects`` through ``project_config``.
+
+    Called from ``app/map.jinja`` with ``app/defaults.yaml``, so that the
+    SLS files only read data.
+    """
+    data = __pillar__ if pillar is None else pillar  # noqa: F821
+    cpus = __grains__.get("num_cpus", os.cpu_count() or 1) if pillar is None else 1  # noqa: F821
+    raw = data.get("projects") or {}
+    if not isinstance(raw, dict):
+        return {}
+    return {name: project_config(name, cfg, defaults or {}, cpus) for name, cfg in raw.items() if isinstance(cfg, dict)}
+
+
+def generate_secret(length: int = 64) -> str:
+    """A random value from letters and digits, strong for any of our secrets."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def render_env(values: dict[str, str]) -> str:
+    """Env file text: sorted ``KEY='value'`` lines, safe to source from sh."""
+    lines = ["# Managed by salt-django. Do not edit: changes are overwritten."]
+    for key in sorted(values):
+        if not _ENV_KEY.match(key):
+            raise ValueError(f"not a valid variable name: {key}")
+        lines.append(f"{key}={shlex.quote(str(values[key]))}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """Inverse of ``render_env``: reads ``KEY=value`` lines, ignores comments."""
+    values = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, raw = line.split("=", 1)
+        parts = shlex.split(raw) if raw else [""]
+        values[key.strip()] = parts[0] if parts else ""
+    return values
+
+
+def read_env(path: str) -> dict[str, str]:
+    """Values of an env file, or an empty mapping if there is none yet."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return parse_env(handle.read())
+    except FileNotFoundError:
+        return {}
+
+
+def env_diff(old: dict[str, str], new: dict[str, str]) -> dict[str, list[str]]:
+    """Key names added, changed and removed between two env mappings; never values."""
+    diff = {
+        "added": sorted(set(new) - set(old)),
+        "changed": sorted(k for k in set(new) & set(old) if new[k] != old[k]),
+        "removed": sorted(set(old) - set(new)),
+    }
+    return {kind: keys for kind, keys in diff.items() if keys}

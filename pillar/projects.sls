@@ -1,0 +1,8 @@
+# The projects this deployment serves, keyed by name. Secrets are NOT here:
+# they live in /etc/salt-django/pillar/local.sls on the host (see
+# pillar.example for every key).
+projects:
+  demo:
+    domains:
+      - demo.localhost
+    source: salt://projects/demo

@@ -1,0 +1,89 @@
+"""Production settings, applied over the project's own settings by salt-django.
+
+The project's settings module (``SALT_DJANGO_BASE_SETTINGS``) is imported
+as it is; this module then sets the hardened production values, all read
+from the environment that salt-django writes to ``/etc/<project>/env``.
+Nothing here is specific to one host: the same file serves every server.
+"""
+
+import importlib
+import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+def _env(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        raise ImproperlyConfigured(f"environment variable {name} is not set (see /etc/<project>/env)")
+    return value
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in _env(name).split(",") if item.strip()]
+
+
+_base = importlib.import_module(_env("SALT_DJANGO_BASE_SETTINGS"))
+globals().update({key: value for key, value in vars(_base).items() if key.isupper()})
+
+DEBUG = False
+SECRET_KEY = _env("DJANGO_SECRET_KEY")
+ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS")
+CSRF_TRUSTED_ORIGINS = [f"https://{host}" for host in ALLOWED_HOSTS]
+
+# TLS ends at Nginx (or HAProxy); it tells Django with X-Forwarded-Proto.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = True
+# Load balancers probe app servers over plain HTTP by IP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "31536000"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_SECURE = True
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SECURE = True
+X_FRAME_OPTIONS = "DENY"
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": _env("DATABASE_NAME"),
+        "USER": _env("DATABASE_USER"),
+        "PASSWORD": _env("DATABASE_PASSWORD"),
+        "HOST": _env("DATABASE_HOST"),
+        "PORT": os.environ.get("DATABASE_PORT", "5432"),
+        "CONN_MAX_AGE": int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+        "CONN_HEALTH_CHECKS": True,
+    }
+}
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": f"redis://{_env('REDIS_HOST')}:{os.environ.get('REDIS_PORT', '6379')}/{os.environ.get('REDIS_DB', '0')}",
+        "KEY_PREFIX": os.environ.get("DJANGO_CACHE_PREFIX", ""),
+        "OPTIONS": {"username": _env("REDIS_USER"), "password": _env("REDIS_PASSWORD")},
+    }
+}
+SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+
+# Each release collects its own static files, so that the old release keeps
+# serving its own until the switch.
+_release_dir = os.environ.get("SALT_DJANGO_RELEASE_DIR", os.getcwd())
+STATIC_ROOT = os.path.join(_release_dir, "static")
+MEDIA_ROOT = _env("DJANGO_MEDIA_ROOT")
+_storages = dict(getattr(_base, "STORAGES", {}) or {})
+_storages.setdefault("default", {"BACKEND": "django.core.files.storage.FileSystemStorage"})
+# Hashed names let Nginx cache static files for a year.
+_storages.setdefault("staticfiles", {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"})
+STORAGES = _storages
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stderr"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,19 @@
+{%- from 'common/map.jinja' import common with context %}
+
+# failhard: a pillar that fails validation stops the run before anything
+# else is changed on this host.
+salt-django-pillar-validated:
+  saltdjango.validated:
+    - failhard: True
+
+common-apt-lock-timeout-configured:
+  file.managed:
+    - name: /etc/apt/apt.conf.d/80salt-django-lock-timeout
+    - contents: 'DPkg::Lock::Timeout "{{ common.apt_lock_timeout }}";'
+    - mode: '0644'
+
+common-packages-installed:
+  pkg.installed:
+    - pkgs: {{ common.packages | json }}
+    - require:
+      - file: common-apt-lock-timeout-configured

@@ -1,0 +1,142 @@
+{%- from 'nginx/map.jinja' import nginx with context %}
+{%- from 'app/map.jinja' import projects with context %}
+
+nginx-packages-installed:
+  pkg.installed:
+    - pkgs: {{ nginx.packages | json }}
+
+# Debian's default site grabs port 80 as default_server.
+nginx-default-site-absent:
+  file.absent:
+    - name: {{ nginx.sites_enabled }}/default
+    - require:
+      - pkg: nginx-packages-installed
+
+nginx-tls-directory-present:
+  file.directory:
+    - name: {{ nginx.tls_dir }}
+    - user: root
+    - group: root
+    - mode: '0700'
+
+{%- for name, project in projects.items() %}
+{%- set key = nginx.tls_dir ~ '/' ~ name ~ '.key' %}
+{%- set crt = nginx.tls_dir ~ '/' ~ name ~ '.crt' %}
+{%- if project.tls.certificate %}
+
+nginx-{{ name }}-tls-key-managed:
+  file.managed:
+    - name: {{ key }}
+    - contents_pillar: projects:{{ name }}:tls:private_key
+    - mode: '0600'
+    - show_changes: False
+    - require:
+      - file: nginx-tls-directory-present
+
+nginx-{{ name }}-tls-certificate-managed:
+  file.managed:
+    - name: {{ crt }}
+    - contents_pillar: projects:{{ name }}:tls:certificate
+    - mode: '0644'
+    - require:
+      - file: nginx-tls-directory-present
+{%- else %}
+
+nginx-{{ name }}-tls-key-managed:
+  x509.private_key_managed:
+    - name: {{ key }}
+    - algo: ec
+    - keysize: 256
+    - mode: '0600'
+    - require:
+      - file: nginx-tls-directory-present
+
+# Self-signed until the pillar supplies a certificate.
+nginx-{{ name }}-tls-certificate-managed:
+  x509.certificate_managed:
+    - name: {{ crt }}
+    - signing_private_key: {{ key }}
+    - CN: {{ project.domains[0] }}
+    - subjectAltName: {{ project.domains | map('regex_replace', '^', 'DNS:') | join(', ') }}
+    - basicConstraints: critical, CA:false
+    - keyUsage: critical, digitalSignature, keyEncipherment
+    - extendedKeyUsage: serverAuth
+    - days_valid: {{ nginx.tls_days_valid }}
+    - days_remaining: {{ nginx.tls_days_remaining }}
+    - mode: '0644'
+    - require:
+      - x509: nginx-{{ name }}-tls-key-managed
+{%- endif %}
+
+nginx-{{ name }}-snippets-managed:
+  file.managed:
+    - names:
+      - {{ nginx.snippets }}/{{ name }}-security-headers.conf:
+        - source: salt://nginx/files/security-headers.conf.jinja
+      - {{ nginx.snippets }}/{{ name }}-proxy.conf:
+        - source: salt://nginx/files/proxy.conf.jinja
+    - template: jinja
+    - context:
+        project: {{ project | json }}
+    - mode: '0644'
+    - require:
+      - pkg: nginx-packages-installed
+
+nginx-{{ name }}-site-managed:
+  file.managed:
+    - name: {{ nginx.sites_available }}/{{ name }}.conf
+    - source: salt://nginx/files/site.conf.jinja
+    - template: jinja
+    - context:
+        project: {{ project | json }}
+        nginx: {{ nginx | json }}
+    - mode: '0644'
+    - require:
+      - pkg: nginx-packages-installed
+
+nginx-{{ name }}-site-enabled:
+  file.symlink:
+    - name: {{ nginx.sites_enabled }}/{{ name }}.conf
+    - target: {{ nginx.sites_available }}/{{ name }}.conf
+    - require:
+      - file: nginx-{{ name }}-site-managed
+{%- endfor %}
+
+# A broken configuration must not reach the running Nginx.
+nginx-config-tested:
+  cmd.run:
+    - name: nginx -t
+    - onchanges:
+      - file: nginx-default-site-absent
+{%- for name in projects %}
+      - file: nginx-{{ name }}-snippets-managed
+      - file: nginx-{{ name }}-site-managed
+      - file: nginx-{{ name }}-site-enabled
+      - nginx-{{ name }}-tls-certificate-managed
+{%- endfor %}
+
+nginx-service-running:
+  service.running:
+    - name: {{ nginx.service }}
+    - enable: True
+    - reload: True
+    - require:
+      - cmd: nginx-config-tested
+    - watch:
+      - file: nginx-default-site-absent
+{%- for name in projects %}
+      - file: nginx-{{ name }}-snippets-managed
+      - file: nginx-{{ name }}-site-managed
+      - file: nginx-{{ name }}-site-enabled
+      - nginx-{{ name }}-tls-certificate-managed
+{%- endfor %}
+{%- for name, project in projects.items() %}
+
+nginx-{{ name }}-site-healthy:
+  django_release.healthy:
+    - name: http://127.0.0.1/healthz
+    - host: {{ project.domains[0] }}
+    - require:
+      - service: nginx-service-running
+      - supervisor_program: app-{{ name }}-gunicorn-running
+{%- endfor %}

@@ -1,0 +1,52 @@
+{%- from 'postgres/map.jinja' import postgres with context %}
+{%- from 'app/map.jinja' import projects with context %}
+
+postgres-packages-installed:
+  pkg.installed:
+    - pkgs: {{ postgres.packages | json }}
+
+# Debian's postgresql.conf includes conf.d/: our settings stay in one file of
+# our own and survive package upgrades.
+postgres-listen-configured:
+  file.managed:
+    - name: {{ postgres.conf_dir }}/conf.d/50-salt-django.conf
+    - contents: |
+        # Managed by salt-django.
+        listen_addresses = '{{ postgres.listen_addresses }}'
+        port = {{ postgres.port }}
+        password_encryption = scram-sha-256
+    - user: postgres
+    - group: postgres
+    - mode: '0644'
+    - require:
+      - pkg: postgres-packages-installed
+
+postgres-service-running:
+  service.running:
+    - name: {{ postgres.service }}
+    - enable: True
+    - watch:
+      - file: postgres-listen-configured
+
+{%- for name, project in projects.items() %}
+
+postgres-{{ name }}-role-present:
+  postgres_user.present:
+    - name: {{ project.database.user }}
+    - password: {{ pillar['projects'][name]['secrets']['DB_PASSWORD'] | json }}
+    - encrypted: scram-sha-256
+    - login: True
+    - user: postgres
+    - require:
+      - service: postgres-service-running
+
+postgres-{{ name }}-database-present:
+  postgres_database.present:
+    - name: {{ project.database.name }}
+    - owner: {{ project.database.user }}
+    - encoding: UTF8
+    - template: template0
+    - user: postgres
+    - require:
+      - postgres_user: postgres-{{ name }}-role-present
+{%- endfor %}

@@ -1,0 +1,18 @@
+# Which components a minion gets follows from its roles, which pillar assigns
+# by minion id (see pillar/topology.sls): a minion cannot claim a role itself.
+base:
+  '*':
+    - common
+  'I@salt_django:roles:db':
+    - match: compound
+    - postgres
+  'I@salt_django:roles:cache':
+    - match: compound
+    - redis
+  'I@salt_django:roles:app':
+    - match: compound
+    - supervisor
+    - app
+  'I@salt_django:roles:web':
+    - match: compound
+    - nginx
