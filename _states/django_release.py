@@ -108,8 +108,13 @@ def deployed(
     return {**ret, "changes": changes, "comment": f"release {rid} is live"}
 
 
-def healthy(name: str, url: str, host: str | None = None, attempts: int = 20, interval: float = 0.5) -> dict[str, Any]:
-    """Succeed once ``url`` answers 200 with status ok; never reports changes."""
+def healthy(name: str, host: str | None = None, attempts: int = 20, interval: float = 0.5) -> dict[str, Any]:
+    """Succeed once the URL ``name`` answers 200 with status ok; never reports changes.
+
+    host
+        Host header to send, e.g. the project's domain.
+    """
+    url = name
     ret = _ret(name)
     if __opts__["test"]:  # noqa: F821
         return {**ret, "comment": f"{url} would be checked"}

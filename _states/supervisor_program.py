@@ -8,7 +8,11 @@ configuration so that a changed command line takes effect.
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+#: States after which waiting longer cannot make a program RUNNING.
+_SETTLED = frozenset({"RUNNING", "FATAL", "EXITED", "STOPPED", "BACKOFF"})
 
 __virtualname__ = "supervisor_program"
 
@@ -30,6 +34,16 @@ def _status(name: str) -> str | None:
         return None
     fields = out.split()
     return fields[1] if len(fields) > 1 else None
+
+
+def _wait_running(name: str, timeout: float = 60) -> str | None:
+    """Wait while the program is STARTING (supervisord's ``startsecs``); return its state."""
+    deadline = time.monotonic() + timeout
+    state = _status(name)
+    while state not in _SETTLED and time.monotonic() < deadline:
+        time.sleep(0.25)
+        state = _status(name)
+    return state
 
 
 def _config_pending(name: str) -> bool:
@@ -54,7 +68,7 @@ def running(name: str) -> dict[str, Any]:
         action = "reloaded with its new config" if pending and state else "started"
         return {**ret, "result": None, "changes": {name: action}, "comment": f"{name} would be {action}"}
     result = _ctl("update", name) if pending or state is None else _ctl("start", name)
-    state = _status(name)
+    state = _wait_running(name)
     if state != "RUNNING":
         return {**ret, "result": False, "comment": f"{name} is {state or 'unknown'} after start: {result['stdout'].strip()}"}
     return {**ret, "changes": {name: "started"}, "comment": f"{name} started"}
@@ -66,6 +80,6 @@ def mod_watch(name: str, **_kwargs: Any) -> dict[str, Any]:
     if __opts__["test"]:  # noqa: F821
         return {**ret, "result": None, "changes": {name: "restarted"}, "comment": f"{name} would be restarted"}
     result = _ctl("restart", name)
-    if _status(name) != "RUNNING":
+    if _wait_running(name) != "RUNNING":
         return {**ret, "result": False, "comment": f"{name} did not come back after restart: {result['stdout'].strip()}"}
     return {**ret, "changes": {name: "restarted"}, "comment": f"{name} restarted"}

@@ -62,4 +62,4 @@ else
         > "$CONF/minion.d/50-no-systemd.conf"
 fi
 
-"$VENV/bin/python" "$REPO/scripts/salt_django.py" init-secrets --conf "$CONF"
+"$VENV/bin/python" "$REPO/scripts/salt_django.py" --conf "$CONF" init-secrets

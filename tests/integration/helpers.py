@@ -1,0 +1,74 @@
+"""What the single-server tests do inside a host: deploy, fetch pages, query."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+from tests.lab.hosts import Host
+
+DOMAIN = "demo.localhost"
+REPO_IN_HOST = "/root/salt-django"
+_SUMMARY = re.compile(r"salt-django: (\d+) states, (\d+) (?:changed|would change), (\d+) failed, ([\d.]+) s")
+
+
+@dataclass
+class Deploy:
+    returncode: int
+    output: str
+    states: int
+    changed: int
+    failed: int
+    seconds: float
+
+
+def make(host: Host, target: str = "deploy", check: bool = True) -> Deploy:
+    """Run ``make <target>`` in the repo copy inside the host, as a user would."""
+    result = host.run(f"cd {REPO_IN_HOST} && make {target}", check=False, timeout=900)
+    output = result.stdout + result.stderr
+    match = _SUMMARY.search(output)
+    if check:
+        assert result.returncode == 0, output[-4000:]
+        assert match, output[-4000:]
+    states, changed, failed, seconds = match.groups() if match else (0, 0, 0, 0)
+    return Deploy(result.returncode, output, int(states), int(changed), int(failed), float(seconds))
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, list[str]]
+    body: str
+
+    def header(self, name: str) -> str:
+        values = self.headers.get(name.lower(), [])
+        assert len(values) == 1, f"{name}: {values}"
+        return values[0]
+
+
+def fetch(host: Host, url: str, domain: str = DOMAIN) -> Response:
+    """GET ``url`` from inside the host, with the domain resolved to 127.0.0.1."""
+    port = 443 if url.startswith("https://") else 80
+    cmd = f"curl -sk --max-time 20 -D - --resolve {domain}:{port}:127.0.0.1 {shlex.quote(url)}"
+    raw = host.run(cmd).stdout
+    head, _, body = raw.partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    status = int(lines[0].split()[1])
+    headers: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    return Response(status, headers, body)
+
+
+def env_value(host: Host, key: str, project: str = "demo") -> str:
+    """A value of the app's env file, read from outside the host."""
+    for line in host.path(f"/etc/{project}/env").read_text().splitlines():
+        if line.startswith(f"{key}="):
+            return shlex.split(line.split("=", 1)[1])[0]
+    raise KeyError(key)
+
+
+def psql(host: Host, sql: str, database: str = "demo") -> str:
+    return host.run(["runuser", "-u", "postgres", "--", "psql", "-d", database, "-tAc", sql]).stdout.strip()

@@ -1,0 +1,203 @@
+"""One server, every role: `make deploy` in a booted test host (systemd as PID 1).
+
+The test host is a throwaway systemd-nspawn container (tests/lab); nothing
+is applied on the machine that runs the tests. The module deploys once and
+then checks what a user of the site and an operator of the server see.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.helpers import DOMAIN, REPO_IN_HOST, env_value, fetch, make, psql
+from tests.lab.hosts import REPO_ROOT, Host
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+# Known values, so that the tests can search for them everywhere.
+DB_PASSWORD = "dbPw" + uuid.uuid4().hex
+REDIS_PASSWORD = "redisPw" + uuid.uuid4().hex
+LOCAL_PILLAR = textwrap.dedent(
+    f"""\
+    salt_django:
+      pip:
+        no_index: true
+        find_links:
+          - /opt/wheelhouse
+    projects:
+      demo:
+        secrets:
+          DB_PASSWORD: {DB_PASSWORD}
+          REDIS_PASSWORD: {REDIS_PASSWORD}
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def server(lab_base: Path, lab_workdir: Path) -> Iterator[Host]:
+    """A booted host, deployed once with `make deploy` from a copy of the repo.
+
+    The image's pip.conf (which points every pip at the wheelhouse) is
+    removed, so the release build only works if the states honour the
+    pillar's pip settings, as an air-gapped user needs.
+    """
+    host = Host("single", lab_base, lab_workdir / "single", boot=True)
+    host.start()
+    try:
+        host.copy_in(REPO_ROOT, REPO_IN_HOST)
+        host.run("rm -f /etc/pip.conf /etc/xdg/pip/pip.conf")
+        host.run(["install", "-d", "-m", "0700", "/etc/salt-django/pillar"])
+        host.run(["sh", "-c", "umask 077 && cat > /etc/salt-django/pillar/local.sls"], input=LOCAL_PILLAR)
+        first = make(host)
+        print(f"\n[single] first make deploy: {first.states} states, {first.changed} changed, {first.seconds:.1f} s")
+        host.first_deploy = first  # type: ignore[attr-defined]
+        yield host
+    finally:
+        host.stop(hard=True)
+        host.destroy()
+
+
+def test_first_deploy_succeeds_and_reports(server: Host) -> None:
+    first = server.first_deploy  # type: ignore[attr-defined]
+    assert first.failed == 0 and first.changed > 0
+    assert f"demo is served at https://{DOMAIN}/" in first.output
+    assert not server.path("/etc/salt-django/minion.d/50-no-systemd.conf").exists()
+    for unit in ("postgresql", "redis-server", "nginx", "supervisor"):
+        assert server.run(["systemctl", "is-active", unit]).stdout.strip() == "active", unit
+
+
+def test_page_is_rendered_by_django_with_database_and_cache(server: Host) -> None:
+    note = uuid.uuid4().hex
+    page = fetch(server, f"https://{DOMAIN}/?note={note}")
+    assert page.status == 200
+    assert "Rendered by Django on" in page.body
+    assert page.header("X-Served-By") == server.run("hostname").stdout.strip()
+    assert psql(server, f"SELECT count(*) FROM visits_visit WHERE note = '{note}'") == "1"
+    keys = server.run(
+        ["redis-cli", "--user", "demo", "--pass", REDIS_PASSWORD, "--no-auth-warning", "--scan", "--pattern", "demo:*:demo:hits"]
+    ).stdout.split()
+    assert keys == ["demo:1:demo:hits"]
+
+
+def test_http_redirects_to_https(server: Host) -> None:
+    page = fetch(server, f"http://{DOMAIN}/some/path?x=1")
+    assert page.status == 301
+    assert page.header("Location") == f"https://{DOMAIN}/some/path?x=1"
+
+
+def test_security_headers_and_secure_cookies(server: Host) -> None:
+    page = fetch(server, f"https://{DOMAIN}/")
+    assert page.header("Strict-Transport-Security") == "max-age=31536000; includeSubDomains; preload"
+    assert page.header("X-Frame-Options") == "DENY"
+    assert page.header("X-Content-Type-Options") == "nosniff"
+    cookies = {c.split("=", 1)[0]: c for c in page.headers["set-cookie"]}
+    assert set(cookies) >= {"sessionid", "csrftoken"}
+    for name in ("sessionid", "csrftoken"):
+        assert "; Secure" in cookies[name], cookies[name]
+    assert "HttpOnly" in cookies["sessionid"]
+
+
+def test_static_file_is_served_by_nginx_with_cache_headers(server: Host) -> None:
+    page = fetch(server, f"https://{DOMAIN}/")
+    match = re.search(r'href="(/static/visits/site\.[0-9a-f]{12}\.css)"', page.body)
+    assert match, "the page links a hashed static file"
+    css = fetch(server, f"https://{DOMAIN}{match.group(1)}")
+    assert css.status == 200 and "font-family" in css.body
+    assert css.header("Cache-Control") == "public, max-age=31536000, immutable"
+    assert css.header("X-Content-Type-Options") == "nosniff"
+    gunicorn_log = server.path("/var/log/demo/gunicorn.log").read_text()
+    assert "/static/" not in gunicorn_log, "Django must not serve static files"
+    assert "GET /?note=" in gunicorn_log, "the access log records what Django served"
+
+
+def test_healthz_answers_by_ip_over_plain_http(server: Host) -> None:
+    out = server.run("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/healthz").stdout
+    assert out == "200"
+
+
+def test_check_deploy_is_clean_on_the_live_release(server: Host) -> None:
+    result = server.run("/srv/demo/bin/manage check --deploy --fail-level WARNING")
+    assert "System check identified no issues" in result.stdout
+
+
+def test_second_deploy_changes_nothing_and_test_mode_agrees(server: Host) -> None:
+    second = make(server)
+    assert (second.changed, second.failed) == (0, 0), second.output[-3000:]
+    plan = make(server, "plan")
+    assert (plan.changed, plan.failed) == (0, 0), plan.output[-3000:]
+    assert plan.states == second.states
+    print(f"\n[single] no-op make deploy: {second.states} states in {second.seconds:.1f} s")
+
+
+def test_secrets_stay_out_of_output_logs_cache_and_world_readable_files(server: Host) -> None:
+    secret_key = env_value(server, "DJANGO_SECRET_KEY")
+    secrets = {"DB_PASSWORD": DB_PASSWORD, "REDIS_PASSWORD": REDIS_PASSWORD, "SECRET_KEY": secret_key}
+    outputs = server.first_deploy.output + make(server).output  # type: ignore[attr-defined]
+    for name, value in secrets.items():
+        assert value not in outputs, f"{name} in make deploy output"
+        hits = server.run(
+            ["grep", "-rlF", "--", value, "/etc", "/srv", "/var", "/opt", "/root", "/run", "/tmp", "/home"], check=False
+        ).stdout.split()
+        expected = {"/etc/demo/env", "/etc/salt-django/pillar/local.sls"}
+        if name == "REDIS_PASSWORD":
+            expected.add("/etc/redis/redis.conf")
+        assert set(hits) <= expected, f"{name} found in {sorted(set(hits) - expected)}"
+        for path in hits:
+            mode = int(server.run(["stat", "-c", "%a", path]).stdout, 8)
+            assert not mode & 0o007, f"{path} is readable by others ({mode:o})"
+    env_owner = server.run(["stat", "-c", "%U:%G %a", "/etc/demo/env"]).stdout.strip()
+    assert env_owner == "root:demo 640"
+
+
+def test_fileserver_never_serves_pillar(server: Host) -> None:
+    listed = server.run(["/opt/salt-django/venv/bin/salt-call", "-c", "/etc/salt-django", "--local", "--out=txt", "cp.list_master"]).stdout
+    pillar_files = {p.name for p in (REPO_ROOT / "pillar").iterdir()} | {"local.sls"}
+    for name in pillar_files:
+        assert f"'{name}'" not in listed and f"/{name}'" not in listed, name
+    assert "top.sls" in listed  # the state tree's own top file is served
+
+
+@pytest.mark.parametrize(
+    ("overlay", "key"),
+    [
+        ({"projects": {"demo": {"secrets": {"SECRET_KEY": "tooweak"}}}}, "projects:demo:secrets:SECRET_KEY"),
+        ({"projects": {"demo": {"secrets": {"DB_PASSWORD": None}}}}, "projects:demo:secrets:DB_PASSWORD is missing"),
+        ({"projects": {"demo": {"domains": []}}}, "projects:demo:domains"),
+        ({"projects": {"demo": {"domains": ["https://bad domain"]}}}, "projects:demo:domains:0"),
+        ({"salt_django": {"roles": ["db", "cache", "app", "web", "databse"]}}, "salt_django:roles: unknown role(s) databse"),
+    ],
+    ids=["weak-secret-key", "missing-db-password", "no-domains", "bad-domain", "unknown-role"],
+)
+def test_bad_input_fails_early_and_leaves_the_site_serving(server: Host, overlay: dict, key: str) -> None:
+    local = server.path("/etc/salt-django/pillar/local.sls")
+    original = local.read_text()
+    env_before = server.path("/etc/demo/env").read_text()
+    try:
+        local.write_text(yaml.safe_dump(_merged(yaml.safe_load(original), overlay)))
+        result = make(server, check=False)
+    finally:
+        local.write_text(original)
+    assert result.returncode != 0
+    assert key in result.output, result.output[-2000:]
+    assert (result.states, result.changed, result.failed) == (1, 0, 1), result.output[-2000:]
+    assert server.path("/etc/demo/env").read_text() == env_before
+    assert fetch(server, f"https://{DOMAIN}/").status == 200
+
+
+def _merged(base: dict, overlay: dict) -> dict:
+    """``overlay`` merged into ``base``; a None value deletes the key."""
+    for key, value in overlay.items():
+        if value is None:
+            base.pop(key, None)
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merged(base[key], value)
+        else:
+            base[key] = value
+    return base
