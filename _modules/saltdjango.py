@@ -156,6 +156,10 @@ def project_config(name: str, raw: dict[str, Any], defaults: dict[str, Any], cpu
     """
     cfg = _merge(copy.deepcopy(defaults), {k: v for k, v in raw.items() if k != "secrets"})
     cfg["name"] = name
+    domains = cfg.get("domains")
+    # Render-safe even when the pillar is invalid: the validation state, not a
+    # Jinja error, must be what reports a missing domain.
+    cfg["primary_domain"] = domains[0] if isinstance(domains, list) and domains and isinstance(domains[0], str) else ""
     cfg["user"] = cfg.get("user") or name
     cfg["source"] = cfg.get("source") or f"salt://projects/{name}"
     cfg["wsgi"] = cfg.get("wsgi") or f"{name}.wsgi:application"

@@ -56,7 +56,7 @@ nginx-{{ name }}-tls-certificate-managed:
   x509.certificate_managed:
     - name: {{ crt }}
     - signing_private_key: {{ key }}
-    - CN: {{ project.domains[0] }}
+    - CN: {{ project.primary_domain | json }}
     - subjectAltName: {{ project.domains | map('regex_replace', '^', 'DNS:') | join(', ') }}
     - basicConstraints: critical, CA:false
     - keyUsage: critical, digitalSignature, keyEncipherment
@@ -135,7 +135,7 @@ nginx-service-running:
 nginx-{{ name }}-site-healthy:
   django_release.healthy:
     - name: http://127.0.0.1/healthz
-    - host: {{ project.domains[0] }}
+    - host: {{ project.primary_domain | json }}
     - require:
       - service: nginx-service-running
       - supervisor_program: app-{{ name }}-gunicorn-running

@@ -30,13 +30,12 @@ postgres-service-running:
 
 {%- for name, project in projects.items() %}
 
+# The password is looked up by pillar key inside the state, so that it
+# never enters the compiled SLS data that Salt caches.
 postgres-{{ name }}-role-present:
-  postgres_user.present:
+  django_db.role_present:
     - name: {{ project.database.user }}
-    - password: {{ pillar['projects'][name]['secrets']['DB_PASSWORD'] | json }}
-    - encrypted: scram-sha-256
-    - login: True
-    - user: postgres
+    - project: {{ name }}
     - require:
       - service: postgres-service-running
 
@@ -48,5 +47,5 @@ postgres-{{ name }}-database-present:
     - template: template0
     - user: postgres
     - require:
-      - postgres_user: postgres-{{ name }}-role-present
+      - django_db: postgres-{{ name }}-role-present
 {%- endfor %}

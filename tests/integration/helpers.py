@@ -51,9 +51,9 @@ def fetch(host: Host, url: str, domain: str = DOMAIN) -> Response:
     """GET ``url`` from inside the host, with the domain resolved to 127.0.0.1."""
     port = 443 if url.startswith("https://") else 80
     cmd = f"curl -sk --max-time 20 -D - --resolve {domain}:{port}:127.0.0.1 {shlex.quote(url)}"
-    raw = host.run(cmd).stdout
-    head, _, body = raw.partition("\r\n\r\n")
-    lines = head.split("\r\n")
+    raw = host.run(cmd).stdout.replace("\r\n", "\n")
+    head, _, body = raw.partition("\n\n")
+    lines = head.split("\n")
     status = int(lines[0].split()[1])
     headers: dict[str, list[str]] = {}
     for line in lines[1:]:

@@ -1,0 +1,49 @@
+"""The PostgreSQL role of a project, with its password looked up in pillar here.
+
+Salt writes every apply's compiled SLS data to ``highstate.cache.p`` in the
+minion's cache directory. Passing the password to ``postgres_user.present``
+from an SLS would put it there; this state takes the pillar key instead and
+hands the value to ``postgres_user.present`` in memory only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__virtualname__ = "django_db"
+
+MASK = "********"
+
+
+def __virtual__() -> str | tuple[bool, str]:
+    """Wraps Salt's ``postgres_user`` state, which needs the postgres module (psql)."""
+    return __virtualname__
+
+
+def role_present(name: str, project: str, secret: str = "DB_PASSWORD", runas: str = "postgres") -> dict[str, Any]:  # noqa: S107 - a pillar key
+    """Make role ``name`` exist, able to log in with ``projects:<project>:secrets:<secret>``.
+
+    The password is stored as SCRAM-SHA-256, which PostgreSQL 14+ expects
+    in pg_hba by default.
+    """
+    key = f"projects:{project}:secrets:{secret}"
+    password = __salt__["pillar.get"](key)  # noqa: F821
+    if not password:
+        return {"name": name, "result": False, "changes": {}, "comment": f"{key} is missing"}
+    if "postgres_user.present" not in __states__:  # noqa: F821
+        return {"name": name, "result": False, "changes": {}, "comment": "postgres_user state unavailable: is psql installed?"}
+    ret = __states__["postgres_user.present"](  # noqa: F821
+        name=name, password=password, encrypted="scram-sha-256", login=True, user=runas
+    )
+    return _masked(ret, str(password))
+
+
+def _masked(value: Any, secret: str) -> Any:
+    """``value`` with every occurrence of ``secret`` replaced, however deep."""
+    if isinstance(value, str):
+        return value.replace(secret, MASK)
+    if isinstance(value, dict):
+        return {_masked(k, secret): _masked(v, secret) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_masked(v, secret) for v in value)
+    return value
