@@ -86,6 +86,24 @@ def test_page_is_rendered_by_django_with_database_and_cache(server: Host) -> Non
     assert keys == ["demo:1:demo:hits"]
 
 
+def test_redis_requires_auth_and_persists(server: Host) -> None:
+    anonymous = server.run(["redis-cli", "ping"], check=False)
+    assert "NOAUTH" in anonymous.stdout + anonymous.stderr
+    wrong = server.run(["redis-cli", "--user", "demo", "--pass", "wrong-password", "--no-auth-warning", "ping"], check=False)
+    assert "PONG" not in wrong.stdout
+    config = server.run(
+        ["redis-cli", "--user", "demo", "--pass", REDIS_PASSWORD, "--no-auth-warning", "config", "get", "appendonly"]
+    ).stdout.split()
+    assert config == ["appendonly", "yes"]
+
+
+def test_services_listen_on_loopback_only(server: Host) -> None:
+    listening = server.run(["ss", "-Hltn"]).stdout
+    for port in (5432, 6379):
+        addresses = {line.split()[3].rsplit(":", 1)[0] for line in listening.splitlines() if line.split()[3].endswith(f":{port}")}
+        assert addresses and addresses <= {"127.0.0.1", "[::1]"}, (port, addresses)
+
+
 def test_http_redirects_to_https(server: Host) -> None:
     page = fetch(server, f"http://{DOMAIN}/some/path?x=1")
     assert page.status == 301
