@@ -1,4 +1,4 @@
-"""Build releases of a Django project beside the live one and switch atomically.
+"""Build releases of a Django project beside the live one (switching is gunicorn_slots' job).
 
 Layout (see DESIGN.md)::
 
@@ -204,17 +204,3 @@ def build(
         shutil.rmtree(directory, ignore_errors=True)
         raise
     return {"id": rid, "built": True}
-
-
-def switch(project: str, release: str) -> dict[str, Any]:
-    """Point ``current`` at a built release with one atomic rename."""
-    if not is_built(project, release):
-        raise RuntimeError(f"release {release} of {project} is not built")
-    root = _root(project)
-    old = current(project)
-    temp = os.path.join(root, f".current-{os.getpid()}")
-    if os.path.lexists(temp):
-        os.unlink(temp)
-    os.symlink(os.path.join("releases", release), temp)
-    os.replace(temp, os.path.join(root, "current"))
-    return {"old": old, "new": release}

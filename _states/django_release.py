@@ -3,12 +3,16 @@
 ``deployed`` does in one state what must happen in one order and stop at the
 first failure: build the release beside the live one, refuse it if
 ``check --deploy --fail-level WARNING`` reports anything, collect its static
-files, apply pending migrations, and only then switch ``current``. A refused
-release never becomes live, so the site keeps serving what it served.
+files, apply pending migrations, and only then switch to it without dropping
+a request (``gunicorn_slots.activate``: blue/green Gunicorn behind Nginx). A
+refused release never becomes live, so the site keeps serving what it served.
+When something it watches changes (env file, settings, runner), the live
+release is restarted the same zero-downtime way.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from typing import Any
 
@@ -30,9 +34,28 @@ def _format_issues(issues: list[dict[str, str]]) -> str:
     return "; ".join(f"{i['id']} ({i['level']}): {i['message']}" for i in issues)
 
 
+def _serving_ok(name: str, rid: str) -> bool:
+    """True when Nginx's slot runs ``rid`` and its program is RUNNING."""
+    mods = __salt__  # noqa: F821
+    slot = mods["gunicorn_slots.serving"](name)
+    return (
+        bool(slot)
+        and mods["gunicorn_slots.slot_release"](name, slot) == rid
+        and mods["gunicorn_slots.program_state"](name, slot) == "RUNNING"
+    )
+
+
+def _activate(name: str, rid: str, host: str) -> tuple[dict[str, Any] | None, str]:
+    try:
+        return __salt__["gunicorn_slots.activate"](name, rid, host), ""  # noqa: F821
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        return None, str(exc)
+
+
 def deployed(
     name: str,
     source: str,
+    host: str,
     python: str = "/usr/bin/python3",
     pip: dict[str, Any] | None = None,
     migrate: bool = True,
@@ -45,6 +68,8 @@ def deployed(
     source
         ``salt://`` directory or local directory holding the project (with
         ``manage.py`` and ``requirements.txt`` at its top).
+    host
+        Host header for health checks: one of the project's domains.
     pip
         Options for a local index or wheelhouse (pillar ``salt_django:pip``).
     migrate
@@ -60,6 +85,13 @@ def deployed(
     live = mods["django_release.current"](name)
     built = mods["django_release.is_built"](name, rid)
 
+    if live == rid and not _serving_ok(name, rid):
+        if __opts__["test"]:  # noqa: F821
+            return {**ret, "result": None, "changes": {"started": rid}, "comment": f"release {rid} is not running and would be started"}
+        outcome, error = _activate(name, rid, host)
+        if outcome is None:
+            return {**ret, "result": False, "comment": error}
+        return {**ret, "changes": {"started": outcome}, "comment": f"release {rid} was not running and has been started"}
     if live == rid:
         pending = mods["django_manage.unapplied_migrations"](name) if migrate else {"ok": True, "migrations": []}
         if not pending["ok"]:
@@ -104,8 +136,25 @@ def deployed(
             }
         if outcome["applied"]:
             changes["migrations"] = outcome["applied"]
-    changes["release"] = mods["django_release.switch"](name, rid)
-    return {**ret, "changes": changes, "comment": f"release {rid} is live"}
+    outcome, error = _activate(name, rid, host)
+    if outcome is None:
+        return {**ret, "result": False, "changes": changes, "comment": f"release {rid} not switched: {error}"}
+    changes["release"] = {"old": live, "new": rid}
+    return {**ret, "changes": changes, "comment": f"release {rid} is live in slot {outcome['slot']['new']}"}
+
+
+def mod_watch(name: str, host: str, **_kwargs: Any) -> dict[str, Any]:
+    """Restart the live release without dropping a request (its config changed)."""
+    ret = _ret(name)
+    live = __salt__["django_release.current"](name)  # noqa: F821
+    if live is None:
+        return {**ret, "comment": "no live release to restart"}
+    if __opts__["test"]:  # noqa: F821
+        return {**ret, "result": None, "changes": {"restarted": live}, "comment": f"release {live} would be restarted"}
+    outcome, error = _activate(name, live, host)
+    if outcome is None:
+        return {**ret, "result": False, "comment": f"restart of {live} failed, the old processes keep serving: {error}"}
+    return {**ret, "changes": {"restarted": outcome}, "comment": f"release {live} restarted in slot {outcome['slot']['new']}"}
 
 
 def healthy(name: str, host: str | None = None, attempts: int = 20, interval: float = 0.5) -> dict[str, Any]:

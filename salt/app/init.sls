@@ -131,17 +131,6 @@ app-{{ name }}-manage-command-managed:
     - require:
       - file: app-{{ name }}-directories-present
 
-app-{{ name }}-release-deployed:
-  django_release.deployed:
-    - name: {{ name }}
-    - source: {{ project.source }}
-    - python: {{ salt_django.python }}
-    - pip: {{ salt_django.pip | json }}
-    - require:
-      - django_env: app-{{ name }}-env-managed
-      - file: app-{{ name }}-settings-managed
-      - file: app-{{ name }}-media-directory-present
-
 app-{{ name }}-gunicorn-configured:
   file.managed:
     - name: {{ supervisor.conf_dir }}/{{ name }}.conf
@@ -153,17 +142,33 @@ app-{{ name }}-gunicorn-configured:
     - require:
       - pkg: supervisor-packages-installed
 
-app-{{ name }}-gunicorn-running:
-  supervisor_program.running:
-    - name: {{ name }}-gunicorn
+# Loads new or changed program definitions; supervisord restarts a program
+# whose definition changed (rare: its command line lives in gunicorn-run).
+app-{{ name }}-gunicorn-programs-loaded:
+  cmd.run:
+    - name: supervisorctl update
     - require:
       - service: supervisor-service-running
+    - onchanges:
+      - file: app-{{ name }}-gunicorn-configured
+
+# Builds, gates, migrates and switches with no dropped request; restarts the
+# live release the same way when its environment or code runner changes.
+app-{{ name }}-release-deployed:
+  django_release.deployed:
+    - name: {{ name }}
+    - source: {{ project.source }}
+    - host: {{ project.primary_domain | json }}
+    - python: {{ salt_django.python }}
+    - pip: {{ salt_django.pip | json }}
+    - require:
+      - file: app-{{ name }}-media-directory-present
       - file: app-{{ name }}-socket-directory-present
       - file: app-{{ name }}-log-directory-present
+      - file: app-{{ name }}-manage-command-managed
+      - cmd: app-{{ name }}-gunicorn-programs-loaded
     - watch:
-      - file: app-{{ name }}-gunicorn-configured
-      - file: app-{{ name }}-runner-managed
-      - file: app-{{ name }}-settings-managed
       - django_env: app-{{ name }}-env-managed
-      - django_release: app-{{ name }}-release-deployed
+      - file: app-{{ name }}-settings-managed
+      - file: app-{{ name }}-runner-managed
 {%- endfor %}

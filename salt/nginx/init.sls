@@ -82,6 +82,20 @@ nginx-{{ name }}-snippets-managed:
     - require:
       - pkg: nginx-packages-installed
 
+# Which Gunicorn slot serves is switched at release time by gunicorn_slots;
+# the state only creates the file on a new server.
+nginx-{{ name }}-upstream-present:
+  file.managed:
+    - name: /etc/nginx/salt-django/{{ name }}-upstream.conf
+    - contents: |
+        # Managed by salt-django (gunicorn_slots): the serving slot of {{ name }}.
+        upstream {{ name }}_gunicorn {
+            server unix:{{ project.run_dir }}/gunicorn-a.sock fail_timeout=0;
+        }
+    - replace: False
+    - makedirs: True
+    - mode: '0644'
+
 nginx-{{ name }}-site-managed:
   file.managed:
     - name: {{ nginx.sites_available }}/{{ name }}.conf
@@ -112,6 +126,7 @@ nginx-config-tested:
       - file: nginx-{{ name }}-snippets-managed
       - file: nginx-{{ name }}-site-managed
       - file: nginx-{{ name }}-site-enabled
+      - file: nginx-{{ name }}-upstream-present
       - nginx-{{ name }}-tls-certificate-managed
 {%- endfor %}
 
@@ -128,6 +143,7 @@ nginx-service-running:
       - file: nginx-{{ name }}-snippets-managed
       - file: nginx-{{ name }}-site-managed
       - file: nginx-{{ name }}-site-enabled
+      - file: nginx-{{ name }}-upstream-present
       - nginx-{{ name }}-tls-certificate-managed
 {%- endfor %}
 {%- for name, project in projects.items() %}
@@ -138,5 +154,5 @@ nginx-{{ name }}-site-healthy:
     - host: {{ project.primary_domain | json }}
     - require:
       - service: nginx-service-running
-      - supervisor_program: app-{{ name }}-gunicorn-running
+      - django_release: app-{{ name }}-release-deployed
 {%- endfor %}

@@ -7,8 +7,10 @@ then checks what a user of the site and an operator of the server see.
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -222,3 +224,82 @@ def _merged(base: dict, overlay: dict) -> dict:
         else:
             base[key] = value
     return base
+
+
+class Load:
+    """tests/integration/load.py running inside the host while something happens."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def __enter__(self) -> Load:
+        self.host.run("rm -f /tmp/load.stop /tmp/load.json")
+        self.host.run(
+            f"nohup /usr/bin/python3 {REPO_IN_HOST}/tests/integration/load.py --host {DOMAIN} "
+            "--stop-file /tmp/load.stop --max-seconds 300 > /tmp/load.json 2>/tmp/load.err &"
+        )
+        time.sleep(1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(1)
+        self.host.run("touch /tmp/load.stop")
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and not self.host.run("cat /tmp/load.json", check=False).stdout:
+            time.sleep(0.2)
+        self.result = json.loads(self.host.run("cat /tmp/load.json").stdout)
+        print(f"\n[load] {self.result}")
+
+
+def _edit_in_host(server: Host, relpath: str, old: str, new: str) -> None:
+    path = server.path(f"{REPO_IN_HOST}/{relpath}")
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_new_release_switches_without_dropping_a_request(server: Host) -> None:
+    before = server.run("readlink /srv/demo/current").stdout.strip()
+    _edit_in_host(server, "example/visits/templates/visits/index.html", "<h1>salt-django demo</h1>", "<h1>salt-django demo v2</h1>")
+    with Load(server) as load:
+        deploy = make(server)
+    assert deploy.changed == 1, deploy.output[-2000:]
+    after = server.run("readlink /srv/demo/current").stdout.strip()
+    assert after != before
+    assert load.result["sent"] > 50 and load.result["failed"] == 0, load.result
+    assert set(load.result["releases"]) == {before.rsplit("/", 1)[1], after.rsplit("/", 1)[1]}
+    assert load.result["last"] == after.rsplit("/", 1)[1]
+    assert "salt-django demo v2" in fetch(server, f"https://{DOMAIN}/").body
+    assert server.path(f"/srv/demo/{before}/venv").is_dir(), "the previous release stays for a rollback"
+
+
+def test_config_change_restarts_without_dropping_a_request(server: Host) -> None:
+    local = server.path("/etc/salt-django/pillar/local.sls")
+    original = local.read_text()
+    try:
+        local.write_text(yaml.safe_dump(_merged(yaml.safe_load(original), {"projects": {"demo": {"log_level": "WARNING"}}})))
+        with Load(server) as load:
+            deploy = make(server)
+    finally:
+        local.write_text(original)
+    assert "release src-" in deploy.output and "restarted in slot" in deploy.output
+    assert load.result["failed"] == 0, load.result
+    assert env_value(server, "DJANGO_LOG_LEVEL") == "WARNING"
+    make(server)
+
+
+def test_broken_release_is_refused_and_the_site_keeps_serving(server: Host) -> None:
+    live = server.run("readlink /srv/demo/current").stdout.strip()
+    _edit_in_host(server, "example/visits/views.py", "HITS_KEY = ", "import broken(\nHITS_KEY = ")
+    try:
+        with Load(server) as load:
+            result = make(server, check=False)
+    finally:
+        _edit_in_host(server, "example/visits/views.py", "import broken(\n", "")
+    assert result.returncode != 0
+    # The build byte-compiles the release, so a syntax error stops it there, naming the file.
+    assert "not built: compileall failed" in result.output
+    assert "visits/views.py" in result.output and "SyntaxError" in result.output
+    assert load.result["failed"] == 0 and set(load.result["releases"]) == {live.rsplit("/", 1)[1]}, load.result
+    assert server.run("readlink /srv/demo/current").stdout.strip() == live
+    assert make(server).changed == 0
