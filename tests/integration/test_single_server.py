@@ -303,3 +303,25 @@ def test_broken_release_is_refused_and_the_site_keeps_serving(server: Host) -> N
     assert load.result["failed"] == 0 and set(load.result["releases"]) == {live.rsplit("/", 1)[1]}, load.result
     assert server.run("readlink /srv/demo/current").stdout.strip() == live
     assert make(server).changed == 0
+
+
+def test_release_with_a_check_warning_is_refused(server: Host) -> None:
+    live = server.run("readlink /srv/demo/current").stdout.strip()
+    warning = (
+        "\n\nfrom django.core import checks\n\n\n"
+        "@checks.register(deploy=True)\n"
+        "def _warn(**kwargs):\n"
+        "    return [checks.Warning('release under test', id='demo.W001')]\n"
+    )
+    apps = server.path(f"{REPO_IN_HOST}/example/visits/apps.py")
+    original = apps.read_text()
+    apps.write_text(original + warning)
+    try:
+        with Load(server) as load:
+            result = make(server, check=False)
+    finally:
+        apps.write_text(original)
+    assert result.returncode != 0
+    assert "refused by check --deploy: demo.W001 (WARNING): release under test" in result.output, result.output[-2000:]
+    assert load.result["failed"] == 0, load.result
+    assert server.run("readlink /srv/demo/current").stdout.strip() == live
