@@ -500,15 +500,27 @@ class Host:
     (a container/CI job without systemd). ``net`` plugs the host into a
     :class:`Network` (address ``ip`` or the next free one); without it the
     host has loopback only. The upper dir persists across stop()/start(), as
-    a disk does across a reboot; destroy() removes it.
+    a disk does across a reboot; destroy() removes it. ``lower`` stacks extra
+    read-only layers over ``base`` (first = topmost), e.g. the cluster's
+    minion layer (tests/lab/cluster.py).
     """
 
     BOOT_TIMEOUT = 120.0
 
-    def __init__(self, name: str, base: Path, workdir: Path, boot: bool = True, net: Network | None = None, ip: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        base: Path,
+        workdir: Path,
+        boot: bool = True,
+        net: Network | None = None,
+        ip: str | None = None,
+        lower: Sequence[Path] = (),
+    ) -> None:
         if not _HOSTNAME_RE.match(name):
             raise ValueError(f"bad host name {name!r} (lowercase letters, digits, '-')")
         self.name, self.base, self.workdir = name, Path(base), Path(workdir)
+        self.lower = [Path(p) for p in lower]
         self.boot, self.net = boot, net
         self.machine = f"{PREFIX}{session_id()}{next(_counter):x}-{name}"
         self.ip = net.add(name, ip) if net else None
@@ -534,13 +546,14 @@ class Host:
         for sub in ("upper", "work", "merged"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         if not os.path.ismount(self.merged):
+            lowerdir = ":".join(str(p) for p in [*self.lower, self.base])
             _sh(
                 "mount",
                 "-t",
                 "overlay",
                 self.machine,
                 "-o",
-                f"lowerdir={self.base},upperdir={self.workdir / 'upper'},workdir={self.workdir / 'work'}",
+                f"lowerdir={lowerdir},upperdir={self.workdir / 'upper'},workdir={self.workdir / 'work'}",
                 self.merged,
             )
 

@@ -1,0 +1,1 @@
+"""Multi-host cluster tests: a salt-master plus minion hosts (tests/lab/cluster.py)."""
