@@ -11,21 +11,42 @@ TEST_VENV := .venv
 TEST_APT := python3-venv systemd-container debootstrap zstd dpkg-dev iproute2
 PYTEST_ARGS ?=
 
-.PHONY: help deploy plan test lint unit test-deps
+PROJECT ?= demo
+CLI = $(SALT_PY) scripts/salt_django.py --conf $(CONF) --project $(PROJECT)
+
+.PHONY: help deploy plan release rollback releases backup backups restore audit test lint unit test-deps
 
 help:
-	@echo "make deploy   configure this host and deploy (idempotent)"
-	@echo "make plan     show what deploy would change (test=True)"
-	@echo "make test     lint + unit + integration + cluster tests"
-	@echo "make lint     ruff and salt-lint only"
+	@echo "make deploy                     configure this host and deploy (idempotent)"
+	@echo "make plan                       show what deploy would change (test=True)"
+	@echo "make release [REPO=.. REF=..]   build, gate, migrate and switch to a release, no downtime"
+	@echo "make rollback [TO=<id>]         switch back to the previous release (database untouched)"
+	@echo "make releases                   list built releases and the live one"
+	@echo "make backup / make backups      pg_dump the database now / list backups"
+	@echo "make restore FILE=.. CONFIRM=yes  restore a backup (rows written since are lost)"
+	@echo "make audit                      who released, rolled back or restored what, when"
+	@echo "make test                       lint + unit + integration tests"
+	@echo "make lint                       ruff and salt-lint only"
 
 deploy:
 	@scripts/bootstrap.sh
-	@SALT_DJANGO_PREFIX=$(PREFIX) $(SALT_PY) scripts/salt_django.py --conf $(CONF) apply
+	@SALT_DJANGO_TRIGGER="make deploy" $(CLI) apply
 
 plan:
 	@scripts/bootstrap.sh
-	@$(SALT_PY) scripts/salt_django.py --conf $(CONF) apply --test
+	@$(CLI) apply --test
+
+release:
+	@$(CLI) release $(if $(REPO),--repo "$(REPO)") $(if $(REF),--ref "$(REF)")
+
+rollback:
+	@$(CLI) rollback $(if $(TO),--to "$(TO)")
+
+releases backup backups audit:
+	@$(CLI) $@
+
+restore:
+	@$(CLI) restore --file "$(FILE)" $(if $(filter yes,$(CONFIRM)),--confirm)
 
 test-deps: $(TEST_VENV)/.requirements.sha256
 	@missing=$$(for p in $(TEST_APT); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \

@@ -44,6 +44,11 @@ def env_file(project: str) -> str:
     return os.path.join(ENV_ROOT, project, "env")
 
 
+def log_dir(project: str) -> str:
+    """``/var/log/<project>``: Gunicorn's log and the deploy audit log."""
+    return os.path.join("/var/log", project)
+
+
 def app_user(project: str) -> str:
     """The system user the app runs as (pillar ``projects:<p>:user``, default the project name)."""
     return __salt__["pillar.get"](f"projects:{project}:user", project)  # noqa: F821
@@ -73,13 +78,8 @@ def command_env(project: str, directory: str) -> dict[str, str]:
     return env
 
 
-def run(project: str, *args: str, release: str | None = None, timeout: int = 900) -> dict[str, Any]:
-    """Run ``manage.py <args>`` as the app user; returns retcode, stdout, stderr.
-
-    CLI example::
-
-        salt-call django_manage.run demo showmigrations
-    """
+def _run_in_release(project: str, argv: list[str], release: str | None, timeout: int) -> dict[str, Any]:
+    """Run ``<release>/venv/bin/python <argv>`` as the app user with the app's environment."""
     directory = release_dir(project, release)
     python = os.path.join(directory, "venv", "bin", "python")
     if not os.path.exists(python):
@@ -89,10 +89,9 @@ def run(project: str, *args: str, release: str | None = None, timeout: int = 900
         account = pwd.getpwnam(user)
     except KeyError:
         return {"retcode": 127, "stdout": "", "stderr": f"app user {user!r} does not exist"}
-    manage = __salt__["pillar.get"](f"projects:{project}:manage_py", "manage.py")  # noqa: F821
     try:
         proc = subprocess.run(
-            [python, os.path.join(directory, manage), *map(str, args)],
+            [python, *argv],
             cwd=directory,
             env=command_env(project, directory),
             user=account.pw_uid,
@@ -104,8 +103,30 @@ def run(project: str, *args: str, release: str | None = None, timeout: int = 900
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return {"retcode": 124, "stdout": "", "stderr": f"manage.py {' '.join(args)} timed out after {timeout}s"}
+        return {"retcode": 124, "stdout": "", "stderr": f"{' '.join(argv)} timed out after {timeout}s"}
     return {"retcode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+def run(project: str, *args: str, release: str | None = None, timeout: int = 900) -> dict[str, Any]:
+    """Run ``manage.py <args>`` as the app user; returns retcode, stdout, stderr.
+
+    CLI example::
+
+        salt-call django_manage.run demo showmigrations
+    """
+    manage = __salt__["pillar.get"](f"projects:{project}:manage_py", "manage.py")  # noqa: F821
+    return _run_in_release(project, [os.path.join(release_dir(project, release), manage), *map(str, args)], release, timeout)
+
+
+def wsgi_check(project: str, release: str | None = None) -> dict[str, Any]:
+    """Import the release's WSGI application the way Gunicorn will."""
+    spec = __salt__["pillar.get"](f"projects:{project}:wsgi", None) or f"{project}.wsgi:application"  # noqa: F821
+    module, _, attribute = spec.partition(":")
+    code = f"import importlib; getattr(importlib.import_module({module!r}), {attribute or 'application'!r})"
+    result = _run_in_release(project, ["-c", code], release, 120)
+    if result["retcode"] != 0:
+        return {"ok": False, "error": _last_line(result)}
+    return {"ok": True}
 
 
 def parse_check_output(text: str) -> list[dict[str, str]]:

@@ -1,26 +1,37 @@
-"""Build releases of a Django project beside the live one (switching is gunicorn_slots' job).
+"""Releases of a Django project: build beside the live one, gate, migrate, switch.
 
 Layout (see DESIGN.md)::
 
     /srv/<project>/releases/<id>/   code + its own virtualenv (built as root,
                                     read-only for the app user)
-    /srv/<project>/current          symlink to releases/<id>, replaced by rename
+    /srv/<project>/current          symlink to the live release
 
-A release id is derived from the content of the source, so applying the same
-source twice finds the release already built: that is what makes a second
-``state.apply`` a no-op. A directory without the completion marker is a
-build that died half-way and is rebuilt from scratch.
+A release id says what was deployed and when: ``<UTC time>-<short commit>``
+for a git source, ``<UTC time>-<short content hash>`` for a directory. A
+source already built (same commit or same content) is never rebuilt, which
+is what makes a second ``state.apply`` a no-op. A directory without the
+completion marker is a build that died half-way and is rebuilt.
+
+``release`` and ``rollback`` hold the project's deploy lock, write one line
+per operation to the audit log ``/var/log/<project>/deploys.log`` and switch
+with ``gunicorn_slots.activate`` (no request dropped).
 """
 
 from __future__ import annotations
 
+import datetime
+import fcntl
+import getpass
 import hashlib
 import json
 import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 __virtualname__ = "django_release"
@@ -31,15 +42,29 @@ MARKER = ".salt-django-release.json"
 IGNORED_ANYWHERE = frozenset({".git", "__pycache__", ".venv", "node_modules"})
 IGNORED_TOP = frozenset({"venv", "static", "media"})
 IGNORED_SUFFIXES = (".pyc", ".pyo", ".sqlite3")
+PIP_CACHE = "/var/cache/salt-django/pip"
+GIT_CACHE = "/var/cache/salt-django/git"
+_CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/root", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+class ReleaseError(RuntimeError):
+    """A release step failed; the message names the step and the cause."""
 
 
 def __virtual__() -> str:
-    """Stdlib only."""
+    """Stdlib only (git is needed only for git sources)."""
     return __virtualname__
 
 
 def _root(project: str) -> str:
     return __salt__["django_manage.project_root"](project)  # noqa: F821
+
+
+def _pillar(key: str, default: Any = None) -> Any:
+    return __salt__["pillar.get"](key, default)  # noqa: F821
+
+
+# ----------------------------------------------------------------- sources
 
 
 def _wanted(relpath: str) -> bool:
@@ -50,7 +75,7 @@ def _wanted(relpath: str) -> bool:
 
 
 def source_files(source: str, saltenv: str = "base") -> dict[str, str]:
-    """Map each file of the source to a local path: ``salt://dir`` or a local dir.
+    """Map each file of a ``salt://`` or local directory to a local path.
 
     For ``salt://`` the list comes from the fileserver, not from the minion's
     cache, so a file deleted upstream never lingers in a new release.
@@ -64,13 +89,13 @@ def source_files(source: str, saltenv: str = "base") -> dict[str, str]:
             if _wanted(relpath):
                 cached = __salt__["cp.cache_file"](f"salt://{path}", saltenv=saltenv)  # noqa: F821
                 if not cached:
-                    raise RuntimeError(f"could not fetch salt://{path}")
+                    raise ReleaseError(f"could not fetch salt://{path}")
                 files[relpath] = cached
         if not files:
-            raise RuntimeError(f"source {source} has no files")
+            raise ReleaseError(f"source {source} has no files")
         return files
     if not os.path.isdir(source):
-        raise RuntimeError(f"source {source} is not a directory")
+        raise ReleaseError(f"source {source} is not a directory")
     files = {}
     for dirpath, dirnames, filenames in os.walk(source):
         dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_ANYWHERE)
@@ -92,9 +117,42 @@ def tree_digest(files: dict[str, str]) -> str:
     return digest.hexdigest()
 
 
-def release_id(source: str, saltenv: str = "base") -> str:
-    """The id a build of ``source`` gets: ``src-`` and 12 hex digits of its digest."""
-    return "src-" + tree_digest(source_files(source, saltenv))[:12]
+def _git(*args: str, cwd: str | None = None) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False, env=_CLEAN_ENV)
+    if proc.returncode != 0:
+        raise ReleaseError(f"git {args[0]} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+    return proc.stdout.strip()
+
+
+def _git_mirror(project: str, repo: str) -> str:
+    """A bare mirror of ``repo`` in the minion's cache, fetched now."""
+    mirror = os.path.join(GIT_CACHE, project, hashlib.sha256(repo.encode()).hexdigest()[:16] + ".git")
+    if os.path.isdir(mirror):
+        _git("fetch", "--prune", "--tags", "--force", "origin", "+refs/heads/*:refs/heads/*", cwd=mirror)
+    else:
+        os.makedirs(os.path.dirname(mirror), mode=0o700, exist_ok=True)
+        _git("clone", "--quiet", "--mirror", repo, mirror)
+    return mirror
+
+
+def resolve(project: str, source: str | None = None, repo: str | None = None, ref: str | None = None) -> dict[str, Any]:
+    """What a release would be built from: ``{"kind", "digest", "label", ...}``.
+
+    ``repo`` + ``ref``: a git repository (path or URL) at a branch, tag or
+    commit; the digest is the commit. Otherwise ``source``: a ``salt://`` or
+    local directory; the digest is a hash of its content.
+    """
+    if repo:
+        mirror = _git_mirror(project, repo)
+        commit = _git("rev-parse", "--verify", "--quiet", f"{ref or 'HEAD'}^{{commit}}", cwd=mirror)
+        return {"kind": "git", "digest": commit, "label": f"{repo}@{ref or 'HEAD'}", "mirror": mirror, "commit": commit, "ref": ref}
+    if not source:
+        raise ReleaseError("no source: pass repo (and ref) or source")
+    files = source_files(source)
+    return {"kind": "dir", "digest": tree_digest(files), "label": source, "files": files}
+
+
+# ------------------------------------------------------------------ layout
 
 
 def current(project: str) -> str | None:
@@ -111,17 +169,25 @@ def is_built(project: str, release: str) -> bool:
 
 
 def info(project: str, release: str) -> dict[str, Any]:
-    """The completion marker of a release: source, digest, build seconds."""
+    """The completion marker of a release: source, digest, build seconds, time."""
     with open(os.path.join(_root(project), "releases", release, MARKER), encoding="utf-8") as handle:
         return json.load(handle)
 
 
 def list_releases(project: str) -> dict[str, Any]:
-    """Built releases (oldest first) and the live one."""
+    """Built releases, oldest first, and the live one."""
     directory = os.path.join(_root(project), "releases")
     names = [n for n in os.listdir(directory) if is_built(project, n)] if os.path.isdir(directory) else []
-    names.sort(key=lambda n: os.path.getmtime(os.path.join(directory, n, MARKER)))
+    names.sort(key=lambda n: (info(project, n).get("built", ""), n))
     return {"releases": names, "current": current(project)}
+
+
+def find(project: str, digest: str) -> str | None:
+    """The built release of this exact source (commit or content), if any."""
+    for name in list_releases(project)["releases"]:
+        if info(project, name).get("digest") == digest:
+            return name
+    return None
 
 
 def pip_args(pip: dict[str, Any] | None) -> list[str]:
@@ -137,70 +203,289 @@ def pip_args(pip: dict[str, Any] | None) -> list[str]:
     return args
 
 
+# ------------------------------------------------------------------- build
+
+
 def _run(cmd: list[str], cwd: str, step: str) -> None:
-    proc = subprocess.run(
-        cmd,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/root", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False, env=_CLEAN_ENV)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-        raise RuntimeError(f"{step} failed (exit {proc.returncode}): {tail}")
+        raise ReleaseError(f"{step} failed (exit {proc.returncode}): {tail}")
+
+
+def _materialize(resolved: dict[str, Any], directory: str) -> None:
+    if resolved["kind"] == "git":
+        with tempfile.TemporaryFile() as archive:
+            subprocess.run(["git", "archive", resolved["commit"]], cwd=resolved["mirror"], stdout=archive, check=True, env=_CLEAN_ENV)
+            archive.seek(0)
+            subprocess.run(["tar", "-x", "-C", directory, "--no-same-owner"], stdin=archive, check=True)
+        return
+    for relpath, path in resolved["files"].items():
+        target = os.path.join(directory, relpath)
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        shutil.copyfile(path, target)
+        os.chmod(target, 0o644)
 
 
 def build(
     project: str,
-    source: str,
+    resolved: dict[str, Any],
     python: str = "/usr/bin/python3",
     pip: dict[str, Any] | None = None,
-    saltenv: str = "base",
 ) -> dict[str, Any]:
-    """Copy the source and build its virtualenv in ``releases/<id>``; not switched.
+    """Build ``resolved`` (see ``resolve``) in ``releases/<id>``; nothing is switched.
 
-    Returns ``{"id", "built"}``; ``built`` is False when the release already
-    existed. A failed build removes its directory and raises.
+    Returns ``{"id", "built", "seconds"}``; ``built`` is False when this
+    source was built before. A failed build removes its directory and
+    raises ReleaseError naming the step.
     """
-    files = source_files(source, saltenv)
-    rid = "src-" + tree_digest(files)[:12]
-    if is_built(project, rid):
-        return {"id": rid, "built": False}
+    existing = find(project, resolved["digest"])
+    if existing:
+        return {"id": existing, "built": False, "seconds": 0.0}
     started = time.monotonic()
+    now = datetime.datetime.now(datetime.UTC)
+    rid = f"{now:%Y%m%dT%H%M%SZ}-{resolved['digest'][:7]}"
     directory = os.path.join(_root(project), "releases", rid)
     shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, mode=0o755)
     try:
-        for relpath, path in files.items():
-            target = os.path.join(directory, relpath)
-            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-            shutil.copyfile(path, target)
-            os.chmod(target, 0o644)
+        _materialize(resolved, directory)
         _run([python, "-m", "venv", os.path.join(directory, "venv")], directory, "virtualenv")
-        requirements = os.path.join(directory, "requirements.txt")
-        if os.path.exists(requirements):
-            _run(
-                [
-                    os.path.join(directory, "venv", "bin", "pip"),
-                    "install",
-                    "--quiet",
-                    "--cache-dir",
-                    "/var/cache/salt-django/pip",
-                    *pip_args(pip),
-                    "-r",
-                    requirements,
-                ],
-                directory,
-                "pip install -r requirements.txt",
-            )
+        if os.path.exists(os.path.join(directory, "requirements.txt")):
+            pip_cmd = [os.path.join(directory, "venv", "bin", "pip"), "install", "--quiet", "--cache-dir", PIP_CACHE]
+            _run([*pip_cmd, *pip_args(pip), "-r", "requirements.txt"], directory, "pip install -r requirements.txt")
         _run([os.path.join(directory, "venv", "bin", "python"), "-m", "compileall", "-q", "-x", r"/venv/", "."], directory, "compileall")
         static = os.path.join(directory, "static")
         os.makedirs(static, exist_ok=True)
         account = pwd.getpwnam(__salt__["django_manage.app_user"](project))  # noqa: F821
         os.chown(static, account.pw_uid, account.pw_gid)
+        seconds = round(time.monotonic() - started, 1)
+        marker = {"id": rid, "digest": resolved["digest"], "source": resolved["label"], "seconds": seconds, "built": now.isoformat()}
         with open(os.path.join(directory, MARKER), "w", encoding="utf-8") as handle:
-            json.dump({"id": rid, "source": source, "seconds": round(time.monotonic() - started, 1)}, handle)
+            json.dump(marker, handle)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    return {"id": rid, "built": True}
+    return {"id": rid, "built": True, "seconds": seconds}
+
+
+# ------------------------------------------------------------ lock & audit
+
+
+def _actor() -> str:
+    return os.environ.get("SUDO_USER") or os.environ.get("USER") or getpass.getuser()
+
+
+@contextmanager
+def deploy_lock(project: str, operation: str) -> Iterator[None]:
+    """One release, rollback or restore at a time per project on this host.
+
+    The lock is an fcntl lock, so it dies with its holder; the file names
+    the holder for the message that refuses a second operation.
+    """
+    path = os.path.join(_root(project), "shared", "deploy.lock")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ReleaseError(f"another deploy operation of {project} is running: {holder}") from None
+        handle.seek(0)
+        handle.truncate()
+        since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        handle.write(f"{operation} by {_actor()} (pid {os.getpid()}) since {since}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+
+
+def _audit_path(project: str) -> str:
+    return os.path.join(__salt__["django_manage.log_dir"](project), "deploys.log")  # noqa: F821
+
+
+def record(project: str, operation: str, result: str, seconds: float, **details: Any) -> dict[str, Any]:
+    """Append one line to the audit log: when, who, what, from, to, result."""
+    entry = {
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "operation": operation,
+        "by": _actor(),
+        "trigger": os.environ.get("SALT_DJANGO_TRIGGER", "salt"),
+        "result": result,
+        "seconds": round(seconds, 1),
+        **details,
+    }
+    path = _audit_path(project)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, sort_keys=True) + "\n")
+    return entry
+
+
+def audit(project: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The last ``limit`` operations of the audit log, oldest first.
+
+    CLI example::
+
+        salt-call django_release.audit demo
+    """
+    try:
+        with open(_audit_path(project), encoding="utf-8") as handle:
+            lines = handle.readlines()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in lines[-int(limit) :] if line.strip()]
+
+
+# --------------------------------------------------------------- operations
+
+
+def _format_issues(issues: list[dict[str, str]]) -> str:
+    return "; ".join(f"{i['id']} ({i['level']}): {i['message']}" for i in issues)
+
+
+def _health_host(project: str) -> str:
+    domains = _pillar(f"projects:{project}:domains", []) or []
+    return domains[0] if domains else "localhost"
+
+
+def _gate(project: str, rid: str, fail_level: str) -> None:
+    """Everything a release must pass before it may receive a request."""
+    mods = __salt__  # noqa: F821
+    gate = mods["django_manage.check_deploy"](project, release=rid, fail_level=fail_level)
+    if not gate["ok"]:
+        raise ReleaseError(f"release {rid} refused by check --deploy: {_format_issues(gate['issues'])}")
+    wsgi = mods["django_manage.wsgi_check"](project, release=rid)
+    if not wsgi["ok"]:
+        raise ReleaseError(f"release {rid} refused: its WSGI application does not load: {wsgi['error']}")
+    static = mods["django_manage.collectstatic"](project, release=rid)
+    if not static["ok"]:
+        raise ReleaseError(f"release {rid}: collectstatic failed: {static['error']}")
+
+
+def _migrate(project: str, rid: str) -> dict[str, Any]:
+    """Back up the database, then apply the release's pending migrations."""
+    mods = __salt__  # noqa: F821
+    pending = mods["django_manage.unapplied_migrations"](project, release=rid)
+    if not pending["ok"]:
+        raise ReleaseError(f"release {rid}: showmigrations failed: {pending['error']}")
+    if not pending["migrations"]:
+        return {}
+    changes: dict[str, Any] = {}
+    if "db" in (_pillar("salt_django:roles", []) or []):
+        changes["backup"] = mods["django_db.backup"](project, reason=f"before-{rid}")["file"]
+    outcome = mods["django_manage.migrate"](project, release=rid)
+    if not outcome["ok"]:
+        raise ReleaseError(f"release {rid} not switched: migration {outcome['failed']} failed: {outcome['error']}")
+    changes["migrations"] = outcome["applied"]
+    return changes
+
+
+def release(
+    project: str,
+    source: str | None = None,
+    repo: str | None = None,
+    ref: str | None = None,
+    migrate: bool = True,
+    fail_level: str = "WARNING",
+) -> dict[str, Any]:
+    """Build, gate, migrate and switch to a new release; the live one is untouched on failure.
+
+    CLI examples::
+
+        salt-call django_release.release demo repo=/srv/git/demo.git ref=v2
+        salt-call django_release.release demo source=salt://projects/demo
+
+    Returns ``{"ok", "id", "previous", "changes", "comment"}``.
+    """
+    started = time.monotonic()
+    previous = current(project)
+    details: dict[str, Any] = {"from": previous, "source": repo or source, "ref": ref}
+    try:
+        with deploy_lock(project, "release"):
+            resolved = resolve(project, source=source, repo=repo, ref=ref)
+            details["source"] = resolved["label"]
+            built = build(project, resolved, python=_pillar("salt_django:python", "/usr/bin/python3"), pip=_pillar("salt_django:pip", {}))
+            rid = built["id"]
+            details["to"] = rid
+            changes: dict[str, Any] = {"built": rid} if built["built"] else {}
+            try:
+                _gate(project, rid, fail_level)
+                if migrate:
+                    changes.update(_migrate(project, rid))
+            except ReleaseError:
+                # A refused build is no rollback target: it never served.
+                if built["built"]:
+                    shutil.rmtree(os.path.join(_root(project), "releases", rid), ignore_errors=True)
+                raise
+            if previous != rid or not __salt__["gunicorn_slots.is_serving"](project, rid):  # noqa: F821
+                __salt__["gunicorn_slots.activate"](project, rid, _health_host(project))  # noqa: F821
+                changes["release"] = {"old": previous, "new": rid}
+            pruned = prune(project)
+            if pruned:
+                changes["pruned"] = pruned
+    except (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        record(project, "release", "failed", time.monotonic() - started, error=str(exc), **details)
+        return {"ok": False, "id": details.get("to"), "previous": previous, "changes": {}, "comment": str(exc)}
+    record(project, "release", "ok", time.monotonic() - started, **details)
+    comment = f"release {rid} is live" if "release" in changes else f"release {rid} was already live"
+    return {"ok": True, "id": rid, "previous": previous, "changes": changes, "comment": comment}
+
+
+def rollback(project: str, to: str | None = None) -> dict[str, Any]:
+    """Switch back to the release before the live one (or to release ``to``).
+
+    The database is not touched: migrations of the newer release stay
+    applied. Refuses when there is no earlier release.
+
+    CLI example::
+
+        salt-call django_release.rollback demo
+    """
+    started = time.monotonic()
+    live = current(project)
+    details: dict[str, Any] = {"from": live}
+    try:
+        with deploy_lock(project, "rollback"):
+            releases = list_releases(project)["releases"]
+            if to is None:
+                earlier = releases[: releases.index(live)] if live in releases else []
+                if not earlier:
+                    raise ReleaseError(f"no release of {project} before {live} to roll back to")
+                to = earlier[-1]
+            elif to not in releases:
+                raise ReleaseError(f"release {to} of {project} is not built; built: {', '.join(releases) or 'none'}")
+            details["to"] = to
+            if to == live:
+                raise ReleaseError(f"release {to} is already live")
+            __salt__["gunicorn_slots.activate"](project, to, _health_host(project))  # noqa: F821
+    except (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        record(project, "rollback", "failed", time.monotonic() - started, error=str(exc), **details)
+        return {"ok": False, "id": details.get("to"), "previous": live, "changes": {}, "comment": str(exc)}
+    record(project, "rollback", "ok", time.monotonic() - started, **details)
+    return {"ok": True, "id": to, "previous": live, "changes": {"release": {"old": live, "new": to}}, "comment": f"rolled back to {to}"}
+
+
+def prune(project: str, keep: int | None = None) -> list[str]:
+    """Remove the oldest releases beyond ``keep`` (pillar ``projects:<p>:keep_releases``).
+
+    Never removes the live release, the one a slot still runs, or the
+    release before the live one (the rollback target).
+    """
+    keep = int(keep if keep is not None else _pillar(f"projects:{project}:keep_releases", 5))
+    listing = list_releases(project)
+    releases, live = listing["releases"], listing["current"]
+    protected = {live} | {__salt__["gunicorn_slots.slot_release"](project, s) for s in ("a", "b")}  # noqa: F821
+    if live in releases and releases.index(live) > 0:
+        protected.add(releases[releases.index(live) - 1])
+    removable = [r for r in releases if r not in protected]
+    excess = max(len(releases) - max(keep, 2), 0)
+    removed = removable[:excess]
+    for name in removed:
+        shutil.rmtree(os.path.join(_root(project), "releases", name), ignore_errors=True)
+    return removed

@@ -222,6 +222,12 @@ def activate(project: str, release: str, host: str, timeout: float = 60) -> dict
     return {"slot": {"old": old, "new": new}, "release": release}
 
 
+def is_serving(project: str, release: str) -> bool:
+    """True when Nginx's slot runs ``release`` and its program is RUNNING."""
+    slot = serving(project)
+    return bool(slot) and slot_release(project, slot) == release and program_state(project, slot) == "RUNNING"
+
+
 def status(project: str) -> dict[str, Any]:
     """Which slot serves, and what each slot runs."""
     return {

@@ -1,9 +1,13 @@
-"""Benchmark: how long `make deploy` takes on a fresh server and when nothing changed.
+"""Benchmark: `make deploy` from nothing and as a no-op; releases and a rollback.
 
 Starts a throwaway booted test host (tests/lab), copies the repo in and runs
-the README's `make deploy` as a user would: once from nothing, then twice
-more (no-op), then `make plan`. Prints the figures and writes a report to
-bench/reports/deploy.md. Run as root: `.venv/bin/python bench/deploy.py`.
+the README's commands as a user would: `make deploy` once from nothing, then
+twice more (no-op), `make plan`; then from a git repository of the demo
+project a code-only `make release`, a release that adds a requirement, and
+`make rollback`, with the seconds the audit log records for each (the first
+release's figure is the one `make deploy` recorded). Prints the figures and
+writes a report to bench/reports/deploy.md.
+Run as root: `.venv/bin/python bench/deploy.py`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,28 @@ sys.path.insert(0, str(ROOT))
 
 from tests.integration.helpers import REPO_IN_HOST, make  # noqa: E402
 from tests.lab import hosts  # noqa: E402
+
+
+def release_figures(host: hosts.Host) -> dict[str, float]:
+    """Seconds of releases and a rollback, as the audit log records them."""
+    git = "/root/demo-git"
+    commit = "git -c user.email=b@example.org -c user.name=bench commit -qam"
+    host.run(f"cp -r {REPO_IN_HOST}/example {git} && cd {git} && git init -q && git add -A && {commit} v1")
+    host.run(f"cd {git} && sed -i 's|demo</h1>|demo v2</h1>|' visits/templates/visits/index.html && {commit} v2 && git tag v2")
+    host.run(f"cd {git} && echo distro==1.9.0 >> requirements.txt && {commit} v3 && git tag v3")
+    for target in (f"release REPO={git} REF=v2", f"release REPO={git} REF=v3", "rollback"):
+        host.run(f"cd {REPO_IN_HOST} && make {target}")
+    entries = [json.loads(line) for line in host.run(f"cd {REPO_IN_HOST} && make audit").stdout.splitlines() if line.startswith("{")]
+    releases = [e for e in entries if e["operation"] == "release" and e["result"] == "ok"]
+    rollback = [e for e in entries if e["operation"] == "rollback" and e["result"] == "ok"]
+    first, code_only, new_requirements = (e["seconds"] for e in releases[:3])
+    return {
+        "first release (in fresh make deploy), seconds": first,
+        "code-only release, seconds": code_only,
+        "release adding a requirement, seconds": new_requirements,
+        "rollback, seconds": rollback[0]["seconds"],
+        "code-only / first release ratio": round(code_only / first, 2),
+    }
 
 
 def main() -> int:
@@ -55,6 +81,7 @@ def main() -> int:
         figures["make plan (test=True), wall seconds"] = round(time.monotonic() - started, 1)
         figures["states predicted to change by make plan"] = plan.changed
         figures["fresh / no-op wall ratio"] = round(float(figures["fresh make deploy, wall seconds"]) / min(noop_walls), 1)
+        figures.update(release_figures(host))
     finally:
         host.stop(hard=True)
         host.destroy()

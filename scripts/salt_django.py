@@ -98,17 +98,79 @@ def apply(conf: str, test: bool) -> int:
     return 1 if failures else 0
 
 
+def call(conf: str, fun: str, *args: str) -> Any:
+    """Run one execution-module function; its return value, or exit on a Salt error."""
+    result = salt_call(conf, fun, *args)
+    try:
+        return json.loads(result.stdout)["local"]
+    except (ValueError, KeyError, TypeError):
+        print(f"salt-django: {fun} failed: {(result.stderr or result.stdout).strip()[-2000:]}", file=sys.stderr)
+        sys.exit(result.returncode or 1)
+
+
+def operation(conf: str, fun: str, *args: str) -> int:
+    """A release, rollback or restore: print its outcome, exit 1 if it failed."""
+    started = time.monotonic()
+    outcome = call(conf, fun, *args)
+    seconds = time.monotonic() - started
+    if not isinstance(outcome, dict):
+        print(f"salt-django: {outcome}", file=sys.stderr)
+        return 1
+    for key, value in (outcome.get("changes") or {}).items():
+        print(f"  {key}: {value}")
+    verdict = "done" if outcome.get("ok") else "FAILED"
+    print(f"salt-django: {verdict}: {outcome.get('comment', '')} ({seconds:.1f} s)")
+    return 0 if outcome.get("ok") else 1
+
+
+def show(conf: str, fun: str, *args: str) -> int:
+    """Print a listing (releases, backups, audit log) as one JSON document per line."""
+    value = call(conf, fun, *args)
+    for item in value if isinstance(value, list) else [value]:
+        print(json.dumps(item, sort_keys=True))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--conf", default="/etc/salt-django", help="Salt config directory")
+    parser.add_argument("--project", default="demo", help="project name (pillar projects:<name>)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("init-secrets", help="create the local pillar with generated passwords, once")
     apply_parser = sub.add_parser("apply", help="apply the state tree and summarize")
     apply_parser.add_argument("--test", action="store_true", help="predict changes only (test=True)")
+    release_parser = sub.add_parser("release", help="build, gate, migrate and switch to a release")
+    release_parser.add_argument("--repo", default="", help="git repository (path or URL); default: the pillar's source")
+    release_parser.add_argument("--ref", default="", help="branch, tag or commit of --repo")
+    rollback_parser = sub.add_parser("rollback", help="switch back to the previous (or a named) release")
+    rollback_parser.add_argument("--to", default="", help="release id (default: the one before the live one)")
+    sub.add_parser("releases", help="list built releases and the live one")
+    sub.add_parser("backup", help="pg_dump the project's database now")
+    sub.add_parser("backups", help="list backups")
+    restore_parser = sub.add_parser("restore", help="restore a backup into the project's database")
+    restore_parser.add_argument("--file", required=True, help="backup file (see `backups`)")
+    restore_parser.add_argument("--confirm", action="store_true", help="yes, replace the database's content")
+    sub.add_parser("audit", help="show the audit log of releases, rollbacks, backups and restores")
     args = parser.parse_args()
+    conf, project = args.conf, args.project
+    os.environ.setdefault("SALT_DJANGO_TRIGGER", f"make {args.command}")
     if args.command == "init-secrets":
-        return init_secrets(args.conf)
-    return apply(args.conf, args.test)
+        return init_secrets(conf)
+    if args.command == "apply":
+        return apply(conf, args.test)
+    if args.command == "release":
+        if args.ref and not args.repo:
+            parser.error("--ref needs --repo (REPO=...)")
+        source = [f"repo={args.repo}", f"ref={args.ref or 'HEAD'}"] if args.repo else [f"source=salt://projects/{project}"]
+        return operation(conf, "django_release.release", project, *source)
+    if args.command == "rollback":
+        return operation(conf, "django_release.rollback", project, *([f"to={args.to}"] if args.to else []))
+    if args.command == "restore":
+        return operation(conf, "django_db.restore", project, f"file={args.file}", f"confirm={args.confirm}")
+    if args.command == "backup":
+        return show(conf, "django_db.backup", project)
+    functions = {"releases": "django_release.list_releases", "backups": "django_db.list_backups", "audit": "django_release.audit"}
+    return show(conf, functions[args.command], project)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-{%- from 'app/map.jinja' import projects, salt_django with context %}
+{%- from 'app/map.jinja' import projects with context %}
 {%- from 'supervisor/map.jinja' import supervisor with context %}
 {%- for name, project in projects.items() %}
 
@@ -158,9 +158,6 @@ app-{{ name }}-release-deployed:
   django_release.deployed:
     - name: {{ name }}
     - source: {{ project.source }}
-    - host: {{ project.primary_domain | json }}
-    - python: {{ salt_django.python }}
-    - pip: {{ salt_django.pip | json }}
     - require:
       - file: app-{{ name }}-media-directory-present
       - file: app-{{ name }}-socket-directory-present

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
+import time
 from dataclasses import dataclass
 
 from tests.lab.hosts import Host
@@ -72,3 +74,47 @@ def env_value(host: Host, key: str, project: str = "demo") -> str:
 
 def psql(host: Host, sql: str, database: str = "demo") -> str:
     return host.run(["runuser", "-u", "postgres", "--", "psql", "-d", database, "-tAc", sql]).stdout.strip()
+
+
+def merged(base: dict, overlay: dict) -> dict:
+    """``overlay`` merged into ``base``; a None value deletes the key."""
+    for key, value in overlay.items():
+        if value is None:
+            base.pop(key, None)
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+class Load:
+    """tests/integration/load.py running inside the host while something happens."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def __enter__(self) -> Load:
+        self.host.run("rm -f /tmp/load.stop /tmp/load.json")
+        self.host.run(
+            f"nohup /usr/bin/python3 {REPO_IN_HOST}/tests/integration/load.py --host {DOMAIN} "
+            "--stop-file /tmp/load.stop --max-seconds 300 > /tmp/load.json 2>/tmp/load.err &"
+        )
+        time.sleep(1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(1)
+        self.host.run("touch /tmp/load.stop")
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and not self.host.run("cat /tmp/load.json", check=False).stdout:
+            time.sleep(0.2)
+        self.result = json.loads(self.host.run("cat /tmp/load.json").stdout)
+        print(f"\n[load] {self.result}")
+
+
+def edit_in_host(server: Host, relpath: str, old: str, new: str) -> None:
+    path = server.path(f"{REPO_IN_HOST}/{relpath}")
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))

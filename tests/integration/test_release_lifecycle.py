@@ -1,0 +1,234 @@
+"""Releases on one server: from git, under load, refused, rolled back, backed up, restored.
+
+One booted test host is deployed with `make deploy`, then driven with the
+README's commands (`make release REPO=... REF=...`, `make rollback`,
+`make backup`, `make restore`, `make audit`) against a git repository of
+the demo project whose tags each hold one kind of release.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import DOMAIN, REPO_IN_HOST, Load, fetch, make, psql
+from tests.lab.hosts import REPO_ROOT, Host
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+GIT = "/root/demo-git"
+COMMIT = "git -c user.email=ci@example.org -c user.name=CI commit -qm"
+FAILING_MIGRATION = textwrap.dedent(
+    """\
+    from django.db import migrations
+
+
+    def fail(apps, schema_editor):
+        raise RuntimeError("migration under test fails")
+
+
+    class Migration(migrations.Migration):
+        dependencies = [("visits", "0001_initial")]
+        operations = [migrations.RunPython(fail)]
+    """
+)
+CHECK_WARNING = textwrap.dedent(
+    """
+
+    from django.core import checks
+
+
+    @checks.register(deploy=True)
+    def _warn(**kwargs):
+        return [checks.Warning("release under test", id="demo.W001")]
+    """
+)
+
+
+def _tag(host: Host, tag: str, script: str) -> None:
+    """Commit what ``script`` changes on top of v1 as tag ``tag``."""
+    host.run(f"cd {GIT} && git checkout -q v1 && git checkout -q -b {tag} && {script} && git add -A && {COMMIT} {tag} && git tag {tag}")
+
+
+@pytest.fixture(scope="module")
+def host(lab_base: Path, lab_workdir: Path) -> Iterator[Host]:
+    server = Host("releases", lab_base, lab_workdir / "releases", boot=True)
+    server.start()
+    try:
+        server.copy_in(REPO_ROOT, REPO_IN_HOST)
+        server.run(["install", "-d", "-m", "0700", "/etc/salt-django/pillar"])
+        server.run(["sh", "-c", "umask 077 && cat > /etc/salt-django/pillar/local.sls"], input=_local_pillar())
+        make(server)
+        server.run(f"cp -r {REPO_IN_HOST}/example {GIT} && cd {GIT} && git init -q && git add -A && {COMMIT} v1 && git tag v1")
+        _tag(server, "v2", "sed -i 's|<h1>salt-django demo</h1>|<h1>salt-django demo v2</h1>|' visits/templates/visits/index.html")
+        v3 = "sed -i 's|<h1>salt-django demo</h1>|<h1>salt-django demo v3</h1>|' visits/templates/visits/index.html"
+        _tag(server, "v3", f"{v3} && echo distro==1.9.0 >> requirements.txt")
+        _tag(server, "bad-syntax", "sed -i 's|^HITS_KEY = |import broken(\\nHITS_KEY = |' visits/views.py")
+        server.path(f"{GIT}/.failing-migration.py").write_text(FAILING_MIGRATION)
+        _tag(server, "bad-migration", "mv .failing-migration.py visits/migrations/0002_fail.py")
+        server.path(f"{GIT}/.check-warning.py").write_text(CHECK_WARNING)
+        _tag(server, "bad-check", "cat .check-warning.py >> visits/apps.py && rm .check-warning.py")
+        yield server
+    finally:
+        server.stop(hard=True)
+        server.destroy()
+
+
+def _local_pillar() -> str:
+    return textwrap.dedent(
+        """\
+        projects:
+          demo:
+            keep_releases: 2
+            secrets:
+              DB_PASSWORD: releasesDbPassword0123
+              REDIS_PASSWORD: releasesRedisPassword0123
+        """
+    )
+
+
+def _make(host: Host, target: str) -> tuple[int, str]:
+    result = host.run(f"cd {REPO_IN_HOST} && make {target}", check=False, timeout=900)
+    return result.returncode, result.stdout + result.stderr
+
+
+def _live(host: Host) -> str:
+    return host.run("readlink /srv/demo/current").stdout.strip().rsplit("/", 1)[1]
+
+
+def _releases(host: Host) -> list[str]:
+    return json.loads(_make(host, "releases")[1].splitlines()[-1])["releases"]
+
+
+def test_release_from_git_under_load_drops_no_request(host: Host) -> None:
+    first = _live(host)
+    with Load(host) as load:
+        code, output = _make(host, f"release REPO={GIT} REF=v2")
+    assert code == 0, output[-2000:]
+    live = _live(host)
+    assert live != first and live.endswith("-" + host.run(f"git -C {GIT} rev-parse --short=7 v2").stdout.strip())
+    assert load.result["sent"] > 50 and load.result["failed"] == 0, load.result
+    assert load.result["last"] == live
+    assert "salt-django demo v2" in fetch(host, f"https://{DOMAIN}/").body
+    assert host.path(f"/srv/demo/releases/{first}/venv").is_dir(), "the previous release stays for a rollback"
+
+
+def test_rollback_under_load_drops_no_request(host: Host) -> None:
+    before = _releases(host)
+    with Load(host) as load:
+        code, output = _make(host, "rollback")
+    assert code == 0, output[-2000:]
+    assert _live(host) == before[0]
+    assert load.result["failed"] == 0 and load.result["last"] == before[0], load.result
+    assert "salt-django demo v2" not in fetch(host, f"https://{DOMAIN}/").body
+
+
+def test_rollback_refuses_without_an_earlier_release(host: Host) -> None:
+    live = _live(host)
+    code, output = _make(host, "rollback")
+    assert code != 0
+    assert f"no release of demo before {live} to roll back to" in output
+    assert _live(host) == live
+
+
+def test_releasing_a_built_commit_again_only_switches(host: Host) -> None:
+    code, output = _make(host, f"release REPO={GIT} REF=v2")
+    assert code == 0, output[-2000:]
+    assert "built:" not in output and "release:" in output
+    assert "salt-django demo v2" in fetch(host, f"https://{DOMAIN}/").body
+
+
+@pytest.mark.parametrize(
+    ("ref", "causes"),
+    [
+        ("bad-syntax", ["compileall failed", "visits/views.py", "SyntaxError"]),
+        ("bad-migration", ["migration visits.0002_fail failed", "migration under test fails"]),
+        ("bad-check", ["refused by check --deploy: demo.W001 (WARNING): release under test"]),
+    ],
+)
+def test_broken_release_is_refused_and_the_site_keeps_serving(host: Host, ref: str, causes: list[str]) -> None:
+    live = _live(host)
+    with Load(host) as load:
+        code, output = _make(host, f"release REPO={GIT} REF={ref}")
+    assert code != 0
+    for cause in causes:
+        assert cause in output, output[-2000:]
+    assert load.result["failed"] == 0 and set(load.result["releases"]) == {live}, load.result
+    assert _live(host) == live
+    assert psql(host, "SELECT count(*) FROM django_migrations WHERE name = '0002_fail'") == "0"
+
+
+def test_backup_then_restore_brings_back_exactly_the_backed_up_rows(host: Host) -> None:
+    fetch(host, f"https://{DOMAIN}/?note=before-backup")
+    code, output = _make(host, "backup")
+    assert code == 0, output
+    backup = json.loads(output.splitlines()[-1])["file"]
+    assert host.run(["stat", "-c", "%a %U", backup]).stdout.strip() == "600 root"
+    fetch(host, f"https://{DOMAIN}/?note=after-backup")
+    assert psql(host, "SELECT count(*) FROM visits_visit WHERE note = 'after-backup'") == "1"
+
+    code, output = _make(host, f"restore FILE={backup}")
+    assert code != 0 and "confirm" in output
+    assert psql(host, "SELECT count(*) FROM visits_visit WHERE note = 'after-backup'") == "1"
+
+    code, output = _make(host, f"restore FILE={backup} CONFIRM=yes")
+    assert code == 0, output[-2000:]
+    assert psql(host, "SELECT count(*) FROM visits_visit WHERE note = 'after-backup'") == "0"
+    assert psql(host, "SELECT count(*) FROM visits_visit WHERE note = 'before-backup'") == "1"
+    assert fetch(host, f"https://{DOMAIN}/").status == 200
+
+
+def test_a_second_release_at_once_is_refused_naming_the_holder(host: Host) -> None:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(_make, host, f"release REPO={GIT} REF=v3")
+        deadline = time.monotonic() + 60
+        while "release by" not in (holder := host.run("cat /srv/demo/shared/deploy.lock").stdout) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        code, output = _make(host, f"release REPO={GIT} REF=v2")
+        first_code, first_output = first.result(timeout=600)
+    context = f"holder: {holder!r}\nsecond: {output[-1500:]}\nfirst: {first_output[-1500:]}"
+    assert code != 0, context
+    assert "another deploy operation of demo is running: release by root (pid" in output, context
+    assert first_code == 0 and "salt-django: done" in first_output, context
+    assert "salt-django demo v3" in fetch(host, f"https://{DOMAIN}/").body
+
+
+def test_old_releases_are_pruned_but_never_the_live_or_previous_one(host: Host) -> None:
+    releases = _releases(host)
+    assert len(releases) == 2, releases
+    assert releases[-1] == _live(host)
+    assert sorted(p.name for p in host.path("/srv/demo/releases").iterdir()) == sorted(releases)
+
+
+def test_audit_log_lists_every_operation_with_its_result(host: Host) -> None:
+    code, output = _make(host, "audit")
+    assert code == 0
+    entries = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    summary = [(e["operation"], e["result"], e["trigger"]) for e in entries]
+    assert summary == [
+        ("backup", "ok", "make deploy"),
+        ("release", "ok", "make deploy"),
+        ("release", "ok", "make release"),
+        ("rollback", "ok", "make rollback"),
+        ("rollback", "failed", "make rollback"),
+        ("release", "ok", "make release"),
+        ("release", "failed", "make release"),
+        ("backup", "ok", "make release"),
+        ("release", "failed", "make release"),
+        ("release", "failed", "make release"),
+        ("backup", "ok", "make backup"),
+        ("restore", "ok", "make restore"),
+        ("release", "failed", "make release"),
+        ("release", "ok", "make release"),
+    ], summary
+    for entry in entries:
+        assert entry["by"] == "root" and entry["time"] and entry["seconds"] >= 0
+    v2 = entries[2]
+    assert v2["source"] == f"{GIT}@v2" and v2["ref"] == "v2" and v2["from"] == entries[1]["to"]
+    assert entries[4]["error"].startswith("no release of demo before")

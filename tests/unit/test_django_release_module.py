@@ -1,0 +1,91 @@
+"""Release bookkeeping of ``_modules/django_release.py``: ids, pruning, lock, audit."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.unit.conftest import load
+
+django_release = load("_modules/django_release.py")
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "srv" / "demo"
+
+
+@pytest.fixture
+def configure_loader_modules(root: Path, tmp_path: Path) -> dict:
+    pillar = {"projects:demo:keep_releases": 2}
+    salt = {
+        "django_manage.project_root": lambda project: str(root),
+        "django_manage.log_dir": lambda project: str(tmp_path / "log"),
+        "gunicorn_slots.slot_release": lambda project, slot: None,
+        "pillar.get": lambda key, default=None: pillar.get(key, default),
+    }
+    return {django_release: {"__salt__": salt}}
+
+
+def make_release(root: Path, name: str, built: str, digest: str = "") -> None:
+    directory = root / "releases" / name
+    directory.mkdir(parents=True)
+    marker = {"id": name, "digest": digest or name, "built": built}
+    (directory / django_release.MARKER).write_text(json.dumps(marker))
+
+
+def go_live(root: Path, name: str) -> None:
+    link = root / "current"
+    if link.is_symlink():
+        link.unlink()
+    os.symlink(f"releases/{name}", link)
+
+
+def test_releases_are_listed_in_build_order_and_found_by_digest(root: Path) -> None:
+    make_release(root, "r2", "2026-01-02T00:00:00", digest="bbb")
+    make_release(root, "r1", "2026-01-01T00:00:00", digest="aaa")
+    (root / "releases" / "half-built").mkdir()
+    go_live(root, "r2")
+    assert django_release.list_releases("demo") == {"releases": ["r1", "r2"], "current": "r2"}
+    assert django_release.find("demo", "aaa") == "r1"
+    assert django_release.find("demo", "ccc") is None
+
+
+def test_prune_keeps_the_live_and_the_previous_release(root: Path) -> None:
+    for day in range(1, 5):
+        make_release(root, f"r{day}", f"2026-01-0{day}T00:00:00")
+    go_live(root, "r4")
+    assert django_release.prune("demo") == ["r1", "r2"]
+    assert sorted(p.name for p in (root / "releases").iterdir()) == ["r3", "r4"]
+
+
+def test_prune_after_a_rollback_still_keeps_the_live_and_the_one_before(root: Path) -> None:
+    for day in range(1, 5):
+        make_release(root, f"r{day}", f"2026-01-0{day}T00:00:00")
+    go_live(root, "r2")
+    assert django_release.prune("demo") == ["r3", "r4"]
+    assert django_release.list_releases("demo")["releases"] == ["r1", "r2"]
+
+
+def test_a_second_operation_is_refused_naming_the_holder(root: Path) -> None:
+    (root / "shared").mkdir(parents=True)
+    with django_release.deploy_lock("demo", "release"):
+        with pytest.raises(django_release.ReleaseError, match=r"another deploy operation of demo is running: release by \S+ \(pid"):
+            with django_release.deploy_lock("demo", "rollback"):
+                pass
+    with django_release.deploy_lock("demo", "rollback"):
+        pass
+    assert (root / "shared" / "deploy.lock").read_text() == ""
+
+
+def test_audit_log_is_appended_and_read_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SALT_DJANGO_TRIGGER", "make release")
+    django_release.record("demo", "release", "ok", 12.34, source="repo@v2", to="r2")
+    django_release.record("demo", "rollback", "failed", 0.01, error="no release")
+    entries = django_release.audit("demo")
+    summary = [(e["operation"], e["result"], e["trigger"]) for e in entries]
+    assert summary == [("release", "ok", "make release"), ("rollback", "failed", "make release")]
+    assert entries[0]["seconds"] == 12.3 and entries[0]["to"] == "r2"
