@@ -44,11 +44,6 @@ def env_file(project: str) -> str:
     return os.path.join(ENV_ROOT, project, "env")
 
 
-def log_dir(project: str) -> str:
-    """``/var/log/<project>``: Gunicorn's log and the deploy audit log."""
-    return os.path.join("/var/log", project)
-
-
 def app_user(project: str) -> str:
     """The system user the app runs as (pillar ``projects:<p>:user``, default the project name)."""
     return __salt__["pillar.get"](f"projects:{project}:user", project)  # noqa: F821

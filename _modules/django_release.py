@@ -13,7 +13,8 @@ is what makes a second ``state.apply`` a no-op. A directory without the
 completion marker is a build that died half-way and is rebuilt.
 
 ``release`` and ``rollback`` hold the project's deploy lock, write one line
-per operation to the audit log ``/var/log/<project>/deploys.log`` and switch
+per operation to the audit log ``/var/log/salt-django/<project>/deploys.log``
+(root's: the app user cannot rewrite history) and switch
 with ``gunicorn_slots.activate`` (no request dropped).
 """
 
@@ -44,6 +45,7 @@ IGNORED_TOP = frozenset({"venv", "static", "media"})
 IGNORED_SUFFIXES = (".pyc", ".pyo", ".sqlite3")
 PIP_CACHE = "/var/cache/salt-django/pip"
 GIT_CACHE = "/var/cache/salt-django/git"
+AUDIT_ROOT = "/var/log/salt-django"
 _CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/root", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
@@ -305,7 +307,7 @@ def deploy_lock(project: str, operation: str) -> Iterator[None]:
 
 
 def _audit_path(project: str) -> str:
-    return os.path.join(__salt__["django_manage.log_dir"](project), "deploys.log")  # noqa: F821
+    return os.path.join(AUDIT_ROOT, project, "deploys.log")
 
 
 def record(project: str, operation: str, result: str, seconds: float, **details: Any) -> dict[str, Any]:
@@ -320,7 +322,7 @@ def record(project: str, operation: str, result: str, seconds: float, **details:
         **details,
     }
     path = _audit_path(project)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     with os.fdopen(fd, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry, sort_keys=True) + "\n")

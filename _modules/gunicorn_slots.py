@@ -208,18 +208,26 @@ def activate(project: str, release: str, host: str, timeout: float = 60) -> dict
     started = _ctl("restart", program(project, new))
     health = _wait_healthy(project, new, release, host, timeout)
     if not health["ok"]:
-        _ctl("stop", program(project, new))
-        os.unlink(os.path.join(root, "slots", new))
+        _retire(project, new)
         detail = health.get("error") or health.get("body") or started.stdout.strip()
         raise RuntimeError(f"release {release} did not become healthy in slot {new}: {detail}")
-    _switch_nginx(project, new, old, timeout)
+    try:
+        _switch_nginx(project, new, old, timeout)
+    except (RuntimeError, OSError, subprocess.CalledProcessError):
+        _retire(project, new)
+        raise
     _set_link(os.path.join(root, "current"), os.path.join("releases", release))
     if old:
-        link = os.path.join(root, "slots", old)
-        if os.path.islink(link):
-            os.unlink(link)
-        _ctl("stop", program(project, old))
+        _retire(project, old)
     return {"slot": {"old": old, "new": new}, "release": release}
+
+
+def _retire(project: str, slot: str) -> None:
+    """Disable a slot: no link, program stopped (gracefully: TERM)."""
+    link = os.path.join(_root(project), "slots", slot)
+    if os.path.islink(link):
+        os.unlink(link)
+    _ctl("stop", program(project, slot))
 
 
 def is_serving(project: str, release: str) -> bool:

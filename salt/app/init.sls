@@ -45,10 +45,11 @@ app-{{ name }}-socket-directory-present:
       - file: app-{{ name }}-directories-present
       - user: app-{{ name }}-user-present
 
+# supervisord (root) writes Gunicorn's output here; the app may read it.
 app-{{ name }}-log-directory-present:
   file.directory:
     - name: {{ project.log_dir }}
-    - user: {{ project.user }}
+    - user: root
     - group: {{ project.user }}
     - mode: '0750'
     - require:

@@ -6,9 +6,12 @@ import json
 import re
 import shlex
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
-from tests.lab.hosts import Host
+from tests.lab.hosts import REPO_ROOT, Host
 
 DOMAIN = "demo.localhost"
 REPO_IN_HOST = "/root/salt-django"
@@ -35,6 +38,22 @@ def make(host: Host, target: str = "deploy", check: bool = True) -> Deploy:
         assert match, output[-4000:]
     states, changed, failed, seconds = match.groups() if match else (0, 0, 0, 0)
     return Deploy(result.returncode, output, int(states), int(changed), int(failed), float(seconds))
+
+
+@contextmanager
+def repo_host(name: str, base: Path, workdir: Path, boot: bool = True, local_pillar: str | None = None) -> Iterator[Host]:
+    """A started test host holding a copy of this repo (and a local pillar, if given)."""
+    host = Host(name, base, workdir / name, boot=boot)
+    host.start()
+    try:
+        host.copy_in(REPO_ROOT, REPO_IN_HOST)
+        if local_pillar is not None:
+            host.run(["install", "-d", "-m", "0700", "/etc/salt-django/pillar"])
+            host.run(["sh", "-c", "umask 077 && cat > /etc/salt-django/pillar/local.sls"], input=local_pillar)
+        yield host
+    finally:
+        host.stop(hard=True)
+        host.destroy()
 
 
 @dataclass

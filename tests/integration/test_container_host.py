@@ -13,24 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import DOMAIN, REPO_IN_HOST, fetch, make, psql
-from tests.lab.hosts import REPO_ROOT, Host
+from tests.integration.helpers import DOMAIN, fetch, make, psql, repo_host
+from tests.lab.hosts import Host
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def container(lab_base: Path, lab_workdir: Path) -> Iterator[Host]:
-    host = Host("nosystemd", lab_base, lab_workdir / "nosystemd", boot=False)
-    host.start()
-    try:
-        host.copy_in(REPO_ROOT, REPO_IN_HOST)
+    with repo_host("nosystemd", lab_base, lab_workdir, boot=False) as host:
         host.first_deploy = make(host)  # type: ignore[attr-defined]
         print(f"\n[no-systemd] first make deploy: {host.first_deploy.states} states in {host.first_deploy.seconds:.1f} s")  # type: ignore[attr-defined]
         yield host
-    finally:
-        host.stop(hard=True)
-        host.destroy()
 
 
 def test_bootstrap_disables_salts_offline_systemd_module(container: Host) -> None:

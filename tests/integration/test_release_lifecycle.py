@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import DOMAIN, REPO_IN_HOST, Load, fetch, make, psql
-from tests.lab.hosts import REPO_ROOT, Host
+from tests.integration.helpers import DOMAIN, REPO_IN_HOST, Load, fetch, make, psql, repo_host
+from tests.lab.hosts import Host
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -51,6 +51,18 @@ CHECK_WARNING = textwrap.dedent(
 )
 
 
+LOCAL_PILLAR = textwrap.dedent(
+    """\
+    projects:
+      demo:
+        keep_releases: 2
+        secrets:
+          DB_PASSWORD: releasesDbPassword0123
+          REDIS_PASSWORD: releasesRedisPassword0123
+    """
+)
+
+
 def _tag(host: Host, tag: str, script: str) -> None:
     """Commit what ``script`` changes on top of v1 as tag ``tag``."""
     host.run(f"cd {GIT} && git checkout -q v1 && git checkout -q -b {tag} && {script} && git add -A && {COMMIT} {tag} && git tag {tag}")
@@ -58,12 +70,7 @@ def _tag(host: Host, tag: str, script: str) -> None:
 
 @pytest.fixture(scope="module")
 def host(lab_base: Path, lab_workdir: Path) -> Iterator[Host]:
-    server = Host("releases", lab_base, lab_workdir / "releases", boot=True)
-    server.start()
-    try:
-        server.copy_in(REPO_ROOT, REPO_IN_HOST)
-        server.run(["install", "-d", "-m", "0700", "/etc/salt-django/pillar"])
-        server.run(["sh", "-c", "umask 077 && cat > /etc/salt-django/pillar/local.sls"], input=_local_pillar())
+    with repo_host("releases", lab_base, lab_workdir, local_pillar=LOCAL_PILLAR) as server:
         make(server)
         server.run(f"cp -r {REPO_IN_HOST}/example {GIT} && cd {GIT} && git init -q && git add -A && {COMMIT} v1 && git tag v1")
         _tag(server, "v2", "sed -i 's|<h1>salt-django demo</h1>|<h1>salt-django demo v2</h1>|' visits/templates/visits/index.html")
@@ -75,22 +82,6 @@ def host(lab_base: Path, lab_workdir: Path) -> Iterator[Host]:
         server.path(f"{GIT}/.check-warning.py").write_text(CHECK_WARNING)
         _tag(server, "bad-check", "cat .check-warning.py >> visits/apps.py && rm .check-warning.py")
         yield server
-    finally:
-        server.stop(hard=True)
-        server.destroy()
-
-
-def _local_pillar() -> str:
-    return textwrap.dedent(
-        """\
-        projects:
-          demo:
-            keep_releases: 2
-            secrets:
-              DB_PASSWORD: releasesDbPassword0123
-              REDIS_PASSWORD: releasesRedisPassword0123
-        """
-    )
 
 
 def _make(host: Host, target: str) -> tuple[int, str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.helpers import DOMAIN, REPO_IN_HOST, Load, edit_in_host, env_value, fetch, make, merged, psql
+from tests.integration.helpers import DOMAIN, Load, edit_in_host, env_value, fetch, make, merged, psql, repo_host
 from tests.lab.hosts import REPO_ROOT, Host
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -48,20 +48,12 @@ def server(lab_base: Path, lab_workdir: Path) -> Iterator[Host]:
     removed, so the release build only works if the states honour the
     pillar's pip settings, as an air-gapped user needs.
     """
-    host = Host("single", lab_base, lab_workdir / "single", boot=True)
-    host.start()
-    try:
-        host.copy_in(REPO_ROOT, REPO_IN_HOST)
+    with repo_host("single", lab_base, lab_workdir, local_pillar=LOCAL_PILLAR) as host:
         host.run("rm -f /etc/pip.conf /etc/xdg/pip/pip.conf")
-        host.run(["install", "-d", "-m", "0700", "/etc/salt-django/pillar"])
-        host.run(["sh", "-c", "umask 077 && cat > /etc/salt-django/pillar/local.sls"], input=LOCAL_PILLAR)
         first = make(host)
         print(f"\n[single] first make deploy: {first.states} states, {first.changed} changed, {first.seconds:.1f} s")
         host.first_deploy = first  # type: ignore[attr-defined]
         yield host
-    finally:
-        host.stop(hard=True)
-        host.destroy()
 
 
 def test_first_deploy_succeeds_and_reports(server: Host) -> None:

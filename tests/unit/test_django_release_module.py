@@ -19,11 +19,11 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def configure_loader_modules(root: Path, tmp_path: Path) -> dict:
+def configure_loader_modules(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    monkeypatch.setattr(django_release, "AUDIT_ROOT", str(tmp_path / "log"))
     pillar = {"projects:demo:keep_releases": 2}
     salt = {
         "django_manage.project_root": lambda project: str(root),
-        "django_manage.log_dir": lambda project: str(tmp_path / "log"),
         "gunicorn_slots.slot_release": lambda project, slot: None,
         "pillar.get": lambda key, default=None: pillar.get(key, default),
     }
