@@ -1,0 +1,128 @@
+"""HAProxy's runtime API over its admin socket, with the standard library only.
+
+Salt 3008 removed ``haproxyconn``; a rolling release needs only this much
+of the API: read a backend's servers (state, current sessions), set a
+server to ready, drain or maint, and wait until a drained server has no
+session left. Each call opens the socket, sends one command and reads the
+answer until HAProxy closes the connection (non-interactive mode).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import socket
+import time
+from typing import Any
+
+__virtualname__ = "haproxy_runtime"
+
+DEFAULT_SOCKET = "/run/haproxy/admin.sock"
+STATES = ("ready", "drain", "maint")
+# Names go into a command line: no spaces, newlines or ';' (command separator).
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+class HAProxyError(RuntimeError):
+    """HAProxy refused a command or could not be reached; the message says which."""
+
+
+def __virtual__() -> str:
+    """Stdlib only; the socket is checked when a function runs."""
+    return __virtualname__
+
+
+def _check_name(kind: str, value: str) -> None:
+    if not _NAME.match(value or ""):
+        raise HAProxyError(f"invalid {kind} name {value!r}")
+
+
+def command(cmd: str, socket_path: str = DEFAULT_SOCKET, timeout: float = 5.0) -> str:
+    """Send one runtime-API command and return HAProxy's whole answer."""
+    if "\n" in cmd or ";" in cmd:
+        raise HAProxyError("one command at a time, without newlines or ';'")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(socket_path)
+            sock.sendall(cmd.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    except OSError as exc:
+        raise HAProxyError(f"HAProxy runtime API at {socket_path}: {exc}") from exc
+    return b"".join(chunks).decode(errors="replace")
+
+
+def parse_stat(text: str) -> list[dict[str, str]]:
+    """Rows of ``show stat`` (CSV whose header line starts with ``# ``)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("# "):
+        raise HAProxyError(f"unexpected answer to show stat: {text[:200]!r}")
+    lines[0] = lines[0][2:]
+    return list(csv.DictReader(io.StringIO("\n".join(lines))))
+
+
+def servers(backend: str, socket_path: str = DEFAULT_SOCKET) -> dict[str, dict[str, Any]]:
+    """The servers of ``backend``: status (UP, DOWN, DRAIN, MAINT, ...), sessions, weight.
+
+    CLI example::
+
+        salt-call haproxy_runtime.servers app
+    """
+    _check_name("backend", backend)
+    rows = parse_stat(command("show stat", socket_path))
+    result = {}
+    for row in rows:
+        if row.get("pxname") == backend and row.get("svname") not in ("FRONTEND", "BACKEND"):
+            result[row["svname"]] = {
+                "status": row.get("status", ""),
+                "sessions": int(row.get("scur") or 0),
+                "weight": int(row.get("weight") or 0),
+                "check": row.get("check_status", ""),
+            }
+    if not result and not any(row.get("pxname") == backend for row in rows):
+        raise HAProxyError(f"no backend {backend!r} in HAProxy")
+    return result
+
+
+def sessions(backend: str, server: str, socket_path: str = DEFAULT_SOCKET) -> int:
+    """Current sessions of one server."""
+    listing = servers(backend, socket_path)
+    if server not in listing:
+        raise HAProxyError(f"no server {server!r} in backend {backend!r}")
+    return listing[server]["sessions"]
+
+
+def set_state(backend: str, server: str, state: str, socket_path: str = DEFAULT_SOCKET) -> dict[str, Any]:
+    """``set server <backend>/<server> state <ready|drain|maint>``.
+
+    CLI example::
+
+        salt-call haproxy_runtime.set_state app app1 drain
+    """
+    _check_name("backend", backend)
+    _check_name("server", server)
+    if state not in STATES:
+        raise HAProxyError(f"state must be one of {', '.join(STATES)}, not {state!r}")
+    answer = command(f"set server {backend}/{server} state {state}", socket_path).strip()
+    if answer:
+        raise HAProxyError(f"set server {backend}/{server} state {state}: {answer}")
+    return {"backend": backend, "server": server, "state": state}
+
+
+def wait_drained(
+    backend: str, server: str, timeout: float = 30, interval: float = 0.25, socket_path: str = DEFAULT_SOCKET
+) -> dict[str, Any]:
+    """Wait until ``server`` has no session left, at most ``timeout`` seconds.
+
+    Returns ``{"drained", "sessions", "seconds"}``; ``drained`` is False when
+    sessions remained at the deadline (the caller decides whether to go on).
+    """
+    started = time.monotonic()
+    count = sessions(backend, server, socket_path)
+    while count > 0 and time.monotonic() - started < timeout:
+        time.sleep(interval)
+        count = sessions(backend, server, socket_path)
+    return {"drained": count == 0, "sessions": count, "seconds": round(time.monotonic() - started, 2)}
