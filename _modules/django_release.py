@@ -2,8 +2,9 @@
 
 Layout (see DESIGN.md)::
 
-    /srv/<project>/releases/<id>/   code + its own virtualenv (built as root,
-                                    read-only for the app user)
+    /srv/<project>/releases/<id>/   code (built as root, read-only for the app
+                                    user); venv -> ../../venvs/<key>
+    /srv/<project>/venvs/<key>/     one virtualenv per distinct requirements file
     /srv/<project>/current          symlink to the live release
 
 A release id says what was deployed and when: ``<UTC time>-<short commit>``
@@ -229,6 +230,43 @@ def _materialize(resolved: dict[str, Any], directory: str) -> None:
         os.chmod(target, 0o644)
 
 
+def venv_key(python: str, requirements: bytes, pip: dict[str, Any] | None) -> str:
+    """What a virtualenv is made of: interpreter, requirements file, pip options."""
+    version = subprocess.run([python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True).stdout
+    digest = hashlib.sha256(version.encode() + b"\0" + requirements + b"\0" + json.dumps(pip_args(pip)).encode())
+    return digest.hexdigest()[:16]
+
+
+def _virtualenv(project: str, release_dir: str, python: str, pip: dict[str, Any] | None) -> str:
+    """``venvs/<key>``, built once per distinct requirements file and shared.
+
+    A virtualenv is not relocatable (absolute paths in its scripts), so it
+    is built where it stays; releases link to it. A release that changes
+    only code therefore costs no virtualenv at all.
+    """
+    requirements = os.path.join(release_dir, "requirements.txt")
+    content = b""
+    if os.path.exists(requirements):
+        with open(requirements, "rb") as handle:
+            content = handle.read()
+    key = venv_key(python, content, pip)
+    venv = os.path.join(_root(project), "venvs", key)
+    if os.path.isfile(os.path.join(venv, MARKER)):
+        return key
+    shutil.rmtree(venv, ignore_errors=True)
+    try:
+        _run([python, "-m", "venv", venv], release_dir, "virtualenv")
+        if content:
+            pip_cmd = [os.path.join(venv, "bin", "pip"), "install", "--quiet", "--cache-dir", PIP_CACHE]
+            _run([*pip_cmd, *pip_args(pip), "-r", requirements], release_dir, "pip install -r requirements.txt")
+        with open(os.path.join(venv, MARKER), "w", encoding="utf-8") as handle:
+            json.dump({"key": key}, handle)
+    except BaseException:
+        shutil.rmtree(venv, ignore_errors=True)
+        raise
+    return key
+
+
 def build(
     project: str,
     resolved: dict[str, Any],
@@ -252,17 +290,22 @@ def build(
     os.makedirs(directory, mode=0o755)
     try:
         _materialize(resolved, directory)
-        _run([python, "-m", "venv", os.path.join(directory, "venv")], directory, "virtualenv")
-        if os.path.exists(os.path.join(directory, "requirements.txt")):
-            pip_cmd = [os.path.join(directory, "venv", "bin", "pip"), "install", "--quiet", "--cache-dir", PIP_CACHE]
-            _run([*pip_cmd, *pip_args(pip), "-r", "requirements.txt"], directory, "pip install -r requirements.txt")
+        key = _virtualenv(project, directory, python, pip)
+        os.symlink(os.path.join("..", "..", "venvs", key), os.path.join(directory, "venv"))
         _run([os.path.join(directory, "venv", "bin", "python"), "-m", "compileall", "-q", "-x", r"/venv/", "."], directory, "compileall")
         static = os.path.join(directory, "static")
         os.makedirs(static, exist_ok=True)
         account = pwd.getpwnam(__salt__["django_manage.app_user"](project))  # noqa: F821
         os.chown(static, account.pw_uid, account.pw_gid)
         seconds = round(time.monotonic() - started, 1)
-        marker = {"id": rid, "digest": resolved["digest"], "source": resolved["label"], "seconds": seconds, "built": now.isoformat()}
+        marker = {
+            "id": rid,
+            "digest": resolved["digest"],
+            "source": resolved["label"],
+            "venv": key,
+            "seconds": seconds,
+            "built": now.isoformat(),
+        }
         with open(os.path.join(directory, MARKER), "w", encoding="utf-8") as handle:
             json.dump(marker, handle)
     except BaseException:
@@ -490,4 +533,9 @@ def prune(project: str, keep: int | None = None) -> list[str]:
     removed = removable[:excess]
     for name in removed:
         shutil.rmtree(os.path.join(_root(project), "releases", name), ignore_errors=True)
+    in_use = {info(project, name).get("venv") for name in list_releases(project)["releases"]}
+    venvs = os.path.join(_root(project), "venvs")
+    for key in os.listdir(venvs) if os.path.isdir(venvs) else []:
+        if key not in in_use:
+            shutil.rmtree(os.path.join(venvs, key), ignore_errors=True)
     return removed
