@@ -79,7 +79,7 @@ def domain_problems(domain: Any) -> list[str]:
     return []
 
 
-def validate_project(name: str, project: Any, require_secret_key: bool = False) -> list[str]:
+def validate_project(name: str, project: Any) -> list[str]:
     """Errors in one project's pillar, each naming the pillar key it is about."""
     key = f"projects:{name}"
     if not _PROJECT_NAME.match(str(name)):
@@ -99,7 +99,7 @@ def validate_project(name: str, project: Any, require_secret_key: bool = False) 
     for secret in REQUIRED_SECRETS:
         errors.extend(f"{key}:secrets:{secret} {p}" for p in password_problems(secret_values.get(secret)))
     secret_key = secret_values.get("SECRET_KEY")
-    if secret_key is not None or require_secret_key:
+    if secret_key is not None:
         errors.extend(f"{key}:secrets:SECRET_KEY {p}" for p in secret_key_problems(secret_key))
     settings = project.get("settings") or {}
     if isinstance(settings, dict) and settings.get("wrapper") is False and not settings.get("module"):

@@ -1,4 +1,4 @@
-"""The PostgreSQL role of a project, with its password looked up in pillar here.
+"""The PostgreSQL role and database of a project; the password is looked up in pillar here.
 
 Salt writes every apply's compiled SLS data to ``highstate.cache.p`` in the
 minion's cache directory. Passing the password to ``postgres_user.present``
@@ -31,11 +31,28 @@ def role_present(name: str, project: str, secret: str = "DB_PASSWORD", runas: st
     if not password:
         return {"name": name, "result": False, "changes": {}, "comment": f"{key} is missing"}
     if "postgres_user.present" not in __states__:  # noqa: F821
+        if __opts__["test"]:  # noqa: F821
+            # PostgreSQL is installed by this same run, so its tools are missing yet.
+            return {"name": name, "result": None, "changes": {name: "Present"}, "comment": f"role {name} would be created"}
         return {"name": name, "result": False, "changes": {}, "comment": "postgres_user state unavailable: is psql installed?"}
     ret = __states__["postgres_user.present"](  # noqa: F821
         name=name, password=password, encrypted="scram-sha-256", login=True, user=runas
     )
     return _masked(ret, str(password))
+
+
+def database_present(name: str, owner: str, runas: str = "postgres") -> dict[str, Any]:
+    """Make database ``name`` (UTF-8, from template0) exist, owned by ``owner``.
+
+    Salt's ``postgres_database`` state loads only once PostgreSQL's tools are
+    installed; on a new server they are installed by the same run, so this
+    wrapper lets ``test=True`` predict the database instead of failing.
+    """
+    if "postgres_database.present" not in __states__:  # noqa: F821
+        if __opts__["test"]:  # noqa: F821
+            return {"name": name, "result": None, "changes": {name: "Present"}, "comment": f"database {name} would be created"}
+        return {"name": name, "result": False, "changes": {}, "comment": "postgres_database state unavailable: is psql installed?"}
+    return __states__["postgres_database.present"](name=name, owner=owner, encoding="UTF8", template="template0", user=runas)  # noqa: F821
 
 
 def _masked(value: Any, secret: str) -> Any:

@@ -66,7 +66,9 @@ def summarize(ret: Any) -> tuple[int, int, list[tuple[str, str]], list[tuple[str
         sid = state.get("__id__") or key.split("_|-")[1]
         if state.get("result") is False:
             failed.append((sid, state.get("comment", "")))
-        elif state.get("changes"):
+        elif state.get("changes") or state.get("result") is None:
+            # With test=True, result None is Salt's "would change", and some
+            # built-in states (user.present, ...) predict without changes.
             changed.append((sid, str(state.get("comment", "")).splitlines()[0] if state.get("comment") else ""))
     return len(ret), len(changed), changed, failed
 

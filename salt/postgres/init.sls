@@ -40,12 +40,9 @@ postgres-{{ name }}-role-present:
       - service: postgres-service-running
 
 postgres-{{ name }}-database-present:
-  postgres_database.present:
+  django_db.database_present:
     - name: {{ project.database.name }}
     - owner: {{ project.database.user }}
-    - encoding: UTF8
-    - template: template0
-    - user: postgres
     - require:
       - django_db: postgres-{{ name }}-role-present
 {%- endfor %}

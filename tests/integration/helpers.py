@@ -27,6 +27,11 @@ class Deploy:
     failed: int
     seconds: float
 
+    @property
+    def changed_ids(self) -> set[str]:
+        """IDs of the states the summary lists as changed (or predicted to change)."""
+        return {m.group(1) for m in re.finditer(r"^  changed  (\S+): ", self.output, re.MULTILINE)}
+
 
 def make(host: Host, target: str = "deploy", check: bool = True) -> Deploy:
     """Run ``make <target>`` in the repo copy inside the host, as a user would."""
