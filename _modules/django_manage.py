@@ -110,7 +110,8 @@ def run(project: str, *args: str, release: str | None = None, timeout: int = 900
         salt-call django_manage.run demo showmigrations
     """
     manage = __salt__["pillar.get"](f"projects:{project}:manage_py", "manage.py")  # noqa: F821
-    return _run_in_release(project, [os.path.join(release_dir(project, release), manage), *map(str, args)], release, timeout)
+    # Relative to the release directory, which is the command's working directory.
+    return _run_in_release(project, [manage, *map(str, args)], release, timeout)
 
 
 def wsgi_check(project: str, release: str | None = None) -> dict[str, Any]:

@@ -177,20 +177,22 @@ def info(project: str, release: str) -> dict[str, Any]:
         return json.load(handle)
 
 
-def list_releases(project: str) -> dict[str, Any]:
-    """Built releases, oldest first, and the live one."""
+def _markers(project: str) -> list[dict[str, Any]]:
+    """The completion markers of all built releases, oldest first (each file read once)."""
     directory = os.path.join(_root(project), "releases")
     names = [n for n in os.listdir(directory) if is_built(project, n)] if os.path.isdir(directory) else []
-    names.sort(key=lambda n: (info(project, n).get("built", ""), n))
-    return {"releases": names, "current": current(project)}
+    markers = [{**info(project, name), "id": name} for name in names]
+    return sorted(markers, key=lambda m: (m.get("built", ""), m["id"]))
+
+
+def list_releases(project: str) -> dict[str, Any]:
+    """Built releases, oldest first, and the live one."""
+    return {"releases": [m["id"] for m in _markers(project)], "current": current(project)}
 
 
 def find(project: str, digest: str) -> str | None:
     """The built release of this exact source (commit or content), if any."""
-    for name in list_releases(project)["releases"]:
-        if info(project, name).get("digest") == digest:
-            return name
-    return None
+    return next((m["id"] for m in _markers(project) if m.get("digest") == digest), None)
 
 
 def pip_args(pip: dict[str, Any] | None) -> list[str]:
@@ -533,7 +535,7 @@ def prune(project: str, keep: int | None = None) -> list[str]:
     removed = removable[:excess]
     for name in removed:
         shutil.rmtree(os.path.join(_root(project), "releases", name), ignore_errors=True)
-    in_use = {info(project, name).get("venv") for name in list_releases(project)["releases"]}
+    in_use = {m.get("venv") for m in _markers(project)}
     venvs = os.path.join(_root(project), "venvs")
     for key in os.listdir(venvs) if os.path.isdir(venvs) else []:
         if key not in in_use:
