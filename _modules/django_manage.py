@@ -193,6 +193,11 @@ def health(url: str = "http://127.0.0.1/healthz", host: str | None = None, timeo
         status, body = exc.code, exc.read()
     except (OSError, urllib.error.URLError) as exc:
         return {"ok": False, "status": None, "error": str(exc)}
+    return health_answer(status, body)
+
+
+def health_answer(status: int, body: bytes) -> dict[str, Any]:
+    """Judge a /healthz answer: ``ok`` only on HTTP 200 with a JSON status "ok"."""
     try:
         payload = json.loads(body)
     except ValueError:

@@ -518,6 +518,32 @@ def rollback(project: str, to: str | None = None) -> dict[str, Any]:
     return {"ok": True, "id": to, "previous": live, "changes": {"release": {"old": live, "new": to}}, "comment": f"rolled back to {to}"}
 
 
+def restart(project: str) -> dict[str, Any]:
+    """Restart the live release in the idle slot, no request dropped (e.g. its env changed).
+
+    CLI example::
+
+        salt-call django_release.restart demo
+    """
+    started = time.monotonic()
+    live = current(project)
+    try:
+        if live is None:
+            raise ReleaseError(f"{project} has no live release to restart")
+        with deploy_lock(project, "restart"):
+            outcome = __salt__["gunicorn_slots.activate"](project, live, _health_host(project))  # noqa: F821
+    except (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        record(project, "restart", "failed", time.monotonic() - started, to=live, error=str(exc))
+        return {"ok": False, "id": live, "changes": {}, "comment": f"restart of {live} failed, the running processes keep serving: {exc}"}
+    record(project, "restart", "ok", time.monotonic() - started, to=live)
+    return {
+        "ok": True,
+        "id": live,
+        "changes": {"restarted": outcome},
+        "comment": f"release {live} restarted in slot {outcome['slot']['new']}",
+    }
+
+
 def prune(project: str, keep: int | None = None) -> list[str]:
     """Remove the oldest releases beyond ``keep`` (pillar ``projects:<p>:keep_releases``).
 

@@ -20,7 +20,6 @@ directory and dies on broken code).
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import socket
 import subprocess
@@ -116,11 +115,7 @@ def slot_health(project: str, slot: str, host: str, timeout: float = 5) -> dict[
         return {"ok": False, "status": None, "error": str(exc)}
     finally:
         conn.close()
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        payload = {"raw": body[:200].decode(errors="replace")}
-    return {"ok": response.status == 200 and payload.get("status") == "ok", "status": response.status, "body": payload}
+    return __salt__["django_manage.health_answer"](response.status, body)  # noqa: F821
 
 
 def _wait_healthy(project: str, slot: str, release: str, host: str, timeout: float) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from typing import Any
 
@@ -75,7 +74,7 @@ def deployed(name: str, source: str, migrate: bool = True, fail_level: str = "WA
             return {**ret, "comment": f"release {live} is live; {source} is unchanged since it was last released"}
         if __opts__["test"]:  # noqa: F821
             return {**ret, "result": None, "changes": {"started": live}, "comment": f"release {live} is not running and would be started"}
-        return _restart(name, live, "was not running and has been started")
+        return _restart(name)
     if __opts__["test"]:  # noqa: F821
         existing = mods["django_release.find"](name, digest)
         target = existing or f"a new release of {source}"
@@ -87,18 +86,11 @@ def deployed(name: str, source: str, migrate: bool = True, fail_level: str = "WA
     return {**ret, "changes": outcome["changes"], "comment": outcome["comment"]}
 
 
-def _restart(name: str, live: str, what: str) -> dict[str, Any]:
-    ret = _ret(name)
-    domains = __salt__["pillar.get"](f"projects:{name}:domains", []) or ["localhost"]  # noqa: F821
-    started = time.monotonic()
-    try:
-        with __salt__["django_release.deploy_lock"](name, "restart"):  # noqa: F821
-            outcome = __salt__["gunicorn_slots.activate"](name, live, domains[0])  # noqa: F821
-    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        __salt__["django_release.record"](name, "restart", "failed", time.monotonic() - started, to=live, error=str(exc))  # noqa: F821
-        return {**ret, "result": False, "comment": f"restart of {live} failed, the running processes keep serving: {exc}"}
-    __salt__["django_release.record"](name, "restart", "ok", time.monotonic() - started, to=live)  # noqa: F821
-    return {**ret, "changes": {"restarted": outcome}, "comment": f"release {live} {what} in slot {outcome['slot']['new']}"}
+def _restart(name: str) -> dict[str, Any]:
+    outcome = __salt__["django_release.restart"](name)  # noqa: F821
+    if not outcome["ok"]:
+        return {**_ret(name), "result": False, "comment": outcome["comment"]}
+    return {**_ret(name), "changes": outcome["changes"], "comment": outcome["comment"]}
 
 
 def mod_watch(name: str, **_kwargs: Any) -> dict[str, Any]:
@@ -108,7 +100,7 @@ def mod_watch(name: str, **_kwargs: Any) -> dict[str, Any]:
         return {**_ret(name), "comment": "no live release to restart"}
     if __opts__["test"]:  # noqa: F821
         return {**_ret(name), "result": None, "changes": {"restarted": live}, "comment": f"release {live} would be restarted"}
-    return _restart(name, live, "restarted")
+    return _restart(name)
 
 
 def healthy(name: str, host: str | None = None, attempts: int = 20, interval: float = 0.5) -> dict[str, Any]:
