@@ -457,6 +457,7 @@ def release(
         with deploy_lock(project, "release"):
             resolved = resolve(project, source=source, repo=repo, ref=ref)
             details["source"] = resolved["label"]
+            # Defaults as in pillar.example: the OS interpreter, pip's own index.
             built = build(project, resolved, python=_pillar("salt_django:python", "/usr/bin/python3"), pip=_pillar("salt_django:pip", {}))
             rid = built["id"]
             details["to"] = rid
