@@ -21,8 +21,8 @@ BACKUP_ROOT = "/var/backups/salt-django"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def __virtual__() -> str | tuple[bool, str]:
-    """Needs PostgreSQL's client tools on the database server."""
+def __virtual__() -> str:
+    """Always loadable; pg_dump and pg_restore are needed only when a backup or restore runs."""
     return __virtualname__
 
 
