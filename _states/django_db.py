@@ -30,29 +30,30 @@ def role_present(name: str, project: str, secret: str = "DB_PASSWORD", runas: st
     password = __salt__["pillar.get"](key)  # noqa: F821
     if not password:
         return {"name": name, "result": False, "changes": {}, "comment": f"{key} is missing"}
-    if "postgres_user.present" not in __states__:  # noqa: F821
-        if __opts__["test"]:  # noqa: F821
-            # PostgreSQL is installed by this same run, so its tools are missing yet.
-            return {"name": name, "result": None, "changes": {name: "Present"}, "comment": f"role {name} would be created"}
-        return {"name": name, "result": False, "changes": {}, "comment": "postgres_user state unavailable: is psql installed?"}
-    ret = __states__["postgres_user.present"](  # noqa: F821
-        name=name, password=password, encrypted="scram-sha-256", login=True, user=runas
-    )
+    ret = _builtin("postgres_user.present", name, "role", password=password, encrypted="scram-sha-256", login=True, user=runas)
     return _masked(ret, str(password))
 
 
 def database_present(name: str, owner: str, runas: str = "postgres") -> dict[str, Any]:
     """Make database ``name`` (UTF-8, from template0) exist, owned by ``owner``.
 
-    Salt's ``postgres_database`` state loads only once PostgreSQL's tools are
-    installed; on a new server they are installed by the same run, so this
-    wrapper lets ``test=True`` predict the database instead of failing.
+    See ``_builtin`` for why this wraps Salt's ``postgres_database`` state.
     """
-    if "postgres_database.present" not in __states__:  # noqa: F821
+    return _builtin("postgres_database.present", name, "database", owner=owner, encoding="UTF8", template="template0", user=runas)
+
+
+def _builtin(function: str, name: str, what: str, **kwargs: Any) -> dict[str, Any]:
+    """Call one of Salt's postgres states, or predict it when it cannot load yet.
+
+    Salt's postgres states load only once PostgreSQL's tools are installed;
+    on a new server they are installed by the same run, so ``test=True``
+    predicts the creation instead of failing.
+    """
+    if function not in __states__:  # noqa: F821
         if __opts__["test"]:  # noqa: F821
-            return {"name": name, "result": None, "changes": {name: "Present"}, "comment": f"database {name} would be created"}
-        return {"name": name, "result": False, "changes": {}, "comment": "postgres_database state unavailable: is psql installed?"}
-    return __states__["postgres_database.present"](name=name, owner=owner, encoding="UTF8", template="template0", user=runas)  # noqa: F821
+            return {"name": name, "result": None, "changes": {name: "Present"}, "comment": f"{what} {name} would be created"}
+        return {"name": name, "result": False, "changes": {}, "comment": f"{function.split('.')[0]} state unavailable: is psql installed?"}
+    return __states__[function](name=name, **kwargs)  # noqa: F821
 
 
 def _masked(value: Any, secret: str) -> Any:
