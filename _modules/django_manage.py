@@ -10,10 +10,12 @@ to the child process only; it is never logged or returned.
 from __future__ import annotations
 
 import grp
+import hashlib
 import json
 import os
 import pwd
 import re
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -163,9 +165,29 @@ def unapplied_migrations(project: str, release: str | None = None) -> dict[str, 
     return {"ok": True, "migrations": pending}
 
 
+# Every app server of a cluster converges at once: on PostgreSQL, migrate
+# holds a session advisory lock, so a second server waits, then finds
+# nothing left to apply instead of failing on "relation already exists".
+_LOCKED_MIGRATE = """
+from django.core.management import call_command
+from django.db import connection
+locking = connection.vendor == "postgresql"
+if locking:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [{key}])
+try:
+    call_command("migrate", interactive=False)
+finally:
+    if locking:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [{key}])
+"""
+
+
 def migrate(project: str, release: str | None = None) -> dict[str, Any]:
-    """Apply migrations; names the migration that failed, if one does."""
-    result = run(project, "migrate", "--noinput", release=release)
+    """Apply migrations, one server at a time; names the migration that failed, if one does."""
+    key = int.from_bytes(hashlib.sha256(f"salt-django migrate {project}".encode()).digest()[:8], "big", signed=True)
+    result = run(project, "shell", "-c", _LOCKED_MIGRATE.format(key=key), release=release)
     applied = [m["name"] for m in map(_APPLYING.match, result["stdout"].splitlines()) if m]
     if result["retcode"] != 0:
         failed = applied[-1] if applied else None
@@ -181,13 +203,18 @@ def collectstatic(project: str, release: str | None = None) -> dict[str, Any]:
     return {"ok": True, "summary": result["stdout"].strip().splitlines()[-1:]}
 
 
-def health(url: str = "http://127.0.0.1/healthz", host: str | None = None, timeout: float = 5) -> dict[str, Any]:
-    """Call a health endpoint; ``ok`` only on HTTP 200 with status "ok"."""
+def health(url: str = "http://127.0.0.1/healthz", host: str | None = None, timeout: float = 5, verify: bool = True) -> dict[str, Any]:
+    """Call a health endpoint; ``ok`` only on HTTP 200 with status "ok".
+
+    ``verify=False`` accepts any certificate: a load balancer probing itself
+    by address (its certificate names the domain, maybe self-signed).
+    """
     if not url.startswith(("http://", "https://")):
         return {"ok": False, "status": None, "error": f"not an http(s) URL: {url}"}
     request = urllib.request.Request(url, headers={"Host": host} if host else {})  # noqa: S310 - scheme checked above
+    context = None if verify else ssl._create_unverified_context()  # noqa: S323 - asked for by the caller
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked above
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310 - scheme checked above
             status, body = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read()

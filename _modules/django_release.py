@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tempfile
@@ -47,6 +48,7 @@ IGNORED_SUFFIXES = (".pyc", ".pyo", ".sqlite3")
 PIP_CACHE = "/var/cache/salt-django/pip"
 GIT_CACHE = "/var/cache/salt-django/git"
 AUDIT_ROOT = "/var/log/salt-django"
+_RELEASE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7}$")
 _CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/root", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
@@ -274,19 +276,24 @@ def build(
     resolved: dict[str, Any],
     python: str = "/usr/bin/python3",
     pip: dict[str, Any] | None = None,
+    rid: str | None = None,
 ) -> dict[str, Any]:
     """Build ``resolved`` (see ``resolve``) in ``releases/<id>``; nothing is switched.
 
+    ``rid``: the id to give a new build (a cluster rollout names the same
+    code alike on every server); by default ``<UTC time>-<short digest>``.
     Returns ``{"id", "built", "seconds"}``; ``built`` is False when this
-    source was built before. A failed build removes its directory and
-    raises ReleaseError naming the step.
+    source was built before (under whatever id it got then). A failed build
+    removes its directory and raises ReleaseError naming the step.
     """
     existing = find(project, resolved["digest"])
     if existing:
         return {"id": existing, "built": False, "seconds": 0.0}
     started = time.monotonic()
     now = datetime.datetime.now(datetime.UTC)
-    rid = f"{now:%Y%m%dT%H%M%SZ}-{resolved['digest'][:7]}"
+    if rid and not (_RELEASE_ID.match(rid) and rid.endswith("-" + resolved["digest"][:7])):
+        raise ReleaseError(f"release id {rid} does not name this source (digest {resolved['digest'][:7]})")
+    rid = rid or f"{now:%Y%m%dT%H%M%SZ}-{resolved['digest'][:7]}"
     directory = os.path.join(_root(project), "releases", rid)
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory, mode=0o755)
@@ -401,6 +408,12 @@ def _health_host(project: str) -> str:
     return domains[0] if domains else "localhost"
 
 
+def _switch(project: str, rid: str) -> dict[str, Any]:
+    """Blue/green switch to ``rid``; a new slot gets ``projects:<p>:health_timeout`` seconds to be healthy."""
+    timeout = float(_pillar(f"projects:{project}:health_timeout", 60))
+    return __salt__["gunicorn_slots.activate"](project, rid, _health_host(project), timeout=timeout)  # noqa: F821
+
+
 def _gate(project: str, rid: str, fail_level: str) -> None:
     """Everything a release must pass before it may receive a request."""
     mods = __salt__  # noqa: F821
@@ -472,7 +485,7 @@ def release(
                     shutil.rmtree(os.path.join(_root(project), "releases", rid), ignore_errors=True)
                 raise
             if previous != rid or not __salt__["gunicorn_slots.is_serving"](project, rid):  # noqa: F821
-                __salt__["gunicorn_slots.activate"](project, rid, _health_host(project))  # noqa: F821
+                _switch(project, rid)
                 changes["release"] = {"old": previous, "new": rid}
             pruned = prune(project)
             if pruned:
@@ -483,6 +496,75 @@ def release(
     record(project, "release", "ok", time.monotonic() - started, **details)
     comment = f"release {rid} is live" if "release" in changes else f"release {rid} was already live"
     return {"ok": True, "id": rid, "previous": previous, "changes": changes, "comment": comment}
+
+
+def prepare(
+    project: str,
+    source: str | None = None,
+    repo: str | None = None,
+    ref: str | None = None,
+    release: str | None = None,
+    fail_level: str = "WARNING",
+) -> dict[str, Any]:
+    """Build and gate a release, but neither migrate nor switch: a cluster's
+    rollout does those once per cluster and server by server.
+
+    ``release``: the id a new build gets (the id the first server chose).
+    Returns ``{"ok", "id", "built", "comment"}``; a refused build is deleted.
+
+    CLI example::
+
+        salt app1 django_release.prepare demo repo=/srv/git/demo.git ref=v2
+    """
+    started = time.monotonic()
+    details: dict[str, Any] = {"source": repo or source, "ref": ref}
+    try:
+        with deploy_lock(project, "prepare"):
+            resolved = resolve(project, source=source, repo=repo, ref=ref)
+            details["source"] = resolved["label"]
+            built = build(
+                project, resolved, python=_pillar("salt_django:python", "/usr/bin/python3"), pip=_pillar("salt_django:pip", {}), rid=release
+            )
+            rid = details["to"] = built["id"]
+            try:
+                _gate(project, rid, fail_level)
+            except ReleaseError:
+                if built["built"]:
+                    shutil.rmtree(os.path.join(_root(project), "releases", rid), ignore_errors=True)
+                raise
+    except (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        record(project, "prepare", "failed", time.monotonic() - started, error=str(exc), **details)
+        return {"ok": False, "id": details.get("to"), "built": False, "comment": str(exc)}
+    record(project, "prepare", "ok", time.monotonic() - started, **details)
+    return {"ok": True, "id": rid, "built": built["built"], "comment": f"release {rid} is built and passed its checks"}
+
+
+def activate(project: str, release: str) -> dict[str, Any]:
+    """Serve ``release`` (built before) on this server, no request dropped; no-op if it already serves.
+
+    A rollout calls it server by server once the release is prepared and
+    the database migrated. Returns ``{"ok", "id", "previous", "changes", "comment"}``.
+
+    CLI example::
+
+        salt app1 django_release.activate demo 20261127T120000Z-1a2b3c4
+    """
+    started = time.monotonic()
+    live = current(project)
+    try:
+        with deploy_lock(project, "activate"):
+            if not is_built(project, release):
+                raise ReleaseError(f"release {release} of {project} is not built on this server")
+            if live == release and __salt__["gunicorn_slots.is_serving"](project, release):  # noqa: F821
+                return {"ok": True, "id": release, "previous": live, "changes": {}, "comment": f"release {release} already serves"}
+            _switch(project, release)
+            prune(project)
+    except (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        record(project, "activate", "failed", time.monotonic() - started, error=str(exc), **{"from": live, "to": release})
+        return {"ok": False, "id": release, "previous": live, "changes": {}, "comment": str(exc)}
+    record(project, "activate", "ok", time.monotonic() - started, **{"from": live, "to": release})
+    changes = {"release": {"old": live, "new": release}}
+    return {"ok": True, "id": release, "previous": live, "changes": changes, "comment": f"release {release} is live"}
 
 
 def rollback(project: str, to: str | None = None) -> dict[str, Any]:
@@ -511,7 +593,7 @@ def rollback(project: str, to: str | None = None) -> dict[str, Any]:
             details["to"] = to
             if to == live:
                 raise ReleaseError(f"release {to} is already live")
-            __salt__["gunicorn_slots.activate"](project, to, _health_host(project))  # noqa: F821
+            _switch(project, to)
     except (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         record(project, "rollback", "failed", time.monotonic() - started, error=str(exc), **details)
         return {"ok": False, "id": details.get("to"), "previous": live, "changes": {}, "comment": str(exc)}
@@ -532,7 +614,7 @@ def restart(project: str) -> dict[str, Any]:
         if live is None:
             raise ReleaseError(f"{project} has no live release to restart")
         with deploy_lock(project, "restart"):
-            outcome = __salt__["gunicorn_slots.activate"](project, live, _health_host(project))  # noqa: F821
+            outcome = _switch(project, live)
     except (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         record(project, "restart", "failed", time.monotonic() - started, to=live, error=str(exc))
         return {"ok": False, "id": live, "changes": {}, "comment": f"restart of {live} failed, the running processes keep serving: {exc}"}

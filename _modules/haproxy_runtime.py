@@ -126,3 +126,18 @@ def wait_drained(
         time.sleep(interval)
         count = sessions(backend, server, socket_path)
     return {"drained": count == 0, "sessions": count, "seconds": round(time.monotonic() - started, 2)}
+
+
+def wait_up(
+    backend: str, names: list[str], timeout: float = 15, interval: float = 0.5, socket_path: str = DEFAULT_SOCKET
+) -> dict[str, Any]:
+    """Wait until every server of ``names`` is UP in ``backend`` (health checks
+    pass), at most ``timeout`` seconds. Returns ``{"down", "seconds"}``:
+    ``down`` lists the servers still not UP (missing ones included)."""
+    started = time.monotonic()
+    while True:
+        listing = servers(backend, socket_path)
+        down = sorted(n for n in names if not str(listing.get(n, {}).get("status", "")).startswith("UP"))
+        if not down or time.monotonic() - started >= timeout:
+            return {"down": down, "seconds": round(time.monotonic() - started, 2)}
+        time.sleep(interval)

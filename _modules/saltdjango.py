@@ -20,6 +20,8 @@ from typing import Any
 __virtualname__ = "saltdjango"
 
 KNOWN_ROLES = frozenset({"db", "cache", "app", "worker", "web", "lb"})
+#: Mine function (pillar/topology.sls) through which each server publishes its private address.
+MINE_ADDRESS = "salt_django_address"
 REQUIRED_SECRETS = ("DB_PASSWORD", "REDIS_PASSWORD")
 MIN_PASSWORD_LENGTH = 16
 SECRET_KEY_MIN_LENGTH = 50
@@ -122,19 +124,98 @@ def validate_roles(roles: Any) -> list[str]:
     return []
 
 
-def validate(pillar: dict[str, Any] | None = None) -> list[str]:
+def topology(pillar: dict[str, Any] | None = None) -> dict[str, list[str]]:
+    """Roles of every server of the cluster (``topology:hosts``), by minion id.
+
+    Empty on a single server (masterless): it holds every role but ``lb``.
+    """
+    data = __pillar__ if pillar is None else pillar  # noqa: F821 - injected by the Salt loader
+    hosts = (data.get("topology") or {}).get("hosts") or {}
+    if not isinstance(hosts, dict):
+        return {}
+    return {str(name): list((spec or {}).get("roles") or []) if isinstance(spec, dict) else [] for name, spec in hosts.items()}
+
+
+def members(roles: str | list[str], pillar: dict[str, Any] | None = None) -> list[str]:
+    """Minion ids, sorted, of the cluster's servers that hold any of ``roles``."""
+    wanted = {roles} if isinstance(roles, str) else set(roles)
+    return sorted(name for name, held in topology(pillar).items() if wanted & set(held))
+
+
+def addresses(roles: str | list[str]) -> dict[str, str]:
+    """Private address of each server holding any of ``roles``, from the Salt mine.
+
+    A server whose minion never published its address (not started yet) is
+    left out: callers decide whether that is an error.
+    """
+    names = members(roles)
+    if not names:
+        return {}
+    found = __salt__["mine.get"](names, MINE_ADDRESS, tgt_type="list") or {}  # noqa: F821
+    return {name: found[name][0] for name in names if isinstance(found.get(name), list) and found[name]}
+
+
+def own_address() -> str:
+    """This server's private address, by the rule its mine function uses."""
+    network = (__pillar__.get("topology") or {}).get("private_network")  # noqa: F821
+    found = __salt__["network.ip_addrs"](cidr=network) if network else __salt__["network.ip_addrs"](type="private")  # noqa: F821
+    return found[0] if found else ""
+
+
+def bind_addresses() -> list[str]:
+    """Addresses a shared service (PostgreSQL, Redis) listens on besides loopback:
+    this server's private address in a cluster, none on a single server."""
+    if not topology():
+        return []
+    own = own_address()
+    return [own] if own else []
+
+
+def validate_cluster(data: dict[str, Any], minion: str) -> list[str]:
+    """Errors in the cluster description as this minion sees it."""
+    hosts = topology(data)
+    if not hosts:
+        return []
+    errors = []
+    for name, held in sorted(hosts.items()):
+        unknown = sorted(set(map(str, held)) - KNOWN_ROLES)
+        if unknown:
+            errors.append(f"topology:hosts:{name}:roles: unknown role(s) {', '.join(unknown)}")
+    if minion not in hosts:
+        errors.append(f"topology:hosts: minion {minion} is not listed, so it has no role (pillar/topology.yaml)")
+    for role in ("db", "cache", "app"):
+        if not members(role, data):
+            errors.append(f"topology:hosts: no server has the role {role}")
+    if len(members("app", data)) > 1:
+        for name, project in (data.get("projects") or {}).items():
+            if isinstance(project, dict) and not (project.get("secrets") or {}).get("SECRET_KEY"):
+                errors.append(f"projects:{name}:secrets:SECRET_KEY is missing: every app server must sign with the same key")
+    return errors
+
+
+def validate(pillar: dict[str, Any] | None = None, minion: str | None = None) -> list[str]:
     """Every error in the deployment description; empty when it can be applied.
 
     Reads this minion's pillar unless one is passed (the orchestrator and the
-    unit tests pass one).
+    unit tests pass one). On an app server of a cluster, the database and
+    cache servers must have published their addresses (Salt mine).
     """
     data = __pillar__ if pillar is None else pillar  # noqa: F821 - injected by the Salt loader
+    minion = minion or __opts__.get("id", "")  # noqa: F821
     errors = validate_roles(data.get("salt_django", {}).get("roles", []))
+    errors += validate_cluster(data, minion)
     projects = data.get("projects")
     if not isinstance(projects, dict) or not projects:
         return [*errors, "projects: must define at least one project"]
     for name, project in projects.items():
         errors.extend(validate_project(name, project))
+    if pillar is None and topology() and {"app", "worker"} & set(data.get("salt_django", {}).get("roles", [])):
+        for role in ("db", "cache"):
+            if members(role) and not addresses(role):
+                errors.append(
+                    f"topology:hosts: no {role} server ({', '.join(members(role))}) has published its address"
+                    f" in the Salt mine: is its minion up? (salt {members(role)[0]} mine.update)"
+                )
     return errors
 
 
@@ -184,14 +265,31 @@ def projects(defaults: dict[str, Any] | None = None, pillar: dict[str, Any] | No
     """Every project of pillar ``projects`` through ``project_config``.
 
     Called from ``app/map.jinja`` with ``app/defaults.yaml``, so that the
-    SLS files only read data.
+    SLS files only read data. In a cluster the database and cache hosts are
+    the db and cache servers' private addresses (Salt mine), unless the
+    project's pillar names a host itself (e.g. a managed database).
     """
     data = __pillar__ if pillar is None else pillar  # noqa: F821
     cpus = __grains__.get("num_cpus", os.cpu_count() or 1) if pillar is None else 1  # noqa: F821
     raw = data.get("projects") or {}
     if not isinstance(raw, dict):
         return {}
-    return {name: project_config(name, cfg, defaults or {}, cpus) for name, cfg in raw.items() if isinstance(cfg, dict)}
+    found: dict[str, str] = {}
+    if pillar is None and topology():
+        for role, key in (("db", "database"), ("cache", "cache")):
+            peers = addresses(role)
+            found[key] = peers[min(peers)] if peers else ""
+    configs = {}
+    for name, cfg in raw.items():
+        if not isinstance(cfg, dict):
+            continue
+        cfg = copy.deepcopy(cfg)
+        for key, host in found.items():
+            section = cfg.setdefault(key, {})
+            if isinstance(section, dict) and not section.get("host"):
+                section["host"] = host
+        configs[name] = project_config(name, cfg, defaults or {}, cpus)
+    return configs
 
 
 def generate_secret(length: int = 64) -> str:

@@ -67,7 +67,7 @@ def deployed(name: str, source: str, migrate: bool = True, fail_level: str = "WA
     try:
         digest = mods["django_release.resolve"](name, source=source)["digest"]
     except RuntimeError as exc:
-        return {**ret, "result": False, "comment": f"source {source}: {exc}"}
+        return {**ret, "result": False, "comment": f"source {source}: {exc}", "skip_watch": True}
     live = mods["django_release.current"](name)
     if live and _last_digest(name) == digest:
         if mods["gunicorn_slots.is_serving"](name, live):
@@ -81,7 +81,9 @@ def deployed(name: str, source: str, migrate: bool = True, fail_level: str = "WA
         return {**ret, "result": None, "changes": {"release": {"old": live, "new": target}}, "comment": f"{target} would be released"}
     outcome = mods["django_release.release"](name, source=source, migrate=migrate, fail_level=fail_level)
     if not outcome["ok"]:
-        return {**ret, "result": False, "comment": outcome["comment"]}
+        # Salt would run mod_watch (a restart) on a result without changes
+        # and report its result instead of this failure.
+        return {**ret, "result": False, "comment": outcome["comment"], "skip_watch": True}
     _remember(name, digest)
     return {**ret, "changes": outcome["changes"], "comment": outcome["comment"]}
 

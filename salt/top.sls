@@ -16,3 +16,6 @@ base:
   'I@salt_django:roles:web':
     - match: compound
     - nginx
+  'I@salt_django:roles:lb':
+    - match: compound
+    - haproxy

@@ -1,5 +1,9 @@
-{%- from 'app/map.jinja' import projects with context %}
+{%- from 'app/map.jinja' import app, projects with context %}
 {%- from 'supervisor/map.jinja' import supervisor with context %}
+
+app-packages-installed:
+  pkg.installed:
+    - pkgs: {{ app.packages | json }}
 {%- for name, project in projects.items() %}
 
 app-{{ name }}-user-present:
@@ -153,6 +157,16 @@ app-{{ name }}-gunicorn-programs-loaded:
     - onchanges:
       - file: app-{{ name }}-gunicorn-configured
 
+# In a cluster the db and cache servers converge at the same time as this one.
+app-{{ name }}-backends-reachable:
+  django_backends.reachable:
+    - name: {{ name }}
+    - database: {{ project.database | json }}
+    - cache: {{ project.cache | json }}
+    - timeout: {{ app.backend_wait }}
+    - require:
+      - pkg: app-packages-installed
+
 # Builds, gates, migrates and switches with no dropped request; restarts the
 # live release the same way when its environment or code runner changes.
 app-{{ name }}-release-deployed:
@@ -165,6 +179,7 @@ app-{{ name }}-release-deployed:
       - file: app-{{ name }}-log-directory-present
       - file: app-{{ name }}-manage-command-managed
       - cmd: app-{{ name }}-gunicorn-programs-loaded
+      - django_backends: app-{{ name }}-backends-reachable
     - watch:
       - django_env: app-{{ name }}-env-managed
       - file: app-{{ name }}-settings-managed

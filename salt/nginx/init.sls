@@ -1,5 +1,9 @@
 {%- from 'nginx/map.jinja' import nginx with context %}
+{%- from 'tls/map.jinja' import tls with context %}
 {%- from 'app/map.jinja' import projects with context %}
+
+include:
+  - tls
 
 nginx-packages-installed:
   pkg.installed:
@@ -12,61 +16,7 @@ nginx-default-site-absent:
     - require:
       - pkg: nginx-packages-installed
 
-nginx-tls-directory-present:
-  file.directory:
-    - name: {{ nginx.tls_dir }}
-    - user: root
-    - group: root
-    - mode: '0700'
-
 {%- for name, project in projects.items() %}
-{%- set key = nginx.tls_dir ~ '/' ~ name ~ '.key' %}
-{%- set crt = nginx.tls_dir ~ '/' ~ name ~ '.crt' %}
-{%- if project.tls.certificate %}
-
-nginx-{{ name }}-tls-key-managed:
-  file.managed:
-    - name: {{ key }}
-    - contents_pillar: projects:{{ name }}:tls:private_key
-    - mode: '0600'
-    - show_changes: False
-    - require:
-      - file: nginx-tls-directory-present
-
-nginx-{{ name }}-tls-certificate-managed:
-  file.managed:
-    - name: {{ crt }}
-    - contents_pillar: projects:{{ name }}:tls:certificate
-    - mode: '0644'
-    - require:
-      - file: nginx-tls-directory-present
-{%- else %}
-
-nginx-{{ name }}-tls-key-managed:
-  x509.private_key_managed:
-    - name: {{ key }}
-    - algo: ec
-    - keysize: 256
-    - mode: '0600'
-    - require:
-      - file: nginx-tls-directory-present
-
-# Self-signed until the pillar supplies a certificate.
-nginx-{{ name }}-tls-certificate-managed:
-  x509.certificate_managed:
-    - name: {{ crt }}
-    - signing_private_key: {{ key }}
-    - CN: {{ project.primary_domain | json }}
-    - subjectAltName: {{ project.domains | map('regex_replace', '^', 'DNS:') | join(', ') }}
-    - basicConstraints: critical, CA:false
-    - keyUsage: critical, digitalSignature, keyEncipherment
-    - extendedKeyUsage: serverAuth
-    - days_valid: {{ nginx.tls_days_valid }}
-    - days_remaining: {{ nginx.tls_days_remaining }}
-    - mode: '0644'
-    - require:
-      - x509: nginx-{{ name }}-tls-key-managed
-{%- endif %}
 
 nginx-{{ name }}-snippets-managed:
   file.managed:
@@ -75,9 +25,12 @@ nginx-{{ name }}-snippets-managed:
         - source: salt://nginx/files/security-headers.conf.jinja
       - {{ nginx.snippets }}/{{ name }}-proxy.conf:
         - source: salt://nginx/files/proxy.conf.jinja
+      - {{ nginx.snippets }}/{{ name }}-locations.conf:
+        - source: salt://nginx/files/locations.conf.jinja
     - template: jinja
     - context:
         project: {{ project | json }}
+        nginx: {{ nginx | json }}
     - mode: '0644'
     - require:
       - pkg: nginx-packages-installed
@@ -104,6 +57,7 @@ nginx-{{ name }}-site-managed:
     - context:
         project: {{ project | json }}
         nginx: {{ nginx | json }}
+        tls: {{ tls | json }}
     - mode: '0644'
     - require:
       - pkg: nginx-packages-installed
@@ -127,7 +81,7 @@ nginx-config-tested:
       - file: nginx-{{ name }}-site-managed
       - file: nginx-{{ name }}-site-enabled
       - file: nginx-{{ name }}-upstream-present
-      - nginx-{{ name }}-tls-certificate-managed
+      - tls-{{ name }}-certificate-managed
 {%- endfor %}
 
 nginx-service-running:
@@ -144,7 +98,7 @@ nginx-service-running:
       - file: nginx-{{ name }}-site-managed
       - file: nginx-{{ name }}-site-enabled
       - file: nginx-{{ name }}-upstream-present
-      - nginx-{{ name }}-tls-certificate-managed
+      - tls-{{ name }}-certificate-managed
 {%- endfor %}
 {%- for name, project in projects.items() %}
 

@@ -21,12 +21,41 @@ postgres-listen-configured:
     - require:
       - pkg: postgres-packages-installed
 
+# Who may connect over the network: the app and worker servers of a
+# cluster (Salt mine), to their project's database only, with a password.
+# Debian's own lines (local socket, loopback) stay above ours.
+postgres-clients-allowed:
+  file.blockreplace:
+    - name: {{ postgres.conf_dir }}/pg_hba.conf
+    - marker_start: '# BEGIN salt-django clients (managed, do not edit)'
+    - marker_end: '# END salt-django clients'
+    - content: |
+{%- for name, project in projects.items() %}
+{%- for minion, address in postgres.clients | dictsort %}
+        host {{ project.database.name }} {{ project.database.user }} {{ address }}/32 scram-sha-256 # {{ minion }}
+{%- else %}
+        # {{ name }}: no app server over the network (single server)
+{%- endfor %}
+{%- endfor %}
+    - append_if_not_found: True
+    - require:
+      - pkg: postgres-packages-installed
+
 postgres-service-running:
   service.running:
     - name: {{ postgres.service }}
     - enable: True
     - watch:
       - file: postgres-listen-configured
+
+# pg_hba.conf needs a reload, not a restart.
+postgres-clients-reloaded:
+  cmd.run:
+    - name: pg_ctlcluster {{ postgres.version }} main reload
+    - onchanges:
+      - file: postgres-clients-allowed
+    - require:
+      - service: postgres-service-running
 
 {%- for name, project in projects.items() %}
 

@@ -51,7 +51,7 @@ MakeCluster = Callable[..., Cluster]
 
 @pytest.fixture(scope="module")
 def make_cluster(lab_base: Path, minion_layer: Path, lab_workdir: Path) -> Iterator[MakeCluster]:
-    """Factory: ``make_cluster(hosts, file_roots=(), pillar_roots=(), master_opts=None)``
+    """Factory: ``make_cluster(hosts, file_roots=(), pillar_roots=(), master_opts=None, minion_files=None)``
     returns a cluster that is up (every minion connected). All clusters made
     are torn down at the end of the module, then nothing of them may be left
     on the machine (mounts, cgroups, netns, links, processes)."""
@@ -63,6 +63,7 @@ def make_cluster(lab_base: Path, minion_layer: Path, lab_workdir: Path) -> Itera
         file_roots: Sequence[Path] = (),
         pillar_roots: Sequence[Path] = (),
         master_opts: Mapping[str, Any] | None = None,
+        minion_files: Mapping[str, str] | None = None,
     ) -> Cluster:
         cluster = Cluster(
             lab_workdir / f"cluster-{next(_numbers)}",
@@ -70,6 +71,7 @@ def make_cluster(lab_base: Path, minion_layer: Path, lab_workdir: Path) -> Itera
             file_roots,
             pillar_roots,
             master_opts,
+            minion_files=minion_files,
             base=lab_base,
             layer=minion_layer,
         )

@@ -269,6 +269,9 @@ class Cluster:
 
         Cluster(..., master_opts={"reactor": [{"salt/minion/*/start": ["/abs/reactor/start.sls"]}]})
 
+    ``minion_files`` (path -> text) are written on every host before its
+    first boot, e.g. the project's minion config under /etc/salt/minion.d/.
+
     ``up()`` starts it all and waits for every minion's start event;
     ``down()`` removes everything, also after a failure (idempotent).
     Hosts are :class:`~tests.lab.hosts.Host` objects in :attr:`hosts`
@@ -297,6 +300,7 @@ class Cluster:
         pillar_roots: Sequence[Path],
         master_opts: Mapping[str, Any] | None = None,
         *,
+        minion_files: Mapping[str, str] | None = None,
         base: Path | None = None,
         layer: Path | None = None,
     ) -> None:
@@ -305,6 +309,7 @@ class Cluster:
         self.file_roots = [Path(p).resolve() for p in file_roots]
         self.pillar_roots = [Path(p).resolve() for p in pillar_roots]
         self.master_opts = dict(master_opts or {})
+        self.minion_files = dict(minion_files or {})
         self.base, self.layer = base, layer
         self.net: Network | None = None
         self.hosts: dict[str, Host] = {}
@@ -470,6 +475,32 @@ class Cluster:
             _remove_cgroup(cg)
         self._master_cgroups = []
 
+    def restart_master(self, master_opts: Mapping[str, Any] | None = None, timeout: float = 60) -> float:
+        """Stop the master, deep-merge ``master_opts`` into its config, start it
+        again (e.g. to add a reactor, as an operator would); return once every
+        running minion answers a ping again. Returns seconds."""
+        t0 = time.monotonic()
+        if master_opts:
+            self.master_opts = _deep_merge(self.master_opts, master_opts)
+        for events in self._listeners:
+            events.close()
+        self._listeners.clear()
+        if self._client is not None:
+            self._client.destroy()
+            self._client = None
+        self._stop_master()
+        self._start_master()
+        want = sorted(name for name, host in self.hosts.items() if host.running)
+        deadline = time.monotonic() + timeout
+        while True:
+            answered = self.salt(want, "test.ping", tgt_type="list", timeout=5, gather_job_timeout=2)
+            if all(answered.get(name) is True for name in want):
+                return time.monotonic() - t0
+            if time.monotonic() > deadline:
+                missing = [n for n in want if answered.get(n) is not True]
+                raise LabError(f"minions {missing} did not reconnect within {timeout:.0f}s\n{self.diagnose(missing)}")
+            time.sleep(0.5)
+
     def master_log_tail(self, lines: int = 40) -> str:
         """Last lines of the master's log file and console."""
         out = []
@@ -520,6 +551,9 @@ class Cluster:
         host.path("/etc/salt/minion.d/10-lab.conf").write_text(
             "# salt-django lab (tests/lab/cluster.py)\n" + "".join(f"{k}: {json.dumps(v)}\n" for k, v in opts.items())
         )
+        for path, text in self.minion_files.items():
+            host.path(path).parent.mkdir(parents=True, exist_ok=True)
+            host.path(path).write_text(text)
         pki = host.path("/etc/salt/pki/minion")
         for ext, mode in (("pem", 0o400), ("pub", 0o644)):
             shutil.copy(self.keys_dir / f"{host.name}.{ext}", pki / f"minion.{ext}")

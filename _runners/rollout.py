@@ -1,0 +1,453 @@
+"""Cluster rollouts, run on the salt-master: deploy, rollback, join.
+
+``salt-run state.orchestrate orch.deploy pillar='{"release": "v2"}'`` hands
+off to :func:`deploy`, ``orch.rollback`` to :func:`rollback`, and the
+reactor's ``orch.join`` (a minion started) to :func:`join`. They live in
+Python, not in orchestrate SLS, because a rollout must hold one lock for
+its whole run, stop at the first failure and say which server failed and
+why: an orchestrate SLS cannot release a lock whatever happens.
+
+A rollout, server by server (pillar ``rollout:batch`` servers at a time)::
+
+    validate -> db -> cache -> build on every app server (not switched)
+    -> back up the database -> migrate once -> per batch: drain in HAProxy,
+    wait for its sessions to end, switch, health-check the server directly,
+    set it ready -> refresh HAProxy's configuration -> smoke test via the LB
+
+Servers not yet switched keep serving the old release. What the cluster
+serves is recorded in ``<cachedir>/salt-django/releases.json`` on the
+master: ``rollback`` and ``join`` read it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import getpass
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__virtualname__ = "rollout"
+
+RELEASE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7}$")
+#: HAProxy backend of a project (salt/haproxy/files/haproxy.cfg.jinja).
+BACKEND = "{project}_app"
+DEFAULTS = {"batch": 1, "drain_timeout": 30, "timeout": 900}
+
+
+class RolloutError(RuntimeError):
+    """A rollout step failed: ``step``, the ``server`` (if one) and the cause."""
+
+    def __init__(self, step: str, cause: str, server: str | None = None) -> None:
+        self.step, self.cause, self.server = step, cause, server
+        super().__init__(f"{step}{' on ' + server if server else ''}: {cause}")
+
+
+def __virtual__() -> str:
+    """Runs on the master; reaches minions with Salt's LocalClient."""
+    return __virtualname__
+
+
+# ------------------------------------------------------------------ pure logic
+
+
+def batches(servers: list[str], size: int) -> list[list[str]]:
+    """``servers`` in rollout order, ``size`` at a time (at least one)."""
+    size = max(int(size or 1), 1)
+    return [servers[i : i + size] for i in range(0, len(servers), size)]
+
+
+def failed_states(ret: Any) -> dict[str, str]:
+    """State IDs that did not succeed in a ``state.apply`` return, with their comments."""
+    if not isinstance(ret, dict):
+        return {"(no state data)": str(ret)[-500:]}
+    failed = {}
+    for key, state in ret.items():
+        if not isinstance(state, dict) or state.get("result") is not True:
+            sid = key.split("_|-")[1] if "_|-" in key else key
+            comment = state.get("comment", state) if isinstance(state, dict) else state
+            failed[sid] = str(comment)[-500:]
+    return failed
+
+
+def source_of(release: str | None, project: dict[str, Any], name: str) -> dict[str, Any]:
+    """What to build: a git ref of ``projects:<p>:repo``, or the pillar ``source``.
+
+    A release id (``<UTC time>-<digest>``) needs no build: it must be built
+    on every app server already.
+    """
+    if release and RELEASE_ID.match(release):
+        return {"release": release}
+    if release:
+        repo = project.get("repo")
+        if not repo:
+            raise RolloutError("plan", f"release {release!r} is a git ref, but projects:{name}:repo is not set")
+        return {"repo": repo, "ref": release}
+    return {"source": project.get("source") or f"salt://projects/{name}"}
+
+
+def rollback_target(record: dict[str, Any]) -> dict[str, Any] | None:
+    """Where ``rollback`` goes: after a failed rollout, the release the cluster
+    served before it; after a successful one, the release before that."""
+    if record.get("attempt", {}).get("ok") is False and record.get("current"):
+        return record["current"]
+    return record.get("previous")
+
+
+# ------------------------------------------------------------------ the master
+
+
+def _state_dir() -> str:
+    path = os.path.join(__opts__["cachedir"], "salt-django")  # noqa: F821
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def _records() -> dict[str, Any]:
+    try:
+        with open(os.path.join(_state_dir(), "releases.json"), encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return {}
+
+
+def _save(records: dict[str, Any]) -> None:
+    path = os.path.join(_state_dir(), "releases.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(records, handle, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+@contextmanager
+def _lock(what: str) -> Iterator[None]:
+    """One rollout (deploy, rollback) at a time on this master; the file names the holder."""
+    with open(os.path.join(_state_dir(), "rollout.lock"), "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise RolloutError("rollout refused", f"another rollout is running: {holder}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{what} by {os.environ.get('SUDO_USER') or getpass.getuser()} (pid {os.getpid()}) since {_now()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+
+
+def _pillar() -> dict[str, Any]:
+    """The deployment description as the master compiles it (topology, projects, rollout)."""
+    import salt.pillar
+
+    return salt.pillar.get_pillar(__opts__, {}, __opts__["id"], saltenv="base").compile_pillar()  # noqa: F821
+
+
+class _Cluster:
+    """Calls to minions, each step logged in ``steps`` (the runner's return)."""
+
+    def __init__(self, pillar: dict[str, Any]) -> None:
+        import salt.client
+
+        self.pillar = pillar
+        self.client = salt.client.get_local_client(__opts__["conf_file"])  # noqa: F821
+        self.settings = {**DEFAULTS, **(pillar.get("rollout") or {})}
+        self.steps: list[dict[str, Any]] = []
+        hosts = (pillar.get("topology") or {}).get("hosts") or {}
+        self.roles = {name: list((spec or {}).get("roles") or []) for name, spec in hosts.items()}
+
+    def members(self, role: str) -> list[str]:
+        return sorted(name for name, held in self.roles.items() if role in held)
+
+    def log(self, step: str, comment: str, **extra: Any) -> None:
+        self.steps.append({"step": step, "comment": comment, **extra})
+
+    def call(self, step: str, tgt: list[str], fun: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """``fun(*args, **kwargs)`` on every minion of ``tgt``; raise RolloutError
+        naming a minion that did not answer or whose function failed."""
+        if not tgt:
+            return {}
+        wait = self.settings["timeout"]
+        ret = self.client.cmd(tgt, fun, list(args), tgt_type="list", kwarg=kwargs, timeout=wait, full_return=True)
+        for minion in tgt:
+            if minion not in ret:
+                raise RolloutError(step, f"no answer to {fun}", minion)
+            if not isinstance(ret[minion], dict) or ret[minion].get("retcode", 0) not in (0, None):
+                out = ret[minion].get("ret") if isinstance(ret[minion], dict) else ret[minion]
+                if fun.startswith("state."):
+                    out = "; ".join(f"{sid}: {c}" for sid, c in failed_states(out).items())
+                raise RolloutError(step, f"{fun}: {str(out)[-800:]}", minion)
+        return {minion: ret[minion]["ret"] for minion in tgt}
+
+    def up(self, names: list[str]) -> list[str]:
+        """The minions of ``names`` that answer a ping now."""
+        if not names:
+            return []
+        ret = self.client.cmd(names, "test.ping", tgt_type="list", timeout=10)
+        return [n for n in names if ret.get(n) is True]
+
+    def converge(self, step: str, tgt: list[str], sls: str | None = None) -> None:
+        fun, args = ("state.sls", [sls]) if sls else ("state.apply", [])
+        results = self.call(step, tgt, fun, *args)
+        for minion, ret in results.items():
+            failed = failed_states(ret)
+            if failed:
+                raise RolloutError(step, "; ".join(f"{sid}: {c}" for sid, c in failed.items()), minion)
+        self.log(step, f"{fun} {sls or ''} on {', '.join(tgt)}".replace("  ", " "))
+
+
+def _project(pillar: dict[str, Any], project: str | None) -> tuple[str, dict[str, Any]]:
+    projects = pillar.get("projects") or {}
+    if not project:
+        if len(projects) != 1:
+            raise RolloutError("plan", f"several projects ({', '.join(sorted(projects))}): pass project=<name>")
+        project = next(iter(projects))
+    if project not in projects:
+        raise RolloutError("plan", f"no project {project!r} in pillar projects")
+    return project, projects[project]
+
+
+def _finish(cluster: _Cluster | None, ok: bool, comment: str, **extra: Any) -> dict[str, Any]:
+    if not ok:
+        __context__["retcode"] = 1  # noqa: F821 - the orchestration fails
+    return {"result": ok, "comment": comment, **extra, "steps": cluster.steps if cluster else []}
+
+
+def _failure(cluster: _Cluster | None, exc: RolloutError, **extra: Any) -> dict[str, Any]:
+    return _finish(cluster, False, str(exc), step=exc.step, server=exc.server, **extra)
+
+
+def _health(cluster: _Cluster, step: str, lbs: list[str], server: str, address: str, project: str, conf: dict[str, Any], rid: str) -> None:
+    """The server's own Nginx, probed from the load balancer as HAProxy probes it."""
+    port = (cluster.pillar.get("nginx") or {}).get("lb_port", 8080)
+    probe = lbs[:1] or [server]
+    host = address if lbs else "127.0.0.1"
+    answer = cluster.call(step, probe, "django_manage.health", url=f"http://{host}:{port}/healthz", host=conf["domains"][0])[probe[0]]
+    if not answer.get("ok") or answer.get("body", {}).get("release") != rid:
+        raise RolloutError(step, f"/healthz answered {answer.get('status')} {answer.get('body') or answer.get('error')}", server)
+
+
+def _roll(cluster: _Cluster, project: str, conf: dict[str, Any], targets: dict[str, str], operation: str) -> list[str]:
+    """Switch each app server to its release id in ``targets``, batch by batch,
+    out of HAProxy's rotation meanwhile. Returns the servers switched."""
+    lbs = cluster.up(cluster.members("lb"))
+    backend = BACKEND.format(project=project)
+    addresses = cluster.call("addresses", sorted(targets), "saltdjango.own_address")
+    switched: list[str] = []
+    for batch in batches(sorted(targets), cluster.settings["batch"]):
+        for server in batch:
+            cluster.call(f"drain {server}", lbs, "haproxy_runtime.set_state", backend, server, "drain")
+            drained = cluster.call(
+                f"drain {server}", lbs, "haproxy_runtime.wait_drained", backend, server, timeout=cluster.settings["drain_timeout"]
+            )
+            cluster.log(f"drain {server}", f"sessions left: {max((d['sessions'] for d in drained.values()), default=0)}")
+        for server in batch:
+            step = f"{operation} {server}"
+            outcome = cluster.call(step, [server], "django_release.activate", project, targets[server])[server]
+            if not outcome["ok"]:
+                # Blue/green: the server still serves its old release; back into rotation.
+                cluster.call(f"ready {server}", lbs, "haproxy_runtime.set_state", backend, server, "ready")
+                raise RolloutError(step, outcome["comment"], server)
+            try:
+                _health(cluster, f"health {server}", lbs, server, addresses.get(server, ""), project, conf, targets[server])
+            except RolloutError:
+                cluster.call(f"maint {server}", lbs, "haproxy_runtime.set_state", backend, server, "maint")
+                raise
+            cluster.call(f"ready {server}", lbs, "haproxy_runtime.set_state", backend, server, "ready")
+            cluster.log(step, outcome["comment"])
+            switched.append(server)
+    return switched
+
+
+def _smoke(cluster: _Cluster, project: str, conf: dict[str, Any], expect: dict[str, str]) -> None:
+    """Through each load balancer: every app server is up in HAProxy (health
+    checks pass, within ``rollout:smoke_timeout``) and the site answers."""
+    lbs = cluster.up(cluster.members("lb"))
+    domain = conf["domains"][0]
+    timeout = float(cluster.settings.get("smoke_timeout", 15))
+    for lb in lbs:
+        backend = BACKEND.format(project=project)
+        waited = cluster.call("smoke test", [lb], "haproxy_runtime.wait_up", backend, sorted(expect), timeout=timeout)[lb]
+        if waited["down"]:
+            raise RolloutError("smoke test", f"HAProxy does not route to {', '.join(waited['down'])} after {timeout:.0f}s", lb)
+        answer = cluster.call("smoke test", [lb], "django_manage.health", "https://127.0.0.1/healthz", domain, verify=False)[lb]
+        if not answer.get("ok"):
+            detail = answer.get("body") or answer.get("error")
+            raise RolloutError("smoke test", f"https://{domain}/healthz: {answer.get('status')} {detail}", lb)
+    cluster.log("smoke test", f"site healthy through {', '.join(lbs) or 'no load balancer'}")
+
+
+# ------------------------------------------------------------------ entry points
+
+
+def deploy(release: str | None = None, project: str | None = None) -> dict[str, Any]:
+    """Roll a release out to every app server, batch by batch, no request dropped.
+
+    ``release``: a git ref of ``projects:<p>:repo``, a release id already
+    built everywhere, or nothing for the pillar's ``source``.
+
+    CLI example::
+
+        salt-run state.orchestrate orch.deploy pillar='{"release": "v2"}'
+    """
+    cluster: _Cluster | None = None
+    name = project
+    try:
+        with _lock(f"orch.deploy of {release or 'the pillar source'}"):
+            cluster = _Cluster(_pillar())
+            name, conf = _project(cluster.pillar, project)
+            source = source_of(release, conf, name)
+            apps = cluster.up(cluster.members("app"))
+            if not apps:
+                raise RolloutError("plan", "no app server answers")
+            skipped = sorted(set(cluster.members("app")) - set(apps))
+            for role in ("db", "cache"):
+                missing = sorted(set(cluster.members(role)) - set(cluster.up(cluster.members(role))))
+                if missing:
+                    raise RolloutError("plan", f"{role} server not answering", missing[0])
+            everyone = cluster.up(sorted(cluster.roles))
+            cluster.call("sync", everyone, "saltutil.sync_all")
+            cluster.call("mine", everyone, "mine.update")
+            for minion, errors in cluster.call("validate", everyone, "saltdjango.validate").items():
+                if errors:
+                    raise RolloutError("validate", "; ".join(errors), minion)
+            cluster.log("validate", f"pillar valid on {', '.join(everyone)}; not answering, skipped: {', '.join(skipped) or 'none'}")
+            cluster.converge("db", cluster.members("db"))
+            cluster.converge("cache", cluster.members("cache"))
+            targets = _prepare(cluster, name, source, apps)
+            first = apps[0]
+            pending = cluster.call("migrations", [first], "django_manage.unapplied_migrations", name, release=targets[first])[first]
+            if not pending["ok"]:
+                raise RolloutError("migrations", pending["error"], first)
+            if pending["migrations"]:
+                db = cluster.members("db")[:1]
+                backup = cluster.call("backup", db, "django_db.backup", name, reason=f"before-{targets[first]}")[db[0]]
+                cluster.log("backup", f"{backup['file']} on {db[0]}")
+                migrated = cluster.call("migrate", [first], "django_manage.migrate", name, release=targets[first])[first]
+                if not migrated["ok"]:
+                    raise RolloutError("migrate", f"migration {migrated['failed']} failed: {migrated['error']}", first)
+                cluster.log("migrate", f"applied {', '.join(migrated['applied'])} from {first}")
+            try:
+                _roll(cluster, name, conf, targets, "switch")
+            except RolloutError:
+                _remember(name, targets, source, ok=False)
+                raise
+            cluster.converge("refresh load balancer", cluster.up(cluster.members("lb")), "haproxy")
+            _smoke(cluster, name, conf, targets)
+            _remember(name, targets, source, ok=True)
+    except RolloutError as exc:
+        return _failure(cluster, exc, project=name, release=release)
+    rid = targets[first]
+    comment = f"release {rid} of {name} serves on {', '.join(apps)}"
+    return _finish(cluster, True, comment, project=name, release=rid, servers=targets, skipped=skipped)
+
+
+def _prepare(cluster: _Cluster, project: str, source: dict[str, Any], apps: list[str], rid: str | None = None) -> dict[str, str]:
+    """Build and gate the release on every app server; {server: release id}.
+
+    New builds get the id ``rid`` or, by default, the one the first server chose.
+    """
+    if "release" in source:
+        built = cluster.call("build", apps, "django_release.is_built", project, source["release"])
+        missing = [server for server, ok in built.items() if not ok]
+        if missing:
+            raise RolloutError("build", f"release {source['release']} is not built there", missing[0])
+        return dict.fromkeys(apps, source["release"])
+    first, rest = apps[0], apps[1:]
+    made = cluster.call("build", [first], "django_release.prepare", project, release=rid, **source)[first]
+    if not made["ok"]:
+        raise RolloutError("build", made["comment"], first)
+    results = {first: made}
+    results.update(cluster.call("build", rest, "django_release.prepare", project, release=made["id"], **source))
+    for server in apps:
+        if not results[server]["ok"]:
+            raise RolloutError("build", results[server]["comment"], server)
+    cluster.log("build", f"release {made['id']} built and checked on {', '.join(apps)}")
+    return {server: results[server]["id"] for server in apps}
+
+
+def _remember(project: str, servers: dict[str, str], source: dict[str, Any], ok: bool) -> None:
+    records = _records()
+    record = records.setdefault(project, {})
+    entry = {"id": servers[sorted(servers)[0]], "servers": servers, "source": source, "at": _now()}
+    record["attempt"] = {**entry, "ok": ok}
+    if ok and record.get("current", {}).get("id") != entry["id"]:
+        record["previous"], record["current"] = record.get("current"), entry
+    _save(records)
+
+
+def rollback(project: str | None = None) -> dict[str, Any]:
+    """Every app server back to the release before the last rollout (after a
+    failed rollout: back to the release the cluster served before it).
+
+    CLI example::
+
+        salt-run state.orchestrate orch.rollback
+    """
+    cluster: _Cluster | None = None
+    name = project
+    try:
+        with _lock("orch.rollback"):
+            cluster = _Cluster(_pillar())
+            name, conf = _project(cluster.pillar, project)
+            record = _records().get(name, {})
+            target = rollback_target(record)
+            if not target:
+                raise RolloutError("plan", f"no earlier release of {name} recorded on this master")
+            apps = cluster.up(cluster.members("app"))
+            targets = {server: target["servers"].get(server, target["id"]) for server in apps}
+            _roll(cluster, name, conf, targets, "rollback")
+            _smoke(cluster, name, conf, targets)
+            record["attempt"] = {**target, "ok": True, "at": _now()}
+            if record.get("current", {}).get("id") != target["id"]:
+                record["previous"], record["current"] = record.get("current"), target
+            records = _records()
+            records[name] = record
+            _save(records)
+    except RolloutError as exc:
+        return _failure(cluster, exc, project=name)
+    return _finish(cluster, True, f"release {target['id']} of {name} serves on {', '.join(apps)}", project=name, release=target["id"])
+
+
+def join(minion: str) -> dict[str, Any]:
+    """A server started: converge it, give it the cluster's release, let HAProxy route to it.
+
+    Does nothing for a minion the topology does not list. Called by the
+    reactor (``salt/minion/*/start`` -> ``orch.join``).
+    """
+    cluster = _Cluster(_pillar())
+    roles = cluster.roles.get(minion)
+    if roles is None:
+        return _finish(cluster, True, f"{minion} is not in topology:hosts: nothing to do")
+    try:
+        cluster.call("sync", [minion], "saltutil.sync_all")
+        cluster.call("mine", [minion], "mine.update")
+        if {"app", "worker"} & set(roles):
+            # The database admits servers by address (pg_hba).
+            cluster.converge("db", cluster.up(cluster.members("db")), "postgres")
+        cluster.converge("highstate", [minion])
+        if "app" in roles:
+            for name, record in _records().items():
+                current = record.get("current")
+                if current:
+                    targets = _prepare(cluster, name, current["source"], [minion], rid=current["id"])
+                    outcome = cluster.call("switch", [minion], "django_release.activate", name, targets[minion])[minion]
+                    if not outcome["ok"]:
+                        raise RolloutError("switch", outcome["comment"], minion)
+                    cluster.log("switch", outcome["comment"])
+        if "web" in roles:
+            cluster.converge("refresh load balancer", cluster.up(cluster.members("lb")), "haproxy")
+    except RolloutError as exc:
+        return _failure(cluster, exc)
+    return _finish(cluster, True, f"{minion} converged and joined ({', '.join(roles)})")

@@ -1,0 +1,111 @@
+"""HTTPS requests through the cluster's load balancer, from this machine (on the bridge).
+
+:class:`Traffic` sends requests without pause from a few threads (a new
+connection each, as separate browsers would) until stopped, and counts what
+came back: every answer that is not a 200 page, and every connection error,
+is a failed request. Bounded: it stops by itself after ``limit`` seconds.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import socket
+import ssl
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Self
+
+_RELEASE = re.compile(r'id="release">([^<]+)<')
+
+
+@dataclass
+class Answer:
+    status: int | None
+    server: str
+    body: str
+    error: str = ""
+
+    @property
+    def release(self) -> str:
+        """The release id the demo page says rendered it."""
+        found = _RELEASE.search(self.body)
+        return found.group(1) if found else ""
+
+
+def _context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the lab's certificate is self-signed
+    return context
+
+
+def get(address: str, domain: str, path: str = "/", timeout: float = 10) -> Answer:
+    """One GET of ``https://<domain><path>`` sent to ``address``:443 (SNI and Host: ``domain``)."""
+    context = _context()
+    try:
+        with socket.create_connection((address, 443), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=domain) as tls:
+                conn = http.client.HTTPConnection(domain, timeout=timeout)
+                conn.sock = tls
+                conn.request("GET", path, headers={"Host": domain, "Connection": "close"})
+                response = conn.getresponse()
+                body = response.read().decode(errors="replace")
+                return Answer(response.status, response.getheader("X-Served-By", ""), body)
+    except (OSError, http.client.HTTPException) as exc:
+        return Answer(None, "", "", f"{type(exc).__name__}: {exc}")
+
+
+@dataclass
+class Traffic:
+    """Requests without pause through ``address`` until :meth:`stop` (or ``limit`` seconds)."""
+
+    address: str
+    domain: str
+    threads: int = 2
+    limit: float = 600
+    sent: int = 0
+    failures: list[str] = field(default_factory=list)
+    servers: Counter[str] = field(default_factory=Counter)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _workers: list[threading.Thread] = field(default_factory=list)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            answer = get(self.address, self.domain)
+            with self._lock:
+                self.sent += 1
+                if answer.status == 200:
+                    self.servers[answer.server] += 1
+                else:
+                    self.failures.append(answer.error or f"HTTP {answer.status} from {answer.server or '?'}: {answer.body[:200]}")
+
+    def reset(self) -> None:
+        """Start counting afresh (e.g. once a server is marked down)."""
+        with self._lock:
+            self.sent, self.failures, self.servers = 0, [], Counter()
+
+    def start(self) -> Self:
+        self._workers = [threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)]
+        for worker in self._workers:
+            worker.start()
+        return self
+
+    def stop(self) -> Self:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(30)
+        return self
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __str__(self) -> str:
+        return f"{self.sent} sent, {len(self.failures)} failed, by server {dict(self.servers)}; first failures: {self.failures[:5]}"

@@ -1,0 +1,52 @@
+"""The pure parts of ``_runners/rollout.py``: batches, sources, state failures,
+where a rollback goes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.conftest import load
+
+rollout = load("_runners/rollout.py")
+
+
+def test_batches_keep_order_and_size() -> None:
+    assert rollout.batches(["app1", "app2", "app3"], 2) == [["app1", "app2"], ["app3"]]
+    assert rollout.batches(["app1", "app2"], 0) == [["app1"], ["app2"]]
+
+
+def test_source_of_a_git_ref_needs_the_repo() -> None:
+    assert rollout.source_of("v2", {"repo": "git://h/demo.git"}, "demo") == {"repo": "git://h/demo.git", "ref": "v2"}
+    with pytest.raises(rollout.RolloutError, match="projects:demo:repo is not set"):
+        rollout.source_of("v2", {}, "demo")
+
+
+def test_source_of_a_release_id_or_nothing() -> None:
+    assert rollout.source_of("20261127T120000Z-1a2b3c4", {}, "demo") == {"release": "20261127T120000Z-1a2b3c4"}
+    assert rollout.source_of(None, {"source": "salt://x"}, "demo") == {"source": "salt://x"}
+    assert rollout.source_of(None, {}, "demo") == {"source": "salt://projects/demo"}
+
+
+def test_failed_states_names_the_state_ids() -> None:
+    ret = {
+        "file_|-nginx-site-managed_|-/etc/x_|-managed": {"result": True, "comment": "ok"},
+        "cmd_|-nginx-config-tested_|-nginx -t_|-run": {"result": False, "comment": "syntax error"},
+    }
+    assert rollout.failed_states(ret) == {"nginx-config-tested": "syntax error"}
+    assert rollout.failed_states("No Top file") == {"(no state data)": "No Top file"}
+
+
+def test_rollback_goes_to_the_release_before_a_good_rollout() -> None:
+    v1, v2 = {"id": "v1"}, {"id": "v2"}
+    assert rollout.rollback_target({"current": v2, "previous": v1, "attempt": {"id": "v2", "ok": True}}) == v1
+
+
+def test_rollback_after_a_failed_rollout_restores_what_served() -> None:
+    v1, v2 = {"id": "v1"}, {"id": "v2"}
+    assert rollout.rollback_target({"current": v2, "previous": v1, "attempt": {"id": "v3", "ok": False}}) == v2
+    assert rollout.rollback_target({}) is None
+
+
+def test_error_names_step_server_and_cause() -> None:
+    exc = rollout.RolloutError("switch app1", "release X did not become healthy", "app1")
+    assert str(exc) == "switch app1 on app1: release X did not become healthy"
