@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import pytest
 
 from tests.unit.conftest import load
@@ -20,7 +22,7 @@ def project(**overrides: object) -> dict:
 
 @pytest.fixture
 def configure_loader_modules() -> dict:
-    return {saltdjango: {"__pillar__": {}, "__grains__": {"num_cpus": 4}}}
+    return {saltdjango: {"__pillar__": {}, "__grains__": {"num_cpus": 4}, "__salt__": {}, "__opts__": {"id": "app1"}}}
 
 
 @pytest.mark.parametrize(
@@ -122,3 +124,66 @@ def test_project_config_opt_out_uses_the_named_module() -> None:
     defaults = {"settings": {"wrapper": True, "base": None, "module": None}, "database": {}, "gunicorn": {}}
     cfg = saltdjango.project_config("shop", project(settings={"wrapper": False, "module": "shop.settings.prod"}), defaults)
     assert cfg["settings"]["module"] == "shop.settings.prod"
+
+
+APP = {"roles": ["app", "web"]}
+TOPOLOGY = {"hosts": {"db": {"roles": ["db"]}, "cache": {"roles": ["cache"]}, "app1": APP, "app2": APP}}
+
+
+def cluster_pillar(**project_overrides: object) -> dict:
+    return {"topology": TOPOLOGY, "salt_django": {"roles": ["app", "web"]}, "projects": {"demo": project(**project_overrides)}}
+
+
+def test_members_by_role_are_sorted_minion_ids() -> None:
+    assert saltdjango.members("app", {"topology": TOPOLOGY}) == ["app1", "app2"]
+    assert saltdjango.members(["db", "cache"], {"topology": TOPOLOGY}) == ["cache", "db"]
+    assert saltdjango.members("lb", {"topology": {}}) == []
+
+
+def test_several_app_servers_need_one_secret_key() -> None:
+    errors = saltdjango.validate(cluster_pillar(), minion="app1")
+    assert errors == ["projects:demo:secrets:SECRET_KEY is missing: every app server must sign with the same key"]
+    secrets = {"DB_PASSWORD": GOOD_PASSWORD, "REDIS_PASSWORD": GOOD_PASSWORD, "SECRET_KEY": STRONG_KEY}
+    assert saltdjango.validate(cluster_pillar(secrets=secrets), minion="app1") == []
+
+
+def test_unlisted_minion_and_missing_roles_are_named() -> None:
+    pillar = {"topology": {"hosts": {"app1": {"roles": ["app", "wizard"]}}}, "projects": {"demo": project()}}
+    errors = saltdjango.validate(pillar, minion="app9")
+    assert "topology:hosts:app1:roles: unknown role(s) wizard" in errors
+    assert "topology:hosts: minion app9 is not listed, so it has no role (pillar/topology.yaml)" in errors
+    assert "topology:hosts: no server has the role db" in errors
+
+
+def _mine(found: dict[str, list[str]]) -> object:
+    return lambda tgt, fun, tgt_type: {m: found[m] for m in tgt if m in found}
+
+
+def test_addresses_come_from_the_mine_and_skip_silent_servers() -> None:
+    with (
+        patch.dict(saltdjango.__pillar__, {"topology": TOPOLOGY}),
+        patch.dict(saltdjango.__salt__, {"mine.get": _mine({"app1": ["10.0.0.13"], "app2": []})}),
+    ):
+        assert saltdjango.addresses("app") == {"app1": "10.0.0.13"}
+
+
+def test_cluster_projects_use_the_db_and_cache_addresses_unless_pillar_names_a_host() -> None:
+    raw = {"demo": {"domains": ["demo.example.org"]}, "other": {"domains": ["o.example.org"], "database": {"host": "db.example"}}}
+    defaults = {"database": {"host": "127.0.0.1", "port": 5432}, "cache": {"host": "127.0.0.1"}, "settings": {}, "gunicorn": {}}
+    mine = _mine({"db": ["10.0.0.11"], "cache": ["10.0.0.12"]})
+    with patch.dict(saltdjango.__pillar__, {"topology": TOPOLOGY, "projects": raw}), patch.dict(saltdjango.__salt__, {"mine.get": mine}):
+        configs = saltdjango.projects(defaults)
+    assert configs["demo"]["database"]["host"] == "10.0.0.11" and configs["demo"]["cache"]["host"] == "10.0.0.12"
+    assert configs["other"]["database"]["host"] == "db.example"
+
+
+def test_app_server_without_db_address_in_the_mine_is_refused() -> None:
+    secrets = {"DB_PASSWORD": GOOD_PASSWORD, "REDIS_PASSWORD": GOOD_PASSWORD, "SECRET_KEY": STRONG_KEY}
+    with (
+        patch.dict(saltdjango.__pillar__, cluster_pillar(secrets=secrets)),
+        patch.dict(saltdjango.__salt__, {"mine.get": _mine({"cache": ["10.0.0.12"]})}),
+    ):
+        errors = saltdjango.validate()
+    assert errors == [
+        "topology:hosts: no db server (db) has published its address in the Salt mine: is its minion up? (salt db mine.update)"
+    ]
