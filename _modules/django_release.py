@@ -453,8 +453,11 @@ def release(
     ref: str | None = None,
     migrate: bool = True,
     fail_level: str = "WARNING",
+    rid: str | None = None,
 ) -> dict[str, Any]:
     """Build, gate, migrate and switch to a new release; the live one is untouched on failure.
+
+    ``rid``: the id a new build gets (a cluster names a release alike on every server).
 
     CLI examples::
 
@@ -471,7 +474,9 @@ def release(
             resolved = resolve(project, source=source, repo=repo, ref=ref)
             details["source"] = resolved["label"]
             # Defaults as in pillar.example: the OS interpreter, pip's own index.
-            built = build(project, resolved, python=_pillar("salt_django:python", "/usr/bin/python3"), pip=_pillar("salt_django:pip", {}))
+            built = build(
+                project, resolved, python=_pillar("salt_django:python", "/usr/bin/python3"), pip=_pillar("salt_django:pip", {}), rid=rid
+            )
             rid = built["id"]
             details["to"] = rid
             changes: dict[str, Any] = {"built": rid} if built["built"] else {}
@@ -510,7 +515,8 @@ def prepare(
     rollout does those once per cluster and server by server.
 
     ``release``: the id a new build gets (the id the first server chose).
-    Returns ``{"ok", "id", "built", "comment"}``; a refused build is deleted.
+    Returns ``{"ok", "id", "digest", "built", "comment"}`` (``digest``: the
+    commit of a git source); a refused build is deleted.
 
     CLI example::
 
@@ -536,7 +542,8 @@ def prepare(
         record(project, "prepare", "failed", time.monotonic() - started, error=str(exc), **details)
         return {"ok": False, "id": details.get("to"), "built": False, "comment": str(exc)}
     record(project, "prepare", "ok", time.monotonic() - started, **details)
-    return {"ok": True, "id": rid, "built": built["built"], "comment": f"release {rid} is built and passed its checks"}
+    comment = f"release {rid} is built and passed its checks"
+    return {"ok": True, "id": rid, "digest": resolved["digest"], "built": built["built"], "comment": comment}
 
 
 def activate(project: str, release: str) -> dict[str, Any]:

@@ -15,8 +15,11 @@ A rollout, server by server (pillar ``rollout:batch`` servers at a time)::
     set it ready -> refresh HAProxy's configuration -> smoke test via the LB
 
 Servers not yet switched keep serving the old release. What the cluster
-serves is recorded in ``<cachedir>/salt-django/releases.json`` on the
-master: ``rollback`` and ``join`` read it.
+serves is recorded on the master in ``<state dir>/releases.json`` (master
+option ``salt_django_state_dir``, default ``<cachedir>/salt-django``), which
+``rollback`` reads, and as pillar in ``<state dir>/pillar/releases.sls``
+(``projects:<p>:release``): a highstate keeps that release, and a new app
+server builds it, instead of the pillar's ``source``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import getpass
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -102,7 +106,7 @@ def rollback_target(record: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _state_dir() -> str:
-    path = os.path.join(__opts__["cachedir"], "salt-django")  # noqa: F821
+    path = __opts__.get("salt_django_state_dir") or os.path.join(__opts__["cachedir"], "salt-django")  # noqa: F821
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
 
@@ -115,11 +119,28 @@ def _records() -> dict[str, Any]:
         return {}
 
 
-def _save(records: dict[str, Any]) -> None:
-    path = os.path.join(_state_dir(), "releases.json")
+def release_pillar(records: dict[str, Any]) -> dict[str, Any]:
+    """Pillar ``projects:<p>:release`` of every project whose current release is a git commit."""
+    projects = {}
+    for name, record in sorted(records.items()):
+        current = record.get("current") or {}
+        source = current.get("source") or {}
+        if source.get("repo") and current.get("digest"):
+            projects[name] = {"release": {"id": current["id"], "repo": source["repo"], "ref": current["digest"]}}
+    return {"projects": projects} if projects else {}
+
+
+def _write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(records, handle, indent=1, sort_keys=True)
+        handle.write(text)
     os.replace(path + ".tmp", path)
+
+
+def _save(records: dict[str, Any]) -> None:
+    _write(os.path.join(_state_dir(), "releases.json"), json.dumps(records, indent=1, sort_keys=True))
+    # JSON is YAML: the pillar renderer reads it as it is.
+    _write(os.path.join(_state_dir(), "pillar", "releases.sls"), json.dumps(release_pillar(records), indent=1, sort_keys=True))
 
 
 def _now() -> str:
@@ -127,15 +148,22 @@ def _now() -> str:
 
 
 @contextmanager
-def _lock(what: str) -> Iterator[None]:
-    """One rollout (deploy, rollback) at a time on this master; the file names the holder."""
+def _lock(what: str, wait: float = 0) -> Iterator[None]:
+    """One rollout (deploy, rollback, join) at a time on this master; the file
+    names the holder. Waits up to ``wait`` seconds for it, then refuses."""
     with open(os.path.join(_state_dir(), "rollout.lock"), "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise RolloutError("rollout refused", f"another rollout is running: {holder}") from None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(1)
+                    continue
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise RolloutError("rollout refused", f"another rollout is running: {holder}") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{what} by {os.environ.get('SUDO_USER') or getpass.getuser()} (pid {os.getpid()}) since {_now()}\n")
@@ -325,7 +353,7 @@ def deploy(release: str | None = None, project: str | None = None) -> dict[str, 
             cluster.log("validate", f"pillar valid on {', '.join(everyone)}; not answering, skipped: {', '.join(skipped) or 'none'}")
             cluster.converge("db", cluster.members("db"))
             cluster.converge("cache", cluster.members("cache"))
-            targets = _prepare(cluster, name, source, apps)
+            targets, digest = _prepare(cluster, name, source, apps)
             first = apps[0]
             pending = cluster.call("migrations", [first], "django_manage.unapplied_migrations", name, release=targets[first])[first]
             if not pending["ok"]:
@@ -341,11 +369,11 @@ def deploy(release: str | None = None, project: str | None = None) -> dict[str, 
             try:
                 _roll(cluster, name, conf, targets, "switch")
             except RolloutError:
-                _remember(name, targets, source, ok=False)
+                _remember(name, targets, source, digest, ok=False)
                 raise
             cluster.converge("refresh load balancer", cluster.up(cluster.members("lb")), "haproxy")
             _smoke(cluster, name, conf, targets)
-            _remember(name, targets, source, ok=True)
+            _remember(name, targets, source, digest, ok=True)
     except RolloutError as exc:
         return _failure(cluster, exc, project=name, release=release)
     rid = targets[first]
@@ -353,19 +381,17 @@ def deploy(release: str | None = None, project: str | None = None) -> dict[str, 
     return _finish(cluster, True, comment, project=name, release=rid, servers=targets, skipped=skipped)
 
 
-def _prepare(cluster: _Cluster, project: str, source: dict[str, Any], apps: list[str], rid: str | None = None) -> dict[str, str]:
-    """Build and gate the release on every app server; {server: release id}.
-
-    New builds get the id ``rid`` or, by default, the one the first server chose.
-    """
+def _prepare(cluster: _Cluster, project: str, source: dict[str, Any], apps: list[str]) -> tuple[dict[str, str], str | None]:
+    """Build and gate the release on every app server: ({server: release id},
+    the source's digest). New builds get the id the first server chose."""
     if "release" in source:
         built = cluster.call("build", apps, "django_release.is_built", project, source["release"])
         missing = [server for server, ok in built.items() if not ok]
         if missing:
             raise RolloutError("build", f"release {source['release']} is not built there", missing[0])
-        return dict.fromkeys(apps, source["release"])
+        return dict.fromkeys(apps, source["release"]), None
     first, rest = apps[0], apps[1:]
-    made = cluster.call("build", [first], "django_release.prepare", project, release=rid, **source)[first]
+    made = cluster.call("build", [first], "django_release.prepare", project, **source)[first]
     if not made["ok"]:
         raise RolloutError("build", made["comment"], first)
     results = {first: made}
@@ -374,13 +400,18 @@ def _prepare(cluster: _Cluster, project: str, source: dict[str, Any], apps: list
         if not results[server]["ok"]:
             raise RolloutError("build", results[server]["comment"], server)
     cluster.log("build", f"release {made['id']} built and checked on {', '.join(apps)}")
-    return {server: results[server]["id"] for server in apps}
+    return {server: results[server]["id"] for server in apps}, made["digest"]
 
 
-def _remember(project: str, servers: dict[str, str], source: dict[str, Any], ok: bool) -> None:
+def _remember(project: str, servers: dict[str, str], source: dict[str, Any], digest: str | None, ok: bool) -> None:
     records = _records()
     record = records.setdefault(project, {})
-    entry = {"id": servers[sorted(servers)[0]], "servers": servers, "source": source, "at": _now()}
+    rid = servers[sorted(servers)[0]]
+    # Redeployed by id: it keeps the source it was built from.
+    known = [e for e in (record.get("current"), record.get("previous")) if e and e["id"] == rid and "release" in source]
+    if known:
+        source, digest = known[0]["source"], known[0].get("digest")
+    entry = {"id": rid, "digest": digest, "servers": servers, "source": source, "at": _now()}
     record["attempt"] = {**entry, "ok": ok}
     if ok and record.get("current", {}).get("id") != entry["id"]:
         record["previous"], record["current"] = record.get("current"), entry
@@ -421,33 +452,29 @@ def rollback(project: str | None = None) -> dict[str, Any]:
 
 
 def join(minion: str) -> dict[str, Any]:
-    """A server started: converge it, give it the cluster's release, let HAProxy route to it.
+    """A server started: converge it; HAProxy routes to an app server once it is healthy.
 
+    Its highstate builds the release the cluster serves (pillar
+    ``projects:<p>:release``), not the pillar's ``source``. Waits for a
+    running rollout or join to finish (``rollout:join_wait`` seconds, 600).
     Does nothing for a minion the topology does not list. Called by the
     reactor (``salt/minion/*/start`` -> ``orch.join``).
     """
-    cluster = _Cluster(_pillar())
-    roles = cluster.roles.get(minion)
-    if roles is None:
-        return _finish(cluster, True, f"{minion} is not in topology:hosts: nothing to do")
+    cluster: _Cluster | None = None
     try:
-        cluster.call("sync", [minion], "saltutil.sync_all")
-        cluster.call("mine", [minion], "mine.update")
-        if {"app", "worker"} & set(roles):
-            # The database admits servers by address (pg_hba).
-            cluster.converge("db", cluster.up(cluster.members("db")), "postgres")
-        cluster.converge("highstate", [minion])
-        if "app" in roles:
-            for name, record in _records().items():
-                current = record.get("current")
-                if current:
-                    targets = _prepare(cluster, name, current["source"], [minion], rid=current["id"])
-                    outcome = cluster.call("switch", [minion], "django_release.activate", name, targets[minion])[minion]
-                    if not outcome["ok"]:
-                        raise RolloutError("switch", outcome["comment"], minion)
-                    cluster.log("switch", outcome["comment"])
-        if "web" in roles:
-            cluster.converge("refresh load balancer", cluster.up(cluster.members("lb")), "haproxy")
+        cluster = _Cluster(_pillar())
+        roles = cluster.roles.get(minion)
+        if roles is None:
+            return _finish(cluster, True, f"{minion} is not in topology:hosts: nothing to do")
+        with _lock(f"orch.join of {minion}", wait=float(cluster.settings.get("join_wait", 600))):
+            cluster.call("sync", [minion], "saltutil.sync_all")
+            cluster.call("mine", [minion], "mine.update")
+            if {"app", "worker"} & set(roles):
+                # The database admits servers by address (pg_hba).
+                cluster.converge("db", cluster.up(cluster.members("db")), "postgres")
+            cluster.converge("highstate", [minion])
+            if "web" in roles:
+                cluster.converge("refresh load balancer", cluster.up(cluster.members("lb")), "haproxy")
     except RolloutError as exc:
         return _failure(cluster, exc)
     return _finish(cluster, True, f"{minion} converged and joined ({', '.join(roles)})")

@@ -51,7 +51,15 @@ def _remember(name: str, digest: str) -> None:
     os.replace(path + ".tmp", path)
 
 
-def deployed(name: str, source: str, migrate: bool = True, fail_level: str = "WARNING") -> dict[str, Any]:
+def deployed(
+    name: str,
+    source: str,
+    migrate: bool = True,
+    fail_level: str = "WARNING",
+    repo: str | None = None,
+    ref: str | None = None,
+    release: str | None = None,
+) -> dict[str, Any]:
     """Release ``source`` for project ``name`` when it changed; keep the live release running.
 
     name
@@ -61,25 +69,30 @@ def deployed(name: str, source: str, migrate: bool = True, fail_level: str = "WA
         ``requirements.txt`` at its top).
     migrate
         Apply pending migrations (after a backup) before the switch.
+    repo, ref, release
+        Instead of ``source``: a git repository at ``ref``, built as release
+        id ``release`` (what a cluster serves, recorded by its rollouts).
     """
     ret = _ret(name)
     mods = __salt__  # noqa: F821
+    wanted = {"repo": repo, "ref": ref} if repo else {"source": source}
+    label = f"{repo}@{ref}" if repo else source
     try:
-        digest = mods["django_release.resolve"](name, source=source)["digest"]
+        digest = mods["django_release.resolve"](name, **wanted)["digest"]
     except RuntimeError as exc:
-        return {**ret, "result": False, "comment": f"source {source}: {exc}", "skip_watch": True}
+        return {**ret, "result": False, "comment": f"source {label}: {exc}", "skip_watch": True}
     live = mods["django_release.current"](name)
     if live and _last_digest(name) == digest:
         if mods["gunicorn_slots.is_serving"](name, live):
-            return {**ret, "comment": f"release {live} is live; {source} is unchanged since it was last released"}
+            return {**ret, "comment": f"release {live} is live; {label} is unchanged since it was last released"}
         if __opts__["test"]:  # noqa: F821
             return {**ret, "result": None, "changes": {"started": live}, "comment": f"release {live} is not running and would be started"}
         return _restart(name)
     if __opts__["test"]:  # noqa: F821
         existing = mods["django_release.find"](name, digest)
-        target = existing or f"a new release of {source}"
+        target = existing or release or f"a new release of {label}"
         return {**ret, "result": None, "changes": {"release": {"old": live, "new": target}}, "comment": f"{target} would be released"}
-    outcome = mods["django_release.release"](name, source=source, migrate=migrate, fail_level=fail_level)
+    outcome = mods["django_release.release"](name, **wanted, migrate=migrate, fail_level=fail_level, rid=release)
     if not outcome["ok"]:
         # Salt would run mod_watch (a restart) on a result without changes
         # and report its result instead of this failure.

@@ -173,6 +173,12 @@ app-{{ name }}-release-deployed:
   django_release.deployed:
     - name: {{ name }}
     - source: {{ project.source }}
+{#- In a cluster: the release its last rollout switched to (pillar written by the rollout runner). #}
+{%- if project.release.repo %}
+    - repo: {{ project.release.repo | json }}
+    - ref: {{ project.release.ref | json }}
+    - release: {{ project.release.id | json }}
+{%- endif %}
     - require:
       - file: app-{{ name }}-media-directory-present
       - file: app-{{ name }}-socket-directory-present

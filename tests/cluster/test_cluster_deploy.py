@@ -40,9 +40,14 @@ TEMPLATE = "visits/templates/visits/index.html"
 SECRET_KEY = "lab-secret-key-x7Kq9mP2vR4tW6yZ8bN1cD3fG5hJ0lA-a1b2c3d4e5f6g7h8"
 
 
-def master_conf(name: str) -> dict[str, Any]:
-    """One of master.d/ as an operator links it, with the repository where it is here."""
+def master_conf(name: str, **paths: Path) -> dict[str, Any]:
+    """One of conf/master.d/ as an operator links it, with the repository where
+    it is here and the other paths of the README moved as ``paths`` say
+    (``etc=`` for /etc/salt-django, ``var=`` for /var/lib/salt-django)."""
     text = (REPO_ROOT / "conf" / "master.d" / name).read_text().replace("/srv/salt-django", str(REPO_ROOT))
+    for key, where in (("etc", "/etc/salt-django"), ("var", "/var/lib/salt-django")):
+        if key in paths:
+            text = text.replace(where, str(paths[key]))
     return yaml.safe_load(text)
 
 
@@ -100,10 +105,12 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Releases]:
 
 @pytest.fixture(scope="module")
 def cluster(make_cluster: Callable[..., Cluster], releases: Releases, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
-    conf = master_conf("salt-django.conf")
-    secrets_dir = tmp_path_factory.mktemp("secrets")
+    etc, var = tmp_path_factory.mktemp("etc"), tmp_path_factory.mktemp("var")
+    secrets_dir = etc / "pillar"
+    secrets_dir.mkdir(mode=0o700)
+    conf = master_conf("salt-django.conf", etc=etc, var=var)
     file_roots = conf.pop("file_roots")["base"]
-    pillar_roots = [p for p in conf.pop("pillar_roots")["base"] if p.startswith(str(REPO_ROOT))] + [str(secrets_dir)]
+    pillar_roots = conf.pop("pillar_roots")["base"]
     minion_conf = {"/etc/salt/minion.d/salt-django.conf": (REPO_ROOT / "conf" / "minion.d" / "salt-django.conf").read_text()}
     made = make_cluster(HOSTS, [Path(p) for p in file_roots], [Path(p) for p in pillar_roots], conf, minion_conf)
     timing(f"cluster up (master + {len(HOSTS)} hosts)", made.timings["up"])
@@ -119,8 +126,16 @@ def cluster(make_cluster: Callable[..., Cluster], releases: Releases, tmp_path_f
         "rollout": {"drain_timeout": 10},
     }
     (secrets_dir / "local.sls").write_text(yaml.safe_dump(local))
-    secrets_dir.chmod(0o700)
     return made
+
+
+def rollout_lock(cluster: Cluster) -> Path:
+    return Path(cluster.master_opts["salt_django_state_dir"]) / "rollout.lock"
+
+
+def lock_free(cluster: Cluster) -> bool:
+    lock = rollout_lock(cluster)
+    return not lock.exists() or not lock.read_text().strip()
 
 
 def lb_ip(cluster: Cluster) -> str:
@@ -308,16 +323,21 @@ def test_new_app_server_joins_by_itself(cluster: Cluster) -> None:
 
     until(served_by_spare, 600, f"HAProxy routes to {SPARE}", interval=3)
     timing(f"{SPARE} started -> served through the LB (reactor)", time.monotonic() - t0)
+    # it serves what the cluster serves (the last rollout's release), not the pillar's source
     assert live(cluster, [SPARE]) == {SPARE: rid}
+    pages = [get(lb_ip(cluster), DOMAIN) for _ in range(9)]
+    assert {p.release for p in pages} == {rid} and SPARE in {p.server for p in pages}
+    # the master's restart made every minion reconnect (a start event each): those joins end too
+    until(lambda: lock_free(cluster), 600, "the reactor's joins are done")
 
 
 def test_second_rollout_is_refused_while_one_runs(cluster: Cluster, releases: Releases) -> None:
     short = releases.commit("v4", {TEMPLATE: lambda t: t.replace("demo v2</h1>", "demo v4</h1>")})
-    lock = cluster.master_dir / "var" / "cache" / "salt" / "master" / "salt-django" / "rollout.lock"
+    lock = rollout_lock(cluster)
     cluster.run_runner("event.send", "salt-django/deploy", data={"release": "v4"}, check=True)
     until(lambda: lock.exists() and lock.read_text().strip(), 60, "the rollout started by the deploy event holds the lock", interval=0.2)
     second, _ = orchestrate(cluster, "orch.deploy", {"release": "v4"})
     assert second["retcode"] != 0 and "another rollout is running: orch.deploy of v4" in second["comment"], second
     apps = [*APPS, SPARE]
     until(lambda: all(r.endswith(short) for r in live(cluster, apps).values()), 600, "the event's rollout serves v4 everywhere", interval=2)
-    until(lambda: not lock.read_text().strip(), 120, "the lock is released")
+    until(lambda: lock_free(cluster), 120, "the lock is released")

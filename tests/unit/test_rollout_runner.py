@@ -50,3 +50,13 @@ def test_rollback_after_a_failed_rollout_restores_what_served() -> None:
 def test_error_names_step_server_and_cause() -> None:
     exc = rollout.RolloutError("switch app1", "release X did not become healthy", "app1")
     assert str(exc) == "switch app1 on app1: release X did not become healthy"
+
+
+def test_release_pillar_pins_the_commit_of_git_releases_only() -> None:
+    records = {
+        "demo": {"current": {"id": "r2", "digest": "c0ffee" * 6, "source": {"repo": "git://h/demo.git", "ref": "v2"}}},
+        "blog": {"current": {"id": "r1", "digest": None, "source": {"source": "salt://projects/blog"}}},
+    }
+    pinned = {"id": "r2", "repo": "git://h/demo.git", "ref": "c0ffee" * 6}
+    assert rollout.release_pillar(records) == {"projects": {"demo": {"release": pinned}}}
+    assert rollout.release_pillar({}) == {}
