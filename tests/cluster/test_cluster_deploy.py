@@ -15,85 +15,37 @@ Timings are printed (run with -s) as ``[lab timing]`` lines.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from tests.cluster.conftest import timing
+from tests.cluster.helpers import (
+    APPS,
+    DOMAIN,
+    HOSTS,
+    PASSWORDS,
+    SECRET_KEY,
+    SPARE,
+    TEMPLATE,
+    Releases,
+    apply_all,
+    cluster_args,
+    failed,
+    haproxy,
+    lb_ip,
+    live,
+    lock_free,
+    master_conf,
+    orchestrate,
+    rollout_lock,
+    until,
+    up_in_haproxy,
+    write_secrets,
+)
 from tests.cluster.traffic import Traffic, get
 from tests.lab.cluster import Cluster
-from tests.lab.hosts import REPO_ROOT
-
-TOPOLOGY = yaml.safe_load((REPO_ROOT / "pillar" / "topology.yaml").read_text())["hosts"]
-SPARE = "app3"
-HOSTS = [name for name in TOPOLOGY if name != SPARE]
-APPS = sorted(name for name in HOSTS if "app" in TOPOLOGY[name]["roles"])
-DOMAIN = "demo.localhost"
-PASSWORDS = {"DB_PASSWORD": "Db-lab-password-0123456789", "REDIS_PASSWORD": "Redis-lab-password-0123456789"}
-TEMPLATE = "visits/templates/visits/index.html"
-SECRET_KEY = "lab-secret-key-x7Kq9mP2vR4tW6yZ8bN1cD3fG5hJ0lA-a1b2c3d4e5f6g7h8"
-
-
-def master_conf(name: str, **paths: Path) -> dict[str, Any]:
-    """One of conf/master.d/ as an operator links it, with the repository where
-    it is here and the other paths of the README moved as ``paths`` say
-    (``etc=`` for /etc/salt-django, ``var=`` for /var/lib/salt-django)."""
-    text = (REPO_ROOT / "conf" / "master.d" / name).read_text().replace("/srv/salt-django", str(REPO_ROOT))
-    for key, where in (("etc", "/etc/salt-django"), ("var", "/var/lib/salt-django")):
-        if key in paths:
-            text = text.replace(where, str(paths[key]))
-    return yaml.safe_load(text)
-
-
-def _git(repo: Path, *args: str) -> str:
-    env = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER") for what, value in (("NAME", "lab"), ("EMAIL", "lab@example.org"))}
-    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin", **env})
-    return proc.stdout.strip()
-
-
-class Releases:
-    """The demo project in a git repository, served by ``git daemon`` on the bridge."""
-
-    def __init__(self, root: Path) -> None:
-        self.bare = root / "demo.git"
-        self.work = root / "work"
-        shutil.copytree(REPO_ROOT / "example", self.work, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        _git(self.work, "init", "-q", "-b", "main")
-        self.commit("v1", {})
-        _git(root, "clone", "-q", "--bare", str(self.work), str(self.bare))
-        self.daemon: subprocess.Popen[bytes] | None = None
-
-    def serve(self, address: str) -> str:
-        self.daemon = subprocess.Popen(
-            ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={self.bare.parent}", f"--listen={address}"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        return f"git://{address}/demo.git"
-
-    def commit(self, tag: str, changes: dict[str, Callable[[str], str]]) -> str:
-        """Commit ``changes`` (path -> edit of its text), tag it, push it; return the short commit."""
-        for rel, edit in changes.items():
-            path = self.work / rel
-            path.write_text(edit(path.read_text()))
-        _git(self.work, "add", "-A")
-        _git(self.work, "commit", "-q", "--allow-empty", "-m", tag)
-        _git(self.work, "tag", tag)
-        if self.bare.exists():
-            _git(self.work, "push", "-q", str(self.bare), "main", tag)
-        return _git(self.work, "rev-parse", "--short=7", "HEAD")
-
-    def stop(self) -> None:
-        if self.daemon is not None:
-            self.daemon.terminate()
-            self.daemon.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -105,90 +57,10 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Releases]:
 
 @pytest.fixture(scope="module")
 def cluster(make_cluster: Callable[..., Cluster], releases: Releases, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
-    etc, var = tmp_path_factory.mktemp("etc"), tmp_path_factory.mktemp("var")
-    secrets_dir = etc / "pillar"
-    secrets_dir.mkdir(mode=0o700)
-    conf = master_conf("salt-django.conf", etc=etc, var=var)
-    file_roots = conf.pop("file_roots")["base"]
-    pillar_roots = conf.pop("pillar_roots")["base"]
-    minion_conf = {"/etc/salt/minion.d/salt-django.conf": (REPO_ROOT / "conf" / "minion.d" / "salt-django.conf").read_text()}
-    made = make_cluster(HOSTS, [Path(p) for p in file_roots], [Path(p) for p in pillar_roots], conf, minion_conf)
+    made = make_cluster(**cluster_args(tmp_path_factory.mktemp("operator")))
     timing(f"cluster up (master + {len(HOSTS)} hosts)", made.timings["up"])
-    local = {
-        "projects": {
-            "demo": {
-                "repo": releases.serve(made.master_ip),
-                "health_timeout": 15,
-                "gunicorn": {"workers": 2},
-                "secrets": {**PASSWORDS, "SECRET_KEY": SECRET_KEY},
-            }
-        },
-        "rollout": {"drain_timeout": 10},
-    }
-    (secrets_dir / "local.sls").write_text(yaml.safe_dump(local))
+    write_secrets(made, releases.serve(made.master_ip))
     return made
-
-
-def rollout_lock(cluster: Cluster) -> Path:
-    return Path(cluster.master_opts["salt_django_state_dir"]) / "rollout.lock"
-
-
-def lock_free(cluster: Cluster) -> bool:
-    lock = rollout_lock(cluster)
-    return not lock.exists() or not lock.read_text().strip()
-
-
-def lb_ip(cluster: Cluster) -> str:
-    return cluster.hosts["lb"].ip
-
-
-def apply_all(cluster: Cluster, names: list[str]) -> tuple[dict[str, Any], float]:
-    t0 = time.monotonic()
-    ret = cluster.salt(names, "state.apply", tgt_type="list", timeout=1200)
-    return ret, time.monotonic() - t0
-
-
-def failed(ret: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for name, states in ret.items():
-        if not isinstance(states, dict):
-            out[name] = states
-            continue
-        bad = {sid: s.get("comment") for sid, s in states.items() if s.get("result") is not True}
-        if bad:
-            out[name] = bad
-    return out
-
-
-def live(cluster: Cluster, names: list[str]) -> dict[str, str]:
-    """The live release id on each app server."""
-    return cluster.salt(names, "django_release.current", ["demo"], tgt_type="list")
-
-
-def orchestrate(cluster: Cluster, sls: str, pillar: dict[str, Any] | None = None) -> tuple[dict[str, Any], float]:
-    """``salt-run state.orchestrate <sls>``: (the runner's return, seconds)."""
-    t0 = time.monotonic()
-    out = cluster.run_runner("state.orchestrate", sls, **({"pillar": pillar} if pillar else {}), timeout=1200)
-    seconds = time.monotonic() - t0
-    [step] = out["data"]["master"].values()
-    return {"retcode": out["retcode"], "result": step["result"], **(step["changes"].get("return") or {})}, seconds
-
-
-def haproxy(cluster: Cluster) -> dict[str, Any]:
-    return cluster.salt("lb", "haproxy_runtime.servers", ["demo_app"])["lb"]
-
-
-def up_in_haproxy(cluster: Cluster) -> set[str]:
-    return {name for name, server in haproxy(cluster).items() if server["status"].startswith("UP")}
-
-
-def until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> float:
-    t0 = time.monotonic()
-    while not check():
-        if time.monotonic() - t0 > timeout:
-            pytest.fail(f"{what}: not within {timeout:.0f}s")
-        time.sleep(interval)
-    return time.monotonic() - t0
 
 
 def test_one_apply_converges_the_cluster_from_nothing(cluster: Cluster) -> None:
@@ -232,6 +104,22 @@ def test_second_apply_changes_nothing(cluster: Cluster) -> None:
     assert not failed(ret), failed(ret)
     changed = {name: sorted(sid.split("_|-")[1] for sid, s in states.items() if s["changes"]) for name, states in ret.items()}
     assert not any(changed.values()), changed
+
+
+def test_secrets_stay_where_they_belong(cluster: Cluster) -> None:
+    """Only the app's env file and Redis' config hold a secret on the hosts;
+    the master's job cache (every state run's return) holds none."""
+    secrets = [*PASSWORDS.values(), SECRET_KEY]
+    patterns = " ".join(f"-e '{value}'" for value in secrets)
+    expected = {name: {"/etc/demo/env"} if name in APPS else set() for name in HOSTS} | {"cache": {"/etc/redis/redis.conf"}}
+    found = {
+        name: set(cluster.hosts[name].run(f"grep -rlsF {patterns} /etc /srv /var /opt /root /tmp /run /home", check=False).stdout.split())
+        for name in HOSTS
+    }
+    assert found == expected
+    jobs = cluster.master_dir / "var" / "cache" / "salt" / "master" / "jobs"
+    leaks = [str(path) for path in jobs.rglob("*") if path.is_file() and any(v.encode() in path.read_bytes() for v in secrets)]
+    assert list(jobs.rglob("*")) and not leaks, leaks
 
 
 def test_db_and_cache_refuse_strangers(cluster: Cluster) -> None:
@@ -332,12 +220,17 @@ def test_new_app_server_joins_by_itself(cluster: Cluster) -> None:
 
 
 def test_second_rollout_is_refused_while_one_runs(cluster: Cluster, releases: Releases) -> None:
-    short = releases.commit("v4", {TEMPLATE: lambda t: t.replace("demo v2</h1>", "demo v4</h1>")})
+    healthy_again = {
+        "visits/middleware.py": lambda t: t.replace("healthy = False and all(", "healthy = all("),
+        TEMPLATE: lambda t: t.replace("demo v2</h1>", "demo v4</h1>"),
+    }
+    short = releases.commit("v4", healthy_again)
     lock = rollout_lock(cluster)
     cluster.run_runner("event.send", "salt-django/deploy", data={"release": "v4"}, check=True)
     until(lambda: lock.exists() and lock.read_text().strip(), 60, "the rollout started by the deploy event holds the lock", interval=0.2)
     second, _ = orchestrate(cluster, "orch.deploy", {"release": "v4"})
     assert second["retcode"] != 0 and "another rollout is running: orch.deploy of v4" in second["comment"], second
+    until(lambda: lock_free(cluster), 600, "the rollout started by the event ends", interval=2)
     apps = [*APPS, SPARE]
-    until(lambda: all(r.endswith(short) for r in live(cluster, apps).values()), 600, "the event's rollout serves v4 everywhere", interval=2)
-    until(lambda: lock_free(cluster), 120, "the lock is released")
+    served = live(cluster, apps)
+    assert len(set(served.values())) == 1 and served[SPARE].endswith(short), served
