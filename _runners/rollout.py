@@ -48,7 +48,7 @@ class RolloutError(RuntimeError):
 
     def __init__(self, step: str, cause: str, server: str | None = None) -> None:
         self.step, self.cause, self.server = step, cause, server
-        super().__init__(f"{step}{' on ' + server if server else ''}: {cause}")
+        super().__init__(f"{step} on {server}: {cause}" if server else f"{step}: {cause}")
 
 
 def __virtual__() -> str:
@@ -226,13 +226,12 @@ class _Cluster:
         return [n for n in names if ret.get(n) is True]
 
     def converge(self, step: str, tgt: list[str], sls: str | None = None) -> None:
-        fun, args = ("state.sls", [sls]) if sls else ("state.apply", [])
-        results = self.call(step, tgt, fun, *args)
-        for minion, ret in results.items():
-            failed = failed_states(ret)
-            if failed:
-                raise RolloutError(step, "; ".join(f"{sid}: {c}" for sid, c in failed.items()), minion)
-        self.log(step, f"{fun} {sls or ''} on {', '.join(tgt)}".replace("  ", " "))
+        """Highstate (or one SLS) on ``tgt``; queued behind a state run already going there."""
+        if sls:
+            self.call(step, tgt, "state.sls", sls, queue=True)
+        else:
+            self.call(step, tgt, "state.apply", queue=True)
+        self.log(step, f"{'state.sls ' + sls if sls else 'highstate'} on {', '.join(tgt) or 'nobody'}")
 
 
 def _project(pillar: dict[str, Any], project: str | None) -> tuple[str, dict[str, Any]]:
@@ -256,46 +255,41 @@ def _failure(cluster: _Cluster | None, exc: RolloutError, **extra: Any) -> dict[
     return _finish(cluster, False, str(exc), step=exc.step, server=exc.server, **extra)
 
 
-def _health(cluster: _Cluster, step: str, lbs: list[str], server: str, address: str, project: str, conf: dict[str, Any], rid: str) -> None:
-    """The server's own Nginx, probed from the load balancer as HAProxy probes it."""
+def _health(cluster: _Cluster, lbs: list[str], server: str, address: str, domain: str, rid: str) -> None:
+    """The server's own Nginx, probed from a load balancer as HAProxy probes it."""
     port = (cluster.pillar.get("nginx") or {}).get("lb_port", 8080)
     probe = lbs[:1] or [server]
-    host = address if lbs else "127.0.0.1"
-    answer = cluster.call(step, probe, "django_manage.health", url=f"http://{host}:{port}/healthz", host=conf["domains"][0])[probe[0]]
+    url = f"http://{address if lbs else '127.0.0.1'}:{port}/healthz"
+    answer = cluster.call("health", probe, "django_manage.health", url=url, host=domain)[probe[0]]
     if not answer.get("ok") or answer.get("body", {}).get("release") != rid:
-        raise RolloutError(step, f"/healthz answered {answer.get('status')} {answer.get('body') or answer.get('error')}", server)
+        raise RolloutError("health", f"{url} answered {answer.get('status')} {answer.get('body') or answer.get('error')}", server)
 
 
-def _roll(cluster: _Cluster, project: str, conf: dict[str, Any], targets: dict[str, str], operation: str) -> list[str]:
+def _roll(cluster: _Cluster, project: str, conf: dict[str, Any], targets: dict[str, str], operation: str) -> None:
     """Switch each app server to its release id in ``targets``, batch by batch,
-    out of HAProxy's rotation meanwhile. Returns the servers switched."""
+    out of HAProxy's rotation meanwhile."""
     lbs = cluster.up(cluster.members("lb"))
     backend = BACKEND.format(project=project)
     addresses = cluster.call("addresses", sorted(targets), "saltdjango.own_address")
-    switched: list[str] = []
     for batch in batches(sorted(targets), cluster.settings["batch"]):
         for server in batch:
-            cluster.call(f"drain {server}", lbs, "haproxy_runtime.set_state", backend, server, "drain")
-            drained = cluster.call(
-                f"drain {server}", lbs, "haproxy_runtime.wait_drained", backend, server, timeout=cluster.settings["drain_timeout"]
-            )
+            cluster.call("drain", lbs, "haproxy_runtime.set_state", backend, server, "drain")
+            drained = cluster.call("drain", lbs, "haproxy_runtime.wait_drained", backend, server, timeout=cluster.settings["drain_timeout"])
             cluster.log(f"drain {server}", f"sessions left: {max((d['sessions'] for d in drained.values()), default=0)}")
         for server in batch:
-            step = f"{operation} {server}"
-            outcome = cluster.call(step, [server], "django_release.activate", project, targets[server])[server]
+            outcome = cluster.call(operation, [server], "django_release.activate", project, targets[server])[server]
             if not outcome["ok"]:
                 # Blue/green: the server still serves its old release; back into rotation.
-                cluster.call(f"ready {server}", lbs, "haproxy_runtime.set_state", backend, server, "ready")
-                raise RolloutError(step, outcome["comment"], server)
+                cluster.call("ready", lbs, "haproxy_runtime.set_state", backend, server, "ready")
+                raise RolloutError(operation, outcome["comment"], server)
             try:
-                _health(cluster, f"health {server}", lbs, server, addresses.get(server, ""), project, conf, targets[server])
+                _health(cluster, lbs, server, addresses.get(server, ""), conf["domains"][0], targets[server])
             except RolloutError:
-                cluster.call(f"maint {server}", lbs, "haproxy_runtime.set_state", backend, server, "maint")
+                # It serves the new release and that is broken: out of rotation until a rollback.
+                cluster.call("maint", lbs, "haproxy_runtime.set_state", backend, server, "maint")
                 raise
-            cluster.call(f"ready {server}", lbs, "haproxy_runtime.set_state", backend, server, "ready")
-            cluster.log(step, outcome["comment"])
-            switched.append(server)
-    return switched
+            cluster.call("ready", lbs, "haproxy_runtime.set_state", backend, server, "ready")
+            cluster.log(f"{operation} {server}", outcome["comment"])
 
 
 def _smoke(cluster: _Cluster, project: str, conf: dict[str, Any], expect: dict[str, str]) -> None:

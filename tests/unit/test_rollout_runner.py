@@ -48,8 +48,9 @@ def test_rollback_after_a_failed_rollout_restores_what_served() -> None:
 
 
 def test_error_names_step_server_and_cause() -> None:
-    exc = rollout.RolloutError("switch app1", "release X did not become healthy", "app1")
-    assert str(exc) == "switch app1 on app1: release X did not become healthy"
+    exc = rollout.RolloutError("switch", "release X did not become healthy", "app1")
+    assert str(exc) == "switch on app1: release X did not become healthy"
+    assert str(rollout.RolloutError("rollout refused", "another rollout is running: x")) == "rollout refused: another rollout is running: x"
 
 
 def test_release_pillar_pins_the_commit_of_git_releases_only() -> None:
