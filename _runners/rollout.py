@@ -40,7 +40,7 @@ __virtualname__ = "rollout"
 RELEASE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7}$")
 #: HAProxy backend of a project (salt/haproxy/files/haproxy.cfg.jinja).
 BACKEND = "{project}_app"
-DEFAULTS = {"batch": 1, "drain_timeout": 30, "timeout": 900}
+DEFAULTS = {"batch": 1, "drain_timeout": 30, "timeout": 900, "smoke_timeout": 15, "join_wait": 600}
 
 
 class RolloutError(RuntimeError):
@@ -147,22 +147,27 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
+JOIN = "orch.join"
+
+
 @contextmanager
-def _lock(what: str, wait: float = 0) -> Iterator[None]:
-    """One rollout (deploy, rollback, join) at a time on this master; the file
-    names the holder. Waits up to ``wait`` seconds for it, then refuses."""
+def _lock(what: str, wait: float = 0, wait_for_joins: float = 0) -> Iterator[None]:
+    """One rollout (deploy, rollback) or join at a time on this master; the
+    file names the holder. Waits up to ``wait`` seconds for any holder, up to
+    ``wait_for_joins`` for joins (a new server converging), then refuses."""
     with open(os.path.join(_state_dir(), "rollout.lock"), "a+", encoding="utf-8") as handle:
-        deadline = time.monotonic() + wait
+        started = time.monotonic()
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() < deadline:
-                    time.sleep(1)
-                    continue
                 handle.seek(0)
                 holder = handle.read().strip() or "unknown"
+                patience = max(wait, wait_for_joins if holder.startswith(JOIN) else 0)
+                if time.monotonic() - started < patience:
+                    time.sleep(0.5)
+                    continue
                 raise RolloutError("rollout refused", f"another rollout is running: {holder}") from None
         handle.seek(0)
         handle.truncate()
@@ -297,7 +302,7 @@ def _smoke(cluster: _Cluster, project: str, conf: dict[str, Any], expect: dict[s
     checks pass, within ``rollout:smoke_timeout``) and the site answers."""
     lbs = cluster.up(cluster.members("lb"))
     domain = conf["domains"][0]
-    timeout = float(cluster.settings.get("smoke_timeout", 15))
+    timeout = float(cluster.settings["smoke_timeout"])
     for lb in lbs:
         backend = BACKEND.format(project=project)
         waited = cluster.call("smoke test", [lb], "haproxy_runtime.wait_up", backend, sorted(expect), timeout=timeout)[lb]
@@ -326,8 +331,8 @@ def deploy(release: str | None = None, project: str | None = None) -> dict[str, 
     cluster: _Cluster | None = None
     name = project
     try:
-        with _lock(f"orch.deploy of {release or 'the pillar source'}"):
-            cluster = _Cluster(_pillar())
+        cluster = _Cluster(_pillar())
+        with _lock(f"orch.deploy of {release or 'the pillar source'}", wait_for_joins=cluster.settings["join_wait"]):
             name, conf = _project(cluster.pillar, project)
             source = source_of(release, conf, name)
             apps = cluster.up(cluster.members("app"))
@@ -423,8 +428,8 @@ def rollback(project: str | None = None) -> dict[str, Any]:
     cluster: _Cluster | None = None
     name = project
     try:
-        with _lock("orch.rollback"):
-            cluster = _Cluster(_pillar())
+        cluster = _Cluster(_pillar())
+        with _lock("orch.rollback", wait_for_joins=cluster.settings["join_wait"]):
             name, conf = _project(cluster.pillar, project)
             record = _records().get(name, {})
             target = rollback_target(record)
@@ -460,7 +465,7 @@ def join(minion: str) -> dict[str, Any]:
         roles = cluster.roles.get(minion)
         if roles is None:
             return _finish(cluster, True, f"{minion} is not in topology:hosts: nothing to do")
-        with _lock(f"orch.join of {minion}", wait=float(cluster.settings.get("join_wait", 600))):
+        with _lock(f"{JOIN} of {minion}", wait=cluster.settings["join_wait"]):
             cluster.call("sync", [minion], "saltutil.sync_all")
             cluster.call("mine", [minion], "mine.update")
             if {"app", "worker"} & set(roles):

@@ -21,23 +21,20 @@ postgres-listen-configured:
     - require:
       - pkg: postgres-packages-installed
 
-# Who may connect over the network: the app and worker servers of a
-# cluster (Salt mine), to their project's database only, with a password.
-# Debian's own lines (local socket, loopback) stay above ours.
+# Who may connect: Debian's local defaults, plus, in a cluster, the app and
+# worker servers (Salt mine), each to its project's database only, with a
+# password. Nobody else reaches PostgreSQL over the network.
 postgres-clients-allowed:
-  file.blockreplace:
+  file.managed:
     - name: {{ postgres.conf_dir }}/pg_hba.conf
-    - marker_start: '# BEGIN salt-django clients (managed, do not edit)'
-    - marker_end: '# END salt-django clients'
-    - content: |
-{%- for name, project in projects.items() %}
-{%- for minion, address in postgres.clients | dictsort %}
-        host {{ project.database.name }} {{ project.database.user }} {{ address }}/32 scram-sha-256 # {{ minion }}
-{%- else %}
-        # {{ name }}: no app server over the network (single server)
-{%- endfor %}
-{%- endfor %}
-    - append_if_not_found: True
+    - source: salt://postgres/files/pg_hba.conf.jinja
+    - template: jinja
+    - context:
+        projects: {{ projects | json }}
+        clients: {{ postgres.clients | json }}
+    - user: postgres
+    - group: postgres
+    - mode: '0640'
     - require:
       - pkg: postgres-packages-installed
 

@@ -125,6 +125,24 @@ def lock_free(cluster: Cluster) -> bool:
     return not lock.exists() or not lock.read_text().strip()
 
 
+def settled(cluster: Cluster, quiet: float = 5, timeout: float = 600) -> float:
+    """Wait until no rollout or join held the lock for ``quiet`` seconds in a
+    row (joins queue one after another); return seconds waited."""
+    t0 = time.monotonic()
+    free_since = None
+    while True:
+        now = time.monotonic()
+        if lock_free(cluster):
+            free_since = free_since or now
+            if now - free_since >= quiet:
+                return now - t0
+        else:
+            free_since = None
+        if now - t0 > timeout:
+            raise LabError(f"the rollout lock is still taken after {timeout:.0f}s")
+        time.sleep(0.2)
+
+
 def lb_ip(cluster: Cluster) -> str:
     return cluster.hosts["lb"].ip
 
