@@ -107,6 +107,9 @@ def test_second_apply_changes_nothing(cluster: Cluster) -> None:
     assert not failed(ret), failed(ret)
     changed = {name: sorted(sid.split("_|-")[1] for sid, s in states.items() if s["changes"]) for name, states in ret.items()}
     assert not any(changed.values()), changed
+    plan = cluster.salt(HOSTS, "state.apply", kwarg={"test": True}, tgt_type="list", timeout=600)
+    predicted = {name: sorted(sid.split("_|-")[1] for sid, s in states.items() if s["result"] is not True) for name, states in plan.items()}
+    assert set(plan) == set(HOSTS) and not any(predicted.values()), predicted
 
 
 def test_secrets_stay_where_they_belong(cluster: Cluster) -> None:
