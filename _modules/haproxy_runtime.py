@@ -18,7 +18,8 @@ from typing import Any
 
 __virtualname__ = "haproxy_runtime"
 
-DEFAULT_SOCKET = "/run/haproxy/admin.sock"
+#: salt/haproxy/defaults.yaml's admin_socket; pillar ``haproxy:admin_socket`` overrides both.
+DEFAULT_SOCKET = "/var/lib/haproxy-admin/admin.sock"
 STATES = ("ready", "drain", "maint")
 # Names go into a command line: no spaces, newlines or ';' (command separator).
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
@@ -38,10 +39,11 @@ def _check_name(kind: str, value: str) -> None:
         raise HAProxyError(f"invalid {kind} name {value!r}")
 
 
-def command(cmd: str, socket_path: str = DEFAULT_SOCKET, timeout: float = 5.0) -> str:
+def command(cmd: str, socket_path: str | None = None, timeout: float = 5.0) -> str:
     """Send one runtime-API command and return HAProxy's whole answer."""
     if "\n" in cmd or ";" in cmd:
         raise HAProxyError("one command at a time, without newlines or ';'")
+    socket_path = socket_path or (__pillar__.get("haproxy") or {}).get("admin_socket") or DEFAULT_SOCKET  # noqa: F821
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
@@ -64,7 +66,7 @@ def parse_stat(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO("\n".join(lines))))
 
 
-def servers(backend: str, socket_path: str = DEFAULT_SOCKET) -> dict[str, dict[str, Any]]:
+def servers(backend: str, socket_path: str | None = None) -> dict[str, dict[str, Any]]:
     """The servers of ``backend``: status (UP, DOWN, DRAIN, MAINT, ...), sessions, weight.
 
     CLI example::
@@ -87,7 +89,7 @@ def servers(backend: str, socket_path: str = DEFAULT_SOCKET) -> dict[str, dict[s
     return result
 
 
-def sessions(backend: str, server: str, socket_path: str = DEFAULT_SOCKET) -> int:
+def sessions(backend: str, server: str, socket_path: str | None = None) -> int:
     """Current sessions of one server."""
     listing = servers(backend, socket_path)
     if server not in listing:
@@ -95,7 +97,7 @@ def sessions(backend: str, server: str, socket_path: str = DEFAULT_SOCKET) -> in
     return listing[server]["sessions"]
 
 
-def set_state(backend: str, server: str, state: str, socket_path: str = DEFAULT_SOCKET) -> dict[str, Any]:
+def set_state(backend: str, server: str, state: str, socket_path: str | None = None) -> dict[str, Any]:
     """``set server <backend>/<server> state <ready|drain|maint>``.
 
     CLI example::
@@ -112,9 +114,7 @@ def set_state(backend: str, server: str, state: str, socket_path: str = DEFAULT_
     return {"backend": backend, "server": server, "state": state}
 
 
-def wait_drained(
-    backend: str, server: str, timeout: float = 30, interval: float = 0.25, socket_path: str = DEFAULT_SOCKET
-) -> dict[str, Any]:
+def wait_drained(backend: str, server: str, timeout: float = 30, interval: float = 0.25, socket_path: str | None = None) -> dict[str, Any]:
     """Wait until ``server`` has no session left, at most ``timeout`` seconds.
 
     Returns ``{"drained", "sessions", "seconds"}``; ``drained`` is False when
@@ -128,9 +128,7 @@ def wait_drained(
     return {"drained": count == 0, "sessions": count, "seconds": round(time.monotonic() - started, 2)}
 
 
-def wait_up(
-    backend: str, names: list[str], timeout: float = 15, interval: float = 0.5, socket_path: str = DEFAULT_SOCKET
-) -> dict[str, Any]:
+def wait_up(backend: str, names: list[str], timeout: float = 15, interval: float = 0.5, socket_path: str | None = None) -> dict[str, Any]:
     """Wait until every server of ``names`` is UP in ``backend`` (health checks
     pass), at most ``timeout`` seconds. Returns ``{"down", "seconds"}``:
     ``down`` lists the servers still not UP (missing ones included)."""

@@ -10,6 +10,12 @@ haproxy-packages-installed:
   pkg.installed:
     - pkgs: {{ haproxy.packages | json }}
 
+haproxy-admin-directory-present:
+  file.directory:
+    - name: {{ salt['file.dirname'](haproxy.admin_socket) }}
+    - user: root
+    - group: root
+    - mode: '0700'
 {%- for name in projects %}
 
 # HAProxy finds a certificate's key beside it as <certificate>.key.
@@ -37,6 +43,7 @@ haproxy-config-managed:
     - check_cmd: /usr/sbin/haproxy -c -q -f
     - require:
       - pkg: haproxy-packages-installed
+      - file: haproxy-admin-directory-present
 {%- for name in projects %}
       - file: haproxy-{{ name }}-tls-key-linked
       - tls-{{ name }}-certificate-managed

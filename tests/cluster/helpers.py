@@ -74,6 +74,10 @@ class Releases:
         _git(self.work, "tag", tag)
         if self.bare.exists():
             _git(self.work, "push", "-q", str(self.bare), "main", tag)
+        return self.head()
+
+    def head(self) -> str:
+        """The short commit of the last release made."""
         return _git(self.work, "rev-parse", "--short=7", "HEAD")
 
     def stop(self) -> None:

@@ -94,6 +94,9 @@ def test_one_apply_converges_the_cluster_from_nothing(cluster: Cluster) -> None:
         .stdout.split()
     )
     assert keys, "no hit counter in the cache server's Redis"
+    # the runtime API (drain, ready) is root's only
+    modes = cluster.hosts["lb"].run("stat -c '%a %U %F' /var/lib/haproxy-admin /var/lib/haproxy-admin/admin.sock").stdout.splitlines()
+    assert modes == ["700 root directory", "600 root socket"], modes
     headers = cluster.hosts["lb"].run(f"curl -skI --resolve {DOMAIN}:443:127.0.0.1 https://{DOMAIN}/").stdout.lower()
     assert headers.count("strict-transport-security: max-age=31536000; includesubdomains; preload") == 1, headers
     assert headers.count("x-frame-options: deny") == 1, headers
@@ -187,6 +190,20 @@ def test_unhealthy_release_stops_after_first_batch_and_rolls_back(cluster: Clust
     assert up_in_haproxy(cluster) == set(APPS), haproxy(cluster)
 
 
+def test_release_that_does_not_import_stops_before_any_switch(cluster: Cluster, releases: Releases) -> None:
+    before = live(cluster, APPS)
+    releases.commit("v3-no-import", {"visits/models.py": lambda t: "import a_module_that_does_not_exist  # noqa\n" + t})
+    result, seconds = orchestrate(cluster, "orch.deploy", {"release": "v3-no-import"})
+    timing("orch.deploy of a release that does not import (stops)", seconds)
+    assert result["retcode"] != 0 and result["step"] == "build" and result["server"] == APPS[0], result
+    assert "a_module_that_does_not_exist" in result["comment"], result["comment"]
+    assert live(cluster, APPS) == before
+    assert up_in_haproxy(cluster) == set(APPS), haproxy(cluster)
+    # the refused build is gone: nothing half-built is left to roll back to
+    built = cluster.salt(APPS, "django_release.list_releases", ["demo"], tgt_type="list")
+    assert not any(r.endswith(releases.head()) for listing in built.values() for r in listing["releases"]), built
+
+
 def test_cut_app_server_is_routed_around(cluster: Cluster) -> None:
     victim = APPS[1]
     with Traffic(lb_ip(cluster), DOMAIN) as traffic:
@@ -228,6 +245,7 @@ def test_new_app_server_joins_by_itself(cluster: Cluster) -> None:
 def test_second_rollout_is_refused_while_one_runs(cluster: Cluster, releases: Releases) -> None:
     healthy_again = {
         "visits/middleware.py": lambda t: t.replace("healthy = False and all(", "healthy = all("),
+        "visits/models.py": lambda t: t.replace("import a_module_that_does_not_exist  # noqa\n", ""),
         TEMPLATE: lambda t: t.replace("demo v2</h1>", "demo v4</h1>"),
     }
     short = releases.commit("v4", healthy_again)
