@@ -122,3 +122,18 @@ def test_wait_drained_gives_up_at_the_timeout(fake: Callable) -> None:
 def test_unreachable_socket_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(haproxy_runtime.HAProxyError, match=r"admin\.sock"):
         haproxy_runtime.command("show stat", socket_path=str(tmp_path / "admin.sock"))
+
+
+def test_wait_up_returns_once_every_server_is_up(fake: Callable) -> None:
+    answers = iter(
+        [stat([("app", "app1", 0, "UP"), ("app", "app2", 0, "DOWN")]), stat([("app", "app1", 0, "UP"), ("app", "app2", 0, "UP 1/2")])]
+    )
+    proxy = fake(lambda command: next(answers))
+    result = haproxy_runtime.wait_up("app", ["app1", "app2"], timeout=5, interval=0.01, socket_path=proxy.path)
+    assert result["down"] == [] and len(proxy.commands) == 2
+
+
+def test_wait_up_names_servers_still_down_or_missing(fake: Callable) -> None:
+    proxy = fake(lambda command: stat([("app", "app1", 0, "MAINT"), ("app", "app2", 0, "UP")]))
+    result = haproxy_runtime.wait_up("app", ["app1", "app2", "app3"], timeout=0.05, interval=0.01, socket_path=proxy.path)
+    assert result["down"] == ["app1", "app3"]
