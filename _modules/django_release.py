@@ -446,6 +446,40 @@ def _migrate(project: str, rid: str) -> dict[str, Any]:
     return changes
 
 
+def _built_and_checked(
+    project: str,
+    details: dict[str, Any],
+    source: str | None,
+    repo: str | None,
+    ref: str | None,
+    rid: str | None,
+    fail_level: str,
+    migrate: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Resolve and build (or find) a release, gate it, and migrate if asked.
+
+    Records ``source`` and ``to`` in ``details`` (the audit line). Returns
+    the resolved source and the changes (``built``, ``backup``,
+    ``migrations``). A new build that is refused is deleted: it never
+    served, so it is no rollback target.
+    """
+    resolved = resolve(project, source=source, repo=repo, ref=ref)
+    details["source"] = resolved["label"]
+    # Defaults as in pillar.example: the OS interpreter, pip's own index.
+    built = build(project, resolved, python=_pillar("salt_django:python", "/usr/bin/python3"), pip=_pillar("salt_django:pip", {}), rid=rid)
+    rid = details["to"] = built["id"]
+    changes: dict[str, Any] = {"built": rid} if built["built"] else {}
+    try:
+        _gate(project, rid, fail_level)
+        if migrate:
+            changes.update(_migrate(project, rid))
+    except ReleaseError:
+        if built["built"]:
+            shutil.rmtree(os.path.join(_root(project), "releases", rid), ignore_errors=True)
+        raise
+    return resolved, changes
+
+
 def release(
     project: str,
     source: str | None = None,
@@ -471,24 +505,8 @@ def release(
     details: dict[str, Any] = {"from": previous, "source": repo or source, "ref": ref}
     try:
         with deploy_lock(project, "release"):
-            resolved = resolve(project, source=source, repo=repo, ref=ref)
-            details["source"] = resolved["label"]
-            # Defaults as in pillar.example: the OS interpreter, pip's own index.
-            built = build(
-                project, resolved, python=_pillar("salt_django:python", "/usr/bin/python3"), pip=_pillar("salt_django:pip", {}), rid=rid
-            )
-            rid = built["id"]
-            details["to"] = rid
-            changes: dict[str, Any] = {"built": rid} if built["built"] else {}
-            try:
-                _gate(project, rid, fail_level)
-                if migrate:
-                    changes.update(_migrate(project, rid))
-            except ReleaseError:
-                # A refused build is no rollback target: it never served.
-                if built["built"]:
-                    shutil.rmtree(os.path.join(_root(project), "releases", rid), ignore_errors=True)
-                raise
+            _, changes = _built_and_checked(project, details, source, repo, ref, rid, fail_level, migrate)
+            rid = details["to"]
             if previous != rid or not __salt__["gunicorn_slots.is_serving"](project, rid):  # noqa: F821
                 _switch(project, rid)
                 changes["release"] = {"old": previous, "new": rid}
@@ -526,24 +544,14 @@ def prepare(
     details: dict[str, Any] = {"source": repo or source, "ref": ref}
     try:
         with deploy_lock(project, "prepare"):
-            resolved = resolve(project, source=source, repo=repo, ref=ref)
-            details["source"] = resolved["label"]
-            built = build(
-                project, resolved, python=_pillar("salt_django:python", "/usr/bin/python3"), pip=_pillar("salt_django:pip", {}), rid=release
-            )
-            rid = details["to"] = built["id"]
-            try:
-                _gate(project, rid, fail_level)
-            except ReleaseError:
-                if built["built"]:
-                    shutil.rmtree(os.path.join(_root(project), "releases", rid), ignore_errors=True)
-                raise
+            resolved, changes = _built_and_checked(project, details, source, repo, ref, release, fail_level, migrate=False)
+            rid = details["to"]
     except (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         record(project, "prepare", "failed", time.monotonic() - started, error=str(exc), **details)
         return {"ok": False, "id": details.get("to"), "built": False, "comment": str(exc)}
     record(project, "prepare", "ok", time.monotonic() - started, **details)
     comment = f"release {rid} is built and passed its checks"
-    return {"ok": True, "id": rid, "digest": resolved["digest"], "built": built["built"], "comment": comment}
+    return {"ok": True, "id": rid, "digest": resolved["digest"], "built": "built" in changes, "comment": comment}
 
 
 def activate(project: str, release: str) -> dict[str, Any]:
