@@ -199,6 +199,7 @@ class _Cluster:
         self.steps: list[dict[str, Any]] = []
         hosts = (pillar.get("topology") or {}).get("hosts") or {}
         self.roles = {name: list((spec or {}).get("roles") or []) for name, spec in hosts.items()}
+        self.alive: set[str] = set()
 
     def members(self, role: str) -> list[str]:
         return sorted(name for name, held in self.roles.items() if role in held)
@@ -223,12 +224,17 @@ class _Cluster:
                 raise RolloutError(step, f"{fun}: {str(out)[-800:]}", minion)
         return {minion: ret[minion]["ret"] for minion in tgt}
 
-    def up(self, names: list[str]) -> list[str]:
-        """The minions of ``names`` that answer a ping now."""
-        if not names:
-            return []
-        ret = self.client.cmd(names, "test.ping", tgt_type="list", timeout=10)
-        return [n for n in names if ret.get(n) is True]
+    def ping(self) -> list[str]:
+        """Ping every server of the topology once (a silent one costs the
+        ping's timeout); ``members_up`` answers from this."""
+        names = sorted(self.roles)
+        ret = self.client.cmd(names, "test.ping", tgt_type="list", timeout=10) if names else {}
+        self.alive = {n for n in names if ret.get(n) is True}
+        return sorted(self.alive)
+
+    def members_up(self, role: str) -> list[str]:
+        """The servers holding ``role`` that answered the last ping."""
+        return [name for name in self.members(role) if name in self.alive]
 
     def converge(self, step: str, tgt: list[str], sls: str | None = None) -> None:
         """Highstate (or one SLS) on ``tgt``; queued behind a state run already going there."""
@@ -273,7 +279,7 @@ def _health(cluster: _Cluster, lbs: list[str], server: str, address: str, domain
 def _roll(cluster: _Cluster, project: str, conf: dict[str, Any], targets: dict[str, str], operation: str) -> None:
     """Switch each app server to its release id in ``targets``, batch by batch,
     out of HAProxy's rotation meanwhile."""
-    lbs = cluster.up(cluster.members("lb"))
+    lbs = cluster.members_up("lb")
     backend = BACKEND.format(project=project)
     addresses = cluster.call("addresses", sorted(targets), "saltdjango.own_address")
     for batch in batches(sorted(targets), cluster.settings["batch"]):
@@ -300,7 +306,7 @@ def _roll(cluster: _Cluster, project: str, conf: dict[str, Any], targets: dict[s
 def _smoke(cluster: _Cluster, project: str, conf: dict[str, Any], expect: dict[str, str]) -> None:
     """Through each load balancer: every app server is up in HAProxy (health
     checks pass, within ``rollout:smoke_timeout``) and the site answers."""
-    lbs = cluster.up(cluster.members("lb"))
+    lbs = cluster.members_up("lb")
     domain = conf["domains"][0]
     timeout = float(cluster.settings["smoke_timeout"])
     for lb in lbs:
@@ -335,15 +341,15 @@ def deploy(release: str | None = None, project: str | None = None) -> dict[str, 
         with _lock(f"orch.deploy of {release or 'the pillar source'}", wait_for_joins=cluster.settings["join_wait"]):
             name, conf = _project(cluster.pillar, project)
             source = source_of(release, conf, name)
-            apps = cluster.up(cluster.members("app"))
+            everyone = cluster.ping()
+            apps = cluster.members_up("app")
             if not apps:
                 raise RolloutError("plan", "no app server answers")
             skipped = sorted(set(cluster.members("app")) - set(apps))
             for role in ("db", "cache"):
-                missing = sorted(set(cluster.members(role)) - set(cluster.up(cluster.members(role))))
+                missing = sorted(set(cluster.members(role)) - set(everyone))
                 if missing:
                     raise RolloutError("plan", f"{role} server not answering", missing[0])
-            everyone = cluster.up(sorted(cluster.roles))
             cluster.call("sync", everyone, "saltutil.sync_all")
             cluster.call("mine", everyone, "mine.update")
             for minion, errors in cluster.call("validate", everyone, "saltdjango.validate").items():
@@ -370,7 +376,7 @@ def deploy(release: str | None = None, project: str | None = None) -> dict[str, 
             except RolloutError:
                 _remember(name, targets, source, digest, ok=False)
                 raise
-            cluster.converge("refresh load balancer", cluster.up(cluster.members("lb")), "haproxy")
+            cluster.converge("refresh load balancer", cluster.members_up("lb"), "haproxy")
             _smoke(cluster, name, conf, targets)
             _remember(name, targets, source, digest, ok=True)
     except RolloutError as exc:
@@ -435,7 +441,8 @@ def rollback(project: str | None = None) -> dict[str, Any]:
             target = rollback_target(record)
             if not target:
                 raise RolloutError("plan", f"no earlier release of {name} recorded on this master")
-            apps = cluster.up(cluster.members("app"))
+            cluster.ping()
+            apps = cluster.members_up("app")
             targets = {server: target["servers"].get(server, target["id"]) for server in apps}
             _roll(cluster, name, conf, targets, "rollback")
             _smoke(cluster, name, conf, targets)
@@ -466,14 +473,15 @@ def join(minion: str) -> dict[str, Any]:
         if roles is None:
             return _finish(cluster, True, f"{minion} is not in topology:hosts: nothing to do")
         with _lock(f"{JOIN} of {minion}", wait=cluster.settings["join_wait"]):
+            cluster.ping()
             cluster.call("sync", [minion], "saltutil.sync_all")
             cluster.call("mine", [minion], "mine.update")
             if {"app", "worker"} & set(roles):
                 # The database admits servers by address (pg_hba).
-                cluster.converge("db", cluster.up(cluster.members("db")), "postgres")
+                cluster.converge("db", cluster.members_up("db"), "postgres")
             cluster.converge("highstate", [minion])
             if "web" in roles:
-                cluster.converge("refresh load balancer", cluster.up(cluster.members("lb")), "haproxy")
+                cluster.converge("refresh load balancer", cluster.members_up("lb"), "haproxy")
     except RolloutError as exc:
         return _failure(cluster, exc)
     return _finish(cluster, True, f"{minion} converged and joined ({', '.join(roles)})")
