@@ -14,7 +14,6 @@ Run as root: `.venv/bin/python bench/cluster.py`.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import report  # noqa: E402
 from tests.cluster.helpers import (  # noqa: E402
     APPS,
     DOMAIN,
@@ -90,18 +90,7 @@ def main() -> int:
             releases.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    width = max(map(len, figures))
-    lines = [f"{name.ljust(width)}  {value}" for name, value in figures.items()]
-    print("\n".join(lines))
-    report = ROOT / "bench" / "reports" / "cluster.md"
-    report.parent.mkdir(exist_ok=True)
-    report.write_text(
-        "# Cluster timings\n\n"
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores: a salt-master and "
-        f"{len(HOSTS)} booted systemd-nspawn hosts on one machine.\n\n```\n" + "\n".join(lines) + "\n```\n\n"
-        "```json\n" + json.dumps(figures, indent=2) + "\n```\n"
-    )
-    print(f"report: {report}")
+    report("cluster", "Cluster timings", f": a salt-master and {len(HOSTS)} booted systemd-nspawn hosts on one machine", figures)
     return 0
 
 

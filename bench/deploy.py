@@ -13,7 +13,6 @@ Run as root: `.venv/bin/python bench/deploy.py`.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import report  # noqa: E402
 from tests.integration.helpers import REPO_IN_HOST, make  # noqa: E402
 from tests.lab import hosts  # noqa: E402
 
@@ -86,18 +86,7 @@ def main() -> int:
         host.stop(hard=True)
         host.destroy()
         shutil.rmtree(work, ignore_errors=True)
-    width = max(map(len, figures))
-    lines = [f"{name.ljust(width)}  {value}" for name, value in figures.items()]
-    print("\n".join(lines))
-    report = ROOT / "bench" / "reports" / "deploy.md"
-    report.parent.mkdir(exist_ok=True)
-    report.write_text(
-        "# make deploy timings\n\n"
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores, "
-        "in a booted systemd-nspawn test host.\n\n```\n" + "\n".join(lines) + "\n```\n\n"
-        "```json\n" + json.dumps(figures, indent=2) + "\n```\n"
-    )
-    print(f"report: {report}")
+    report("deploy", "make deploy timings", ", in a booted systemd-nspawn test host", figures)
     return 0
 
 
