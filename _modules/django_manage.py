@@ -59,8 +59,8 @@ def release_dir(project: str, release: str | None = None) -> str:
     return os.path.realpath(os.path.join(root, "current"))
 
 
-def command_env(project: str, directory: str) -> dict[str, str]:
-    """The environment a command of this release gets: env file + release identity."""
+def _command_env(project: str, directory: str) -> dict[str, str]:
+    """The environment a command of this release gets: env file + release identity (secrets included)."""
     env = __salt__["saltdjango.read_env"](env_file(project))  # noqa: F821
     env.update(
         {
@@ -75,11 +75,34 @@ def command_env(project: str, directory: str) -> dict[str, str]:
     return env
 
 
-def _run_in_release(project: str, argv: list[str], release: str | None, timeout: int) -> dict[str, Any]:
-    """Run ``<release>/venv/bin/python <argv>`` as the app user with the app's environment."""
+def masked_env(project: str, directory: str) -> dict[str, str]:
+    """The environment of a release with every secret replaced by a throwaway value.
+
+    What build hooks get: settings that read a secret at import time still
+    load, and a build never sees a production secret.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_manage.masked_env demo /srv/demo/current
+    """
+    env = _command_env(project, directory)
+    mods = __salt__  # noqa: F821
+    placeholder = mods["saltdjango.generate_secret"]()
+    for var in [*mods["saltdjango.secret_variables"](project), "DATABASE_URL", "REDIS_URL", "CACHE_URL"]:
+        if var in env:
+            env[var] = placeholder
+    urls = mods["saltdjango.service_urls"](env)
+    env.update({k: v for k, v in urls.items() if k in env})
+    return env
+
+
+def _run_in_release(project: str, argv: list[str], release: str | None, timeout: int, python: bool = True) -> dict[str, Any]:
+    """Run ``<release>/venv/bin/python <argv>`` (or ``argv`` itself) as the app user with the app's environment."""
     directory = release_dir(project, release)
-    python = os.path.join(directory, "venv", "bin", "python")
-    if not os.path.exists(python):
+    interpreter = os.path.join(directory, "venv", "bin", "python")
+    if not os.path.exists(interpreter):
         return {"retcode": 127, "stdout": "", "stderr": f"no release virtualenv at {directory}/venv"}
     user = app_user(project)
     try:
@@ -88,9 +111,9 @@ def _run_in_release(project: str, argv: list[str], release: str | None, timeout:
         return {"retcode": 127, "stdout": "", "stderr": f"app user {user!r} does not exist"}
     try:
         proc = subprocess.run(
-            [python, *argv],
+            [interpreter, *argv] if python else argv,
             cwd=directory,
-            env=command_env(project, directory),
+            env=_command_env(project, directory),
             user=account.pw_uid,
             group=account.pw_gid,
             extra_groups=[g.gr_gid for g in grp.getgrall() if user in g.gr_mem],
@@ -116,11 +139,32 @@ def run(project: str, *args: str, release: str | None = None, timeout: int = 900
     return _run_in_release(project, [manage, *map(str, args)], release, timeout)
 
 
+def command(project: str, argv: list[str], release: str | None = None, timeout: int = 900) -> dict[str, Any]:
+    """Run a command of the release (relative to it) as the app user with the app's environment.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_manage.command demo '["./scripts/warm-cache.sh", "--quick"]'
+    """
+    directory = release_dir(project, release)
+    path = os.path.realpath(os.path.join(directory, argv[0]))
+    if os.path.commonpath([os.path.realpath(directory), path]) != os.path.realpath(directory) or not os.access(path, os.X_OK):
+        return {"retcode": 126, "stdout": "", "stderr": f"{argv[0]} is not an executable inside the release"}
+    return _run_in_release(project, [path, *map(str, argv[1:])], release, timeout, python=False)
+
+
 def wsgi_check(project: str, release: str | None = None) -> dict[str, Any]:
-    """Import the release's WSGI application the way Gunicorn will."""
-    spec = __salt__["pillar.get"](f"projects:{project}:wsgi", None) or f"{project}.wsgi:application"  # noqa: F821
-    module, _, attribute = spec.partition(":")
-    code = f"import importlib; getattr(importlib.import_module({module!r}), {attribute or 'application'!r})"
+    """Import the release's WSGI application the way Gunicorn will: salt-django's entry point around the project's.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_manage.wsgi_check demo
+    """
+    code = "import salt_django_wsgi"
     result = _run_in_release(project, ["-c", code], release, 120)
     if result["retcode"] != 0:
         return {"ok": False, "error": _last_line(result)}

@@ -45,7 +45,6 @@ MARKER = ".salt-django-release.json"
 IGNORED_ANYWHERE = frozenset({".git", "__pycache__", ".venv", "node_modules"})
 IGNORED_TOP = frozenset({"venv", "static", "media"})
 IGNORED_SUFFIXES = (".pyc", ".pyo", ".sqlite3")
-PIP_CACHE = "/var/cache/salt-django/pip"
 GIT_CACHE = "/var/cache/salt-django/git"
 AUDIT_ROOT = "/var/log/salt-django"
 _RELEASE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7}$")
@@ -197,27 +196,7 @@ def find(project: str, digest: str) -> str | None:
     return next((m["id"] for m in _markers(project) if m.get("digest") == digest), None)
 
 
-def pip_args(pip: dict[str, Any] | None) -> list[str]:
-    """pip options from pillar ``salt_django:pip``: a local index or wheelhouse."""
-    pip = pip or {}
-    args = []
-    if pip.get("index_url"):
-        args += ["--index-url", str(pip["index_url"])]
-    for link in pip.get("find_links") or []:
-        args += ["--find-links", str(link)]
-    if pip.get("no_index"):
-        args.append("--no-index")
-    return args
-
-
 # ------------------------------------------------------------------- build
-
-
-def _run(cmd: list[str], cwd: str, step: str) -> None:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False, env=_CLEAN_ENV)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-        raise ReleaseError(f"{step} failed (exit {proc.returncode}): {tail}")
 
 
 def _materialize(resolved: dict[str, Any], directory: str) -> None:
@@ -234,50 +213,66 @@ def _materialize(resolved: dict[str, Any], directory: str) -> None:
         os.chmod(target, 0o644)
 
 
-def venv_key(python: str, requirements: bytes, pip: dict[str, Any] | None) -> str:
-    """What a virtualenv is made of: interpreter, requirements file, pip options."""
-    version = subprocess.run([python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True).stdout
-    digest = hashlib.sha256(version.encode() + b"\0" + requirements + b"\0" + json.dumps(pip_args(pip)).encode())
-    return digest.hexdigest()[:16]
-
-
-def _virtualenv(project: str, release_dir: str, python: str, pip: dict[str, Any] | None) -> str:
-    """``venvs/<key>``, built once per distinct requirements file and shared.
+def _virtualenv(project: str, release_dir: str, cfg: dict[str, Any], app: dict[str, Any]) -> str:
+    """``venvs/<key>``, built once per distinct set of dependencies and shared.
 
     A virtualenv is not relocatable (absolute paths in its scripts), so it
     is built where it stays; releases link to it. A release that changes
     only code therefore costs no virtualenv at all.
     """
-    requirements = os.path.join(release_dir, "requirements.txt")
-    content = b""
-    if os.path.exists(requirements):
-        with open(requirements, "rb") as handle:
-            content = handle.read()
-    key = venv_key(python, content, pip)
+    mods = __salt__  # noqa: F821
+    deps = mods["django_build.plan"](release_dir, cfg.get("requirements"))
+    python = _pillar("salt_django:python", "/usr/bin/python3")
+    index = mods["django_build.pip_args"](_pillar("salt_django:pip", {}))
+    installer = f"uv {app['uv_version']}" if app["installer"] == "uv" else "pip"
+    additions = mods["django_build.additions"](cfg)
+    python_info = f"{python} {mods['django_build.python_version'](python)}"
+    key = mods["django_build.venv_key"](python_info, deps, installer, json.dumps(additions), index)
     venv = os.path.join(_root(project), "venvs", key)
     if os.path.isfile(os.path.join(venv, MARKER)):
         return key
     shutil.rmtree(venv, ignore_errors=True)
+    settings = {
+        "python": python,
+        "installer": app["installer"],
+        "uv": os.path.join(app["tools_dir"], "bin", "uv"),
+        "index": index,
+        "user": app["build_user"],
+        "additions": additions,
+    }
     try:
-        _run([python, "-m", "venv", venv], release_dir, "virtualenv")
-        if content:
-            pip_cmd = [os.path.join(venv, "bin", "pip"), "install", "--quiet", "--cache-dir", PIP_CACHE]
-            _run([*pip_cmd, *pip_args(pip), "-r", requirements], release_dir, "pip install -r requirements.txt")
+        mods["django_build.install"](venv, release_dir, deps, settings)
+        mods["django_build.seal"](venv)
         with open(os.path.join(venv, MARKER), "w", encoding="utf-8") as handle:
-            json.dump({"key": key}, handle)
+            json.dump({"key": key, "dependencies": deps["kind"], "entry": deps["entry"], "files": sorted(deps["files"])}, handle)
     except BaseException:
         shutil.rmtree(venv, ignore_errors=True)
         raise
     return key
 
 
-def build(
-    project: str,
-    resolved: dict[str, Any],
-    python: str = "/usr/bin/python3",
-    pip: dict[str, Any] | None = None,
-    rid: str | None = None,
-) -> dict[str, Any]:
+def _build_steps(project: str, directory: str, cfg: dict[str, Any], app: dict[str, Any]) -> None:
+    """compileall and the build hooks, as the build user, in the release tree; then sealed for root.
+
+    Build hooks see the app's environment with every secret replaced by a
+    throwaway value: a build never needs (and never gets) production secrets.
+    """
+    mods = __salt__  # noqa: F821
+    user = app["build_user"]
+    python = os.path.join(directory, "venv", "bin", "python")
+    mods["django_build.hand_to"](user, directory)
+    try:
+        mods["django_build.run_as"](user, [python, "-m", "compileall", "-q", "-x", r"/venv/", "."], directory, "compileall")
+        env = mods["django_build.build_env"](mods["django_manage.masked_env"](project, directory))
+        for item in (cfg.get("hooks") or {}).get("build") or []:
+            hook = mods["saltdjango.hook_command"](item)
+            argv = mods["django_build.hook_argv"](hook, cfg["manage_py"], python)
+            mods["django_build.run_as"](user, argv, directory, f"build hook {hook['label']!r}", env=env)
+    finally:
+        mods["django_build.seal"](directory)
+
+
+def build(project: str, resolved: dict[str, Any], rid: str | None = None) -> dict[str, Any]:
     """Build ``resolved`` (see ``resolve``) in ``releases/<id>``; nothing is switched.
 
     ``rid``: the id to give a new build (a cluster rollout names the same
@@ -285,10 +280,18 @@ def build(
     Returns ``{"id", "built", "seconds"}``; ``built`` is False when this
     source was built before (under whatever id it got then). A failed build
     removes its directory and raises ReleaseError naming the step.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_release.build demo "$(salt-call --out=json django_release.resolve demo source=salt://projects/demo)"
     """
     existing = find(project, resolved["digest"])
     if existing:
         return {"id": existing, "built": False, "seconds": 0.0}
+    mods = __salt__  # noqa: F821
+    cfg, app = mods["saltdjango.project"](project), mods["saltdjango.app_settings"]()
     started = time.monotonic()
     now = datetime.datetime.now(datetime.UTC)
     if rid and not (_RELEASE_ID.match(rid) and rid.endswith("-" + resolved["digest"][:7])):
@@ -299,12 +302,15 @@ def build(
     os.makedirs(directory, mode=0o755)
     try:
         _materialize(resolved, directory)
-        key = _virtualenv(project, directory, python, pip)
-        os.symlink(os.path.join("..", "..", "venvs", key), os.path.join(directory, "venv"))
-        _run([os.path.join(directory, "venv", "bin", "python"), "-m", "compileall", "-q", "-x", r"/venv/", "."], directory, "compileall")
+        try:
+            key = _virtualenv(project, directory, cfg, app)
+            os.symlink(os.path.join("..", "..", "venvs", key), os.path.join(directory, "venv"))
+            _build_steps(project, directory, cfg, app)
+        except RuntimeError as exc:
+            raise ReleaseError(f"release of {project} not built: {exc}") from None
         static = os.path.join(directory, "static")
         os.makedirs(static, exist_ok=True)
-        account = pwd.getpwnam(__salt__["django_manage.app_user"](project))  # noqa: F821
+        account = pwd.getpwnam(cfg["user"])
         os.chown(static, account.pw_uid, account.pw_gid)
         seconds = round(time.monotonic() - started, 1)
         marker = {
@@ -446,6 +452,49 @@ def _migrate(project: str, rid: str) -> dict[str, Any]:
     return changes
 
 
+def run_hooks(project: str, stage: str, release: str | None = None, scope: str = "all") -> dict[str, Any]:
+    """Run the ``before_switch`` or ``after_switch`` hooks of ``release`` as the app user.
+
+    ``scope``: ``all`` (one server), ``once`` (hooks a cluster runs on one
+    server per rollout) or ``each`` (hooks marked ``each: true``, run on
+    every server). Returns ``{"ok", "ran", "comment"}``; the first failing
+    hook stops the rest and its output (secrets masked) is in the comment.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_release.run_hooks demo after_switch
+    """
+    mods = __salt__  # noqa: F821
+    if stage not in ("before_switch", "after_switch"):
+        return {"ok": False, "ran": [], "comment": f"unknown hook stage {stage}: before_switch or after_switch"}
+    cfg = mods["saltdjango.project"](project)
+    hooks = [mods["saltdjango.hook_command"](item) for item in (cfg.get("hooks") or {}).get(stage) or []]
+    ran = []
+    for hook in hooks:
+        if scope != "all" and hook["each"] != (scope == "each"):
+            continue
+        if "manage" in hook:
+            result = mods["django_manage.run"](project, *hook["manage"], release=release)
+        else:
+            result = mods["django_manage.command"](project, hook["run"], release=release)
+        if result["retcode"] != 0:
+            output = "\n".join((result["stderr"].strip() or result["stdout"].strip()).splitlines()[-5:])
+            masked = mods["saltdjango.mask_secrets"](output, project)
+            comment = f"{stage} hook {hook['label']!r} failed (exit {result['retcode']}): {masked}"
+            return {"ok": False, "ran": ran, "comment": comment}
+        ran.append(hook["label"])
+    return {"ok": True, "ran": ran, "comment": f"{stage} hooks: {', '.join(ran) or 'none'}"}
+
+
+def _hooks(project: str, stage: str, rid: str, scope: str) -> list[str]:
+    outcome = run_hooks(project, stage, rid, scope)
+    if not outcome["ok"]:
+        raise ReleaseError(f"release {rid} refused: {outcome['comment']}")
+    return outcome["ran"]
+
+
 def _built_and_checked(
     project: str,
     details: dict[str, Any],
@@ -465,8 +514,7 @@ def _built_and_checked(
     """
     resolved = resolve(project, source=source, repo=repo, ref=ref)
     details["source"] = resolved["label"]
-    # Defaults as in pillar.example: the OS interpreter, pip's own index.
-    built = build(project, resolved, python=_pillar("salt_django:python", "/usr/bin/python3"), pip=_pillar("salt_django:pip", {}), rid=rid)
+    built = build(project, resolved, rid=rid)
     rid = details["to"] = built["id"]
     changes: dict[str, Any] = {"built": rid} if built["built"] else {}
     try:
@@ -492,6 +540,9 @@ def release(
     """Build, gate, migrate and switch to a new release; the live one is untouched on failure.
 
     ``rid``: the id a new build gets (a cluster names a release alike on every server).
+    Without ``repo`` or ``source``: the pillar's ``source``. The
+    ``before_switch`` hooks run before the switch, the ``after_switch`` hooks
+    after it; a failing after_switch hook switches back to the previous release.
 
     CLI examples::
 
@@ -502,14 +553,25 @@ def release(
     """
     started = time.monotonic()
     previous = current(project)
+    if not repo and not source:
+        source = __salt__["saltdjango.project"](project)["source"]  # noqa: F821
     details: dict[str, Any] = {"from": previous, "source": repo or source, "ref": ref}
     try:
         with deploy_lock(project, "release"):
             _, changes = _built_and_checked(project, details, source, repo, ref, rid, fail_level, migrate)
             rid = details["to"]
             if previous != rid or not __salt__["gunicorn_slots.is_serving"](project, rid):  # noqa: F821
+                ran = _hooks(project, "before_switch", rid, "all")
                 _switch(project, rid)
                 changes["release"] = {"old": previous, "new": rid}
+                try:
+                    ran += _hooks(project, "after_switch", rid, "all")
+                except ReleaseError:
+                    if previous:
+                        _switch(project, previous)
+                    raise
+                if ran:
+                    changes["hooks"] = ran
             pruned = prune(project)
             if pruned:
                 changes["pruned"] = pruned
@@ -554,11 +616,12 @@ def prepare(
     return {"ok": True, "id": rid, "digest": resolved["digest"], "built": "built" in changes, "comment": comment}
 
 
-def activate(project: str, release: str) -> dict[str, Any]:
+def activate(project: str, release: str, hooks: bool = True) -> dict[str, Any]:
     """Serve ``release`` (built before) on this server, no request dropped; no-op if it already serves.
 
     A rollout calls it server by server once the release is prepared and
-    the database migrated. Returns ``{"ok", "id", "previous", "changes", "comment"}``.
+    the database migrated; the hooks marked ``each: true`` run here, around
+    the switch (``hooks=False``: a rollback runs none). Returns ``{"ok", "id", "previous", "changes", "comment"}``.
 
     CLI example::
 
@@ -572,7 +635,16 @@ def activate(project: str, release: str) -> dict[str, Any]:
                 raise ReleaseError(f"release {release} of {project} is not built on this server")
             if live == release and __salt__["gunicorn_slots.is_serving"](project, release):  # noqa: F821
                 return {"ok": True, "id": release, "previous": live, "changes": {}, "comment": f"release {release} already serves"}
+            if hooks:
+                _hooks(project, "before_switch", release, "each")
             _switch(project, release)
+            try:
+                if hooks:
+                    _hooks(project, "after_switch", release, "each")
+            except ReleaseError:
+                if live:
+                    _switch(project, live)
+                raise
             prune(project)
     except (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         record(project, "activate", "failed", time.monotonic() - started, error=str(exc), **{"from": live, "to": release})

@@ -124,12 +124,24 @@ def _wait_healthy(project: str, slot: str, release: str, host: str, timeout: flo
     while time.monotonic() < deadline:
         state = program_state(project, slot)
         if state in ("FATAL", "EXITED", "BACKOFF", "STOPPED"):
-            return {"ok": False, "error": f"{program(project, slot)} is {state}"}
+            return {"ok": False, "error": f"{program(project, slot)} is {state}; the end of its log: {_log_tail(project)}"}
         result = slot_health(project, slot, host)
         if result["ok"] and result["body"].get("release") == release:
             return result
         time.sleep(0.3)
     return {**result, "ok": False}
+
+
+def _log_tail(project: str, lines: int = 8) -> str:
+    """The last lines of the slots' log, secrets masked (this text reaches the job cache)."""
+    path = os.path.join("/var/log", project, "gunicorn.log")
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(os.fstat(handle.fileno()).st_size - 16384, 0))
+            tail = handle.read().decode(errors="replace").strip().splitlines()[-lines:]
+    except OSError as exc:
+        return f"({path}: {exc.strerror})"
+    return __salt__["saltdjango.mask_secrets"](" | ".join(tail), project)  # noqa: F821
 
 
 def _set_link(path: str, target: str) -> None:

@@ -15,7 +15,10 @@ import re
 import secrets
 import shlex
 import string
+import urllib.parse
 from typing import Any
+
+import yaml
 
 __virtualname__ = "saltdjango"
 
@@ -23,6 +26,13 @@ KNOWN_ROLES = frozenset({"db", "cache", "app", "worker", "web", "lb"})
 #: Mine function (pillar/topology.sls) through which each server publishes its private address.
 MINE_ADDRESS = "salt_django_address"
 REQUIRED_SECRETS = ("DB_PASSWORD", "REDIS_PASSWORD")
+#: Pillar secrets with an env variable of another name; any other secret keeps its name.
+SECRET_VARIABLES = {"SECRET_KEY": "DJANGO_SECRET_KEY", "DB_PASSWORD": "DATABASE_PASSWORD", "REDIS_PASSWORD": "REDIS_PASSWORD"}
+#: Env variables derived from secrets (URLs with a password in them).
+DERIVED_SECRET_VARIABLES = ("DATABASE_URL", "REDIS_URL", "CACHE_URL")
+DEFAULTS_URL = "salt://app/defaults.yaml"
+APP_SERVER_KINDS = frozenset({"gunicorn"})
+HOOK_STAGES = ("build", "before_switch", "after_switch")
 MIN_PASSWORD_LENGTH = 16
 SECRET_KEY_MIN_LENGTH = 50
 SECRET_KEY_MIN_UNIQUE = 5
@@ -111,7 +121,69 @@ def validate_project(name: str, project: Any) -> list[str]:
         errors.append(f"{key}:env: must be a mapping")
     else:
         errors.extend(f"{key}:env:{k}: not a valid variable name" for k in extra_env if not _ENV_KEY.match(str(k)))
+    for secret, value in secret_values.items():
+        if not _ENV_KEY.match(str(secret)):
+            errors.append(f"{key}:secrets:{secret}: not a valid variable name (A-Z, 0-9, _)")
+        elif secret in DERIVED_SECRET_VARIABLES or (secret in SECRET_VARIABLES.values() and secret not in SECRET_VARIABLES):
+            errors.append(f"{key}:secrets:{secret}: salt-django sets this variable itself")
+        elif not isinstance(value, str | int | float) or isinstance(value, bool):
+            errors.append(f"{key}:secrets:{secret}: must be a string")
+    return errors + _build_problems(key, project)
+
+
+def _build_problems(key: str, project: dict[str, Any]) -> list[str]:
+    """Errors in what a release is built and run with: requirements, app server, hooks."""
+    errors = []
+    requirements = project.get("requirements")
+    if requirements is not None and (
+        not isinstance(requirements, str) or not requirements or requirements.startswith("/") or ".." in requirements.split("/")
+    ):
+        errors.append(f"{key}:requirements: must be a path inside the project, e.g. requirements/production.txt")
+    server = project.get("app_server") or {}
+    if not isinstance(server, dict):
+        errors.append(f"{key}:app_server: must be a mapping")
+    elif server.get("kind", "gunicorn") not in APP_SERVER_KINDS:
+        errors.append(f"{key}:app_server:kind: {server.get('kind')!r} is not supported; supported: {', '.join(sorted(APP_SERVER_KINDS))}")
+    elif server.get("version") is not None and not re.match(r"^[0-9][0-9a-z.+-]*$", str(server["version"])):
+        errors.append(f"{key}:app_server:version: {server['version']!r} is not a version")
+    hooks = project.get("hooks") or {}
+    if not isinstance(hooks, dict):
+        return [*errors, f"{key}:hooks: must be a mapping of {', '.join(HOOK_STAGES)}"]
+    for stage, items in hooks.items():
+        if stage not in HOOK_STAGES:
+            errors.append(f"{key}:hooks:{stage}: unknown stage; known: {', '.join(HOOK_STAGES)}")
+            continue
+        for index, item in enumerate(items or []):
+            try:
+                hook_command(item)
+            except ValueError as exc:
+                errors.append(f"{key}:hooks:{stage}:{index}: {exc}")
     return errors
+
+
+def hook_command(item: Any) -> dict[str, Any]:
+    """A hook of pillar ``hooks:<stage>`` as ``{"manage" or "run": argv, "each": bool, "label": str}``.
+
+    A string is a management command line; a mapping names ``manage`` (a
+    management command line) or ``run`` (a command in the release) and may
+    set ``each: true`` (in a cluster: on every app server, not once).
+    """
+    spec = {"manage": item} if isinstance(item, str) else item
+    if not isinstance(spec, dict):
+        raise ValueError("must be a management command (string) or a mapping with manage or run")
+    unknown = set(spec) - {"manage", "run", "each"}
+    kinds = [k for k in ("manage", "run") if spec.get(k)]
+    if unknown or len(kinds) != 1:
+        raise ValueError("must have exactly one of manage or run (and optionally each)")
+    try:
+        argv = shlex.split(str(spec[kinds[0]]))
+    except ValueError as exc:
+        raise ValueError(f"cannot be split into arguments: {exc}") from None
+    if not argv:
+        raise ValueError("is empty")
+    if kinds[0] == "run" and (argv[0].startswith("/") or ".." in argv[0].split("/")):
+        raise ValueError(f"run: {argv[0]} must be a command inside the release (a relative path)")
+    return {kinds[0]: argv, "each": bool(spec.get("each", False)), "label": " ".join(argv)}
 
 
 def validate_roles(roles: Any) -> list[str]:
@@ -290,6 +362,120 @@ def projects(defaults: dict[str, Any] | None = None, pillar: dict[str, Any] | No
                 section["host"] = host
         configs[name] = project_config(name, cfg, defaults or {}, cpus)
     return configs
+
+
+def defaults() -> dict[str, Any]:
+    """``app/defaults.yaml`` of the state tree: the one place every default is defined.
+
+    Read once per run through the fileserver, so that modules, states and
+    ``map.jinja`` agree on every default.
+    """
+    cache = __context__  # noqa: F821 - injected by the Salt loader
+    if "saltdjango.defaults" not in cache:
+        text = __salt__["cp.get_file_str"](DEFAULTS_URL)  # noqa: F821
+        if not text:
+            raise RuntimeError(f"cannot read {DEFAULTS_URL} from the fileserver")
+        cache["saltdjango.defaults"] = yaml.safe_load(text)
+    return copy.deepcopy(cache["saltdjango.defaults"])
+
+
+def project(name: str) -> dict[str, Any]:
+    """One project's merged configuration (``app/defaults.yaml`` + pillar), as ``map.jinja`` has it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.project demo
+    """
+    found = projects(defaults()["project"])
+    if name not in found:
+        raise KeyError(f"projects:{name} is not in pillar")
+    return found[name]
+
+
+def app_settings() -> dict[str, Any]:
+    """Pillar ``app`` merged over the ``app`` defaults (build user, uv version, packages).
+
+    ``installer`` (uv or pip) is pillar ``salt_django:installer``, where set.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.app_settings
+    """
+    data = __pillar__  # noqa: F821
+    merged = _merge(defaults()["app"], copy.deepcopy(data.get("app") or {}))
+    merged["installer"] = (data.get("salt_django") or {}).get("installer") or merged["installer"]
+    return merged
+
+
+def secret_variables(name: str, pillar: dict[str, Any] | None = None) -> dict[str, str]:
+    """Env variable -> pillar key under ``projects:<name>:secrets``, for every secret of the project.
+
+    The three salt-django knows (SECRET_KEY, DB_PASSWORD, REDIS_PASSWORD)
+    get their Django-side names; any other secret keeps its own name.
+    """
+    data = __pillar__ if pillar is None else pillar  # noqa: F821
+    raw = (((data.get("projects") or {}).get(name) or {}).get("secrets")) or {}
+    found = {var: key for key, var in SECRET_VARIABLES.items()}
+    if isinstance(raw, dict):
+        found.update({str(key): str(key) for key in raw if str(key) not in SECRET_VARIABLES and _ENV_KEY.match(str(key))})
+    return found
+
+
+def service_urls(values: dict[str, str]) -> dict[str, str]:
+    """``DATABASE_URL``, ``REDIS_URL`` and ``CACHE_URL`` from the discrete variables of an env.
+
+    The forms dj-database-url and django-environ read; user and password
+    are percent-encoded.
+    """
+
+    def quoted(key: str) -> str:
+        return urllib.parse.quote(values.get(key, ""), safe="")
+
+    urls = {}
+    if values.get("DATABASE_HOST") and values.get("DATABASE_NAME"):
+        urls["DATABASE_URL"] = (
+            f"postgres://{quoted('DATABASE_USER')}:{quoted('DATABASE_PASSWORD')}@{_url_host(values['DATABASE_HOST'])}"
+            f":{values.get('DATABASE_PORT') or 5432}/{quoted('DATABASE_NAME')}"
+        )
+    if values.get("REDIS_HOST"):
+        redis = (
+            f"redis://{quoted('REDIS_USER')}:{quoted('REDIS_PASSWORD')}@{_url_host(values['REDIS_HOST'])}"
+            f":{values.get('REDIS_PORT') or 6379}/{values.get('REDIS_DB') or 0}"
+        )
+        urls["REDIS_URL"] = urls["CACHE_URL"] = redis
+    return urls
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def mask(text: str, values: list[str]) -> str:
+    """``text`` with every one of ``values`` (secrets, at least 4 characters) replaced by ``********``."""
+    for value in sorted((v for v in values if v and len(v) >= 4), key=len, reverse=True):
+        text = text.replace(value, "********").replace(urllib.parse.quote(value, safe=""), "********")
+    return text
+
+
+def mask_secrets(text: str, name: str) -> str:
+    """``text`` (a log tail, a command's output) with the secrets of project ``name`` masked.
+
+    Masks what the app's env file holds for every secret variable, so that
+    a comment that reaches the job cache carries none of them.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.mask_secrets "$(tail /var/log/demo/gunicorn.log)" demo
+    """
+    env = read_env(f"/etc/{name}/env")
+    names = [*secret_variables(name), *DERIVED_SECRET_VARIABLES]
+    return mask(text, [env[var] for var in names if var in env])
 
 
 def generate_secret(length: int = 64) -> str:

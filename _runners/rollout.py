@@ -288,7 +288,8 @@ def _roll(cluster: _Cluster, project: str, conf: dict[str, Any], targets: dict[s
             drained = cluster.call("drain", lbs, "haproxy_runtime.wait_drained", backend, server, timeout=cluster.settings["drain_timeout"])
             cluster.log(f"drain {server}", f"sessions left: {max((d['sessions'] for d in drained.values()), default=0)}")
         for server in batch:
-            outcome = cluster.call(operation, [server], "django_release.activate", project, targets[server])[server]
+            hooks = operation == "switch"
+            outcome = cluster.call(operation, [server], "django_release.activate", project, targets[server], hooks=hooks)[server]
             if not outcome["ok"]:
                 # Blue/green: the server still serves its old release; back into rotation.
                 cluster.call("ready", lbs, "haproxy_runtime.set_state", backend, server, "ready")
@@ -371,6 +372,7 @@ def deploy(release: str | None = None, project: str | None = None) -> dict[str, 
                 if not migrated["ok"]:
                     raise RolloutError("migrate", f"migration {migrated['failed']} failed: {migrated['error']}", first)
                 cluster.log("migrate", f"applied {', '.join(migrated['applied'])} from {first}")
+            _once_hooks(cluster, name, "before_switch", first, targets[first])
             try:
                 _roll(cluster, name, conf, targets, "switch")
             except RolloutError:
@@ -379,11 +381,21 @@ def deploy(release: str | None = None, project: str | None = None) -> dict[str, 
             cluster.converge("refresh load balancer", cluster.members_up("lb"), "haproxy")
             _smoke(cluster, name, conf, targets)
             _remember(name, targets, source, digest, ok=True)
+            _once_hooks(cluster, name, "after_switch", first, targets[first])
     except RolloutError as exc:
         return _failure(cluster, exc, project=name, release=release)
     rid = targets[first]
     comment = f"release {rid} of {name} serves on {', '.join(apps)}"
     return _finish(cluster, True, comment, project=name, release=rid, servers=targets, skipped=skipped)
+
+
+def _once_hooks(cluster: _Cluster, project: str, stage: str, server: str, rid: str) -> None:
+    """The hooks of ``stage`` that a cluster runs once per rollout (like migrations), on ``server``."""
+    outcome = cluster.call(stage, [server], "django_release.run_hooks", project, stage, rid, scope="once")[server]
+    if not outcome["ok"]:
+        raise RolloutError(stage, outcome["comment"], server)
+    if outcome["ran"]:
+        cluster.log(stage, outcome["comment"])
 
 
 def _prepare(cluster: _Cluster, project: str, source: dict[str, Any], apps: list[str]) -> tuple[dict[str, str], str | None]:

@@ -48,6 +48,8 @@ def _wanted_values(
         if key == "SECRET_KEY":
             errors.extend(f"{pillar_key} {p}" for p in mods["saltdjango.secret_key_problems"](value))
         values[var] = str(value)
+    if not errors:
+        values.update(mods["saltdjango.service_urls"](values))
     return values, generated, errors
 
 
@@ -67,6 +69,8 @@ def managed(
         Variables that are not secret, as a mapping.
     secrets
         Mapping of variable name to a key under ``projects:<project>:secrets``.
+        ``DATABASE_URL``, ``REDIS_URL`` and ``CACHE_URL`` are derived from the
+        discrete ``DATABASE_*`` and ``REDIS_*`` variables and count as secrets.
     generate
         Variables that may be missing in pillar: a strong value is generated
         once and kept in the file (reruns reuse it).

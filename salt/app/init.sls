@@ -3,7 +3,47 @@
 
 app-packages-installed:
   pkg.installed:
-    - pkgs: {{ app.packages | json }}
+    - pkgs: {{ (app.packages + app.build_packages) | json }}
+
+# Installers, setup.py and build hooks run as this user, never as root.
+app-build-user-present:
+  user.present:
+    - name: {{ app.build_user }}
+    - system: True
+    - home: /var/cache/salt-django/build
+    - createhome: False
+    - shell: /usr/sbin/nologin
+    - usergroup: True
+
+# Its caches (uv, pip); nothing it writes outlives a build elsewhere.
+app-build-cache-present:
+  file.directory:
+    - name: /var/cache/salt-django/build
+    - user: {{ app.build_user }}
+    - group: {{ app.build_user }}
+    - mode: '0700'
+    - makedirs: True
+    - require:
+      - user: app-build-user-present
+{%- if app.installer == 'uv' %}
+
+# uv, pinned, in a virtualenv of the server's own Python (pip options from
+# salt_django:pip, so that an air-gapped server installs it too).
+{%- set pip_options = salt['django_build.pip_args'](salt['pillar.get']('salt_django:pip', {})) | map('quote') | join(' ') %}
+app-uv-installed:
+  cmd.run:
+    - name: {{ app.tools_dir }}/bin/pip install --quiet --disable-pip-version-check {{ pip_options }} uv=={{ app.uv_version }}
+    - unless: test "$({{ app.tools_dir }}/bin/uv --version 2>/dev/null | cut -d' ' -f2)" = {{ app.uv_version | string | quote }}
+    - require:
+      - cmd: app-tools-venv-present
+
+app-tools-venv-present:
+  cmd.run:
+    - name: /usr/bin/python3 -m venv {{ app.tools_dir }}
+    - creates: {{ app.tools_dir }}/bin/pip
+    - require:
+      - pkg: app-packages-installed
+{%- endif %}
 {%- for name, project in projects.items() %}
 
 app-{{ name }}-user-present:
@@ -79,6 +119,7 @@ app-{{ name }}-env-managed:
         DJANGO_SETTINGS_MODULE: {{ project.settings.module }}
         SALT_DJANGO_BASE_SETTINGS: {{ project.settings.base }}
         PYTHONPATH: {{ project.root }}/shared/conf
+        SALT_DJANGO_WSGI: {{ project.wsgi }}
         DJANGO_ALLOWED_HOSTS: {{ project.domains | join(',') }}
         DJANGO_HSTS_SECONDS: {{ project.hsts_seconds | string | json }}
         DJANGO_LOG_LEVEL: {{ project.log_level }}
@@ -92,22 +133,31 @@ app-{{ name }}-env-managed:
         REDIS_PORT: {{ project.cache.port | string | json }}
         REDIS_DB: {{ project.cache.db | string | json }}
         REDIS_USER: {{ name }}
+{%- if project.email.host %}
+        DJANGO_EMAIL_HOST: {{ project.email.host | json }}
+        DJANGO_EMAIL_PORT: {{ project.email.port | string | json }}
+        DJANGO_EMAIL_USER: {{ project.email.user | string | json }}
+        DJANGO_EMAIL_USE_TLS: {{ project.email.use_tls | string | lower | json }}
+        DJANGO_EMAIL_FROM: {{ (project.email['from'] or '') | json }}
+{%- endif %}
 {%- for key, value in project.env.items() %}
         {{ key }}: {{ value | string | json }}
 {%- endfor %}
-    - secrets:
-        DJANGO_SECRET_KEY: SECRET_KEY
-        DATABASE_PASSWORD: DB_PASSWORD
-        REDIS_PASSWORD: REDIS_PASSWORD
+    {#- Names only: the state looks the values up in pillar. #}
+    - secrets: {{ salt['saltdjango.secret_variables'](name) | json }}
     - generate:
       - DJANGO_SECRET_KEY
     - require:
       - file: app-{{ name }}-conf-directory-present
 
+# The settings wrapper, and the WSGI entry point that serves /healthz.
 app-{{ name }}-settings-managed:
   file.managed:
-    - name: {{ project.root }}/shared/conf/salt_django_settings.py
-    - source: salt://app/files/salt_django_settings.py
+    - names:
+      - {{ project.root }}/shared/conf/salt_django_settings.py:
+        - source: salt://app/files/salt_django_settings.py
+      - {{ project.root }}/shared/conf/salt_django_wsgi.py:
+        - source: salt://app/files/salt_django_wsgi.py
     - user: root
     - group: root
     - mode: '0644'
@@ -180,6 +230,10 @@ app-{{ name }}-release-deployed:
     - release: {{ project.release.id | json }}
 {%- endif %}
     - require:
+      - file: app-build-cache-present
+{%- if app.installer == 'uv' %}
+      - cmd: app-uv-installed
+{%- endif %}
       - file: app-{{ name }}-media-directory-present
       - file: app-{{ name }}-socket-directory-present
       - file: app-{{ name }}-log-directory-present

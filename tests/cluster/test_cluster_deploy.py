@@ -168,10 +168,23 @@ def test_rolling_deploy_under_load_drops_nothing(cluster: Cluster, releases: Rel
     assert {(p.server, p.release) for p in pages} == {(a, rid) for a in APPS}
 
 
+BROKEN_CACHE = """
+
+from django.core.cache.backends.redis import RedisCache
+
+
+def _refuse(*args, **kwargs):
+    raise ConnectionError("cache writes refused by this release")
+
+
+RedisCache.set = _refuse
+"""
+
+
 def test_unhealthy_release_stops_after_first_batch_and_rolls_back(cluster: Cluster, releases: Releases) -> None:
     before = live(cluster, APPS)
-    # it imports, passes check --deploy and collectstatic, but /healthz always says "fail"
-    broken = {"visits/middleware.py": lambda t: t.replace("healthy = all(", "healthy = False and all(")}
+    # it imports, passes check --deploy and collectstatic, but its cache writes fail, so /healthz says "fail"
+    broken = {"visits/apps.py": lambda t: t + BROKEN_CACHE}
     releases.commit("v3-unhealthy", broken)
     with Traffic(lb_ip(cluster), DOMAIN) as traffic:
         result, seconds = orchestrate(cluster, "orch.deploy", {"release": "v3-unhealthy"})
@@ -244,7 +257,7 @@ def test_new_app_server_joins_by_itself(cluster: Cluster) -> None:
 
 def test_second_rollout_is_refused_while_one_runs(cluster: Cluster, releases: Releases) -> None:
     healthy_again = {
-        "visits/middleware.py": lambda t: t.replace("healthy = False and all(", "healthy = all("),
+        "visits/apps.py": lambda t: t.replace(BROKEN_CACHE, ""),
         "visits/models.py": lambda t: t.replace("import a_module_that_does_not_exist  # noqa\n", ""),
         TEMPLATE: lambda t: t.replace("demo v2</h1>", "demo v4</h1>"),
     }

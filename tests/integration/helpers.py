@@ -45,6 +45,12 @@ def make(host: Host, target: str = "deploy", check: bool = True) -> Deploy:
     return Deploy(result.returncode, output, int(states), int(changed), int(failed), float(seconds))
 
 
+def run_make(host: Host, target: str) -> tuple[int, str]:
+    """``make <target>`` (e.g. ``release``) in the host: exit code and output, whatever they are."""
+    result = host.run(f"cd {REPO_IN_HOST} && make {target}", check=False, timeout=900)
+    return result.returncode, result.stdout + result.stderr
+
+
 @contextmanager
 def repo_host(name: str, base: Path, workdir: Path, boot: bool = True, local_pillar: str | None = None) -> Iterator[Host]:
     """A started test host holding a copy of this repo (and a local pillar, if given)."""

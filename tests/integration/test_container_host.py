@@ -31,7 +31,7 @@ def test_bootstrap_disables_salts_offline_systemd_module(container: Host) -> Non
     assert container.run("test -d /run/systemd/system", check=False).returncode != 0
     conf = container.path("/etc/salt-django/minion.d/50-no-systemd.conf").read_text()
     assert "- systemd_service" in conf
-    local = container.run(["stat", "-c", "%a", "/etc/salt-django/pillar/local.sls"]).stdout.strip()
+    local = container.run(["stat", "-c", "%a", "/etc/salt-django/pillar/generated.sls"]).stdout.strip()
     assert local == "600", "generated secrets are readable by root only"
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import DOMAIN, REPO_IN_HOST, Load, fetch, make, psql, repo_host
+from tests.integration.helpers import DOMAIN, REPO_IN_HOST, Load, fetch, make, psql, repo_host, run_make
 from tests.lab.hosts import Host
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -84,23 +84,18 @@ def host(lab_base: Path, lab_workdir: Path) -> Iterator[Host]:
         yield server
 
 
-def _make(host: Host, target: str) -> tuple[int, str]:
-    result = host.run(f"cd {REPO_IN_HOST} && make {target}", check=False, timeout=900)
-    return result.returncode, result.stdout + result.stderr
-
-
 def _live(host: Host) -> str:
     return host.run("readlink /srv/demo/current").stdout.strip().rsplit("/", 1)[1]
 
 
 def _releases(host: Host) -> list[str]:
-    return json.loads(_make(host, "releases")[1].splitlines()[-1])["releases"]
+    return json.loads(run_make(host, "releases")[1].splitlines()[-1])["releases"]
 
 
 def test_release_from_git_under_load_drops_no_request(host: Host) -> None:
     first = _live(host)
     with Load(host) as load:
-        code, output = _make(host, f"release REPO={GIT} REF=v2")
+        code, output = run_make(host, f"release REPO={GIT} REF=v2")
     assert code == 0, output[-2000:]
     live = _live(host)
     assert live != first and live.endswith("-" + host.run(f"git -C {GIT} rev-parse --short=7 v2").stdout.strip())
@@ -113,7 +108,7 @@ def test_release_from_git_under_load_drops_no_request(host: Host) -> None:
 def test_rollback_under_load_drops_no_request(host: Host) -> None:
     before = _releases(host)
     with Load(host) as load:
-        code, output = _make(host, "rollback")
+        code, output = run_make(host, "rollback")
     assert code == 0, output[-2000:]
     assert _live(host) == before[0]
     assert load.result["failed"] == 0 and load.result["last"] == before[0], load.result
@@ -122,14 +117,14 @@ def test_rollback_under_load_drops_no_request(host: Host) -> None:
 
 def test_rollback_refuses_without_an_earlier_release(host: Host) -> None:
     live = _live(host)
-    code, output = _make(host, "rollback")
+    code, output = run_make(host, "rollback")
     assert code != 0
     assert f"no release of demo before {live} to roll back to" in output
     assert _live(host) == live
 
 
 def test_releasing_a_built_commit_again_only_switches(host: Host) -> None:
-    code, output = _make(host, f"release REPO={GIT} REF=v2")
+    code, output = run_make(host, f"release REPO={GIT} REF=v2")
     assert code == 0, output[-2000:]
     assert "built:" not in output and "release:" in output
     assert "salt-django demo v2" in fetch(host, f"https://{DOMAIN}/").body
@@ -146,7 +141,7 @@ def test_releasing_a_built_commit_again_only_switches(host: Host) -> None:
 def test_broken_release_is_refused_and_the_site_keeps_serving(host: Host, ref: str, causes: list[str]) -> None:
     live = _live(host)
     with Load(host) as load:
-        code, output = _make(host, f"release REPO={GIT} REF={ref}")
+        code, output = run_make(host, f"release REPO={GIT} REF={ref}")
     assert code != 0
     for cause in causes:
         assert cause in output, output[-2000:]
@@ -157,18 +152,18 @@ def test_broken_release_is_refused_and_the_site_keeps_serving(host: Host, ref: s
 
 def test_backup_then_restore_brings_back_exactly_the_backed_up_rows(host: Host) -> None:
     fetch(host, f"https://{DOMAIN}/?note=before-backup")
-    code, output = _make(host, "backup")
+    code, output = run_make(host, "backup")
     assert code == 0, output
     backup = json.loads(output.splitlines()[-1])["file"]
     assert host.run(["stat", "-c", "%a %U", backup]).stdout.strip() == "600 root"
     fetch(host, f"https://{DOMAIN}/?note=after-backup")
     assert psql(host, "SELECT count(*) FROM visits_visit WHERE note = 'after-backup'") == "1"
 
-    code, output = _make(host, f"restore FILE={backup}")
+    code, output = run_make(host, f"restore FILE={backup}")
     assert code != 0 and "confirm" in output
     assert psql(host, "SELECT count(*) FROM visits_visit WHERE note = 'after-backup'") == "1"
 
-    code, output = _make(host, f"restore FILE={backup} CONFIRM=yes")
+    code, output = run_make(host, f"restore FILE={backup} CONFIRM=yes")
     assert code == 0, output[-2000:]
     assert psql(host, "SELECT count(*) FROM visits_visit WHERE note = 'after-backup'") == "0"
     assert psql(host, "SELECT count(*) FROM visits_visit WHERE note = 'before-backup'") == "1"
@@ -177,11 +172,11 @@ def test_backup_then_restore_brings_back_exactly_the_backed_up_rows(host: Host) 
 
 def test_a_second_release_at_once_is_refused_naming_the_holder(host: Host) -> None:
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        first = pool.submit(_make, host, f"release REPO={GIT} REF=v3")
+        first = pool.submit(run_make, host, f"release REPO={GIT} REF=v3")
         deadline = time.monotonic() + 60
         while "release by" not in (holder := host.run("cat /srv/demo/shared/deploy.lock").stdout) and time.monotonic() < deadline:
             time.sleep(0.1)
-        code, output = _make(host, f"release REPO={GIT} REF=v2")
+        code, output = run_make(host, f"release REPO={GIT} REF=v2")
         first_code, first_output = first.result(timeout=600)
     context = f"holder: {holder!r}\nsecond: {output[-1500:]}\nfirst: {first_output[-1500:]}"
     assert code != 0, context
@@ -198,7 +193,7 @@ def test_old_releases_are_pruned_but_never_the_live_or_previous_one(host: Host) 
 
 
 def test_audit_log_lists_every_operation_with_its_result(host: Host) -> None:
-    code, output = _make(host, "audit")
+    code, output = run_make(host, "audit")
     assert code == 0
     entries = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     summary = [(e["operation"], e["result"], e["trigger"]) for e in entries]

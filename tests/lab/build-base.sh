@@ -8,10 +8,10 @@
 #   - /srv/lab-repo: a local flat apt repo with the "repo:" packages of
 #     packages.txt and all their dependencies, downloaded but not installed,
 #     and the ONLY apt source of the image (hosts have no route out);
-#   - /opt/wheelhouse: wheels for requirements/salt.txt and
-#     example/requirements.txt, built on this machine (pip inside a chroot
-#     lacks the index access/CA setup) for bookworm's CPython 3.11; pip in the
-#     image is configured to install only from there.
+#   - /opt/wheelhouse: wheels for requirements/salt.txt,
+#     example/requirements.txt and wheelhouse.txt, built on this machine (pip inside a chroot
+#     lacks the index access/CA setup) for bookworm's CPython 3.11; pip and uv in the
+#     image are configured to install only from there.
 # Nothing host-specific stays in the image (empty machine-id, no hostname).
 #
 # OUT must not exist or be empty. CACHEDIR keeps downloaded .debs between
@@ -27,7 +27,7 @@ LAB_PIP=${LAB_PIP:-pip3}
 MIRROR=${LAB_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 PKGLIST=$HERE/packages.txt
-REQS=("$REPO_ROOT/requirements/salt.txt" "$REPO_ROOT/example/requirements.txt")
+REQS=("$REPO_ROOT/requirements/salt.txt" "$REPO_ROOT/example/requirements.txt" "$HERE/wheelhouse.txt")
 
 T0=$SECONDS
 t() { echo "[build-base +$((SECONDS - T0))s] $*" >&2; }
@@ -136,6 +136,16 @@ EOF
 cat >> "$OUT/etc/environment" <<'EOF'
 PIP_NO_INDEX=1
 PIP_FIND_LINKS=/opt/wheelhouse
+EOF
+# The same for uv (its system-wide configuration), whoever runs it.
+mkdir -p "$OUT/etc/uv"
+cat > "$OUT/etc/uv/uv.toml" <<'EOF'
+no-index = true
+find-links = ["/opt/wheelhouse"]
+
+[pip]
+no-index = true
+find-links = ["/opt/wheelhouse"]
 EOF
 
 t "systemd units, identity"

@@ -52,6 +52,7 @@ BASE_INPUTS = (
     LAB_DIR / "packages.txt",
     REPO_ROOT / "requirements" / "salt.txt",
     REPO_ROOT / "example" / "requirements.txt",
+    LAB_DIR / "wheelhouse.txt",
 )
 DEFAULT_CACHE = Path("/var/cache/salt-django-lab")
 CACHE_ENV = "SALT_DJANGO_LAB_CACHE"

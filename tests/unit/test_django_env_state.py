@@ -41,7 +41,10 @@ def configure_loader_modules(pillar: dict, opts: dict) -> dict:
             node = node[part]
         return node
 
-    salt = {name: getattr(saltdjango, name) for name in ("read_env", "render_env", "env_diff", "generate_secret", "secret_key_problems")}
+    salt = {
+        name: getattr(saltdjango, name)
+        for name in ("read_env", "render_env", "env_diff", "generate_secret", "secret_key_problems", "service_urls")
+    }
     salt["pillar.get"] = pillar_get
     salt = {(k if "." in k else f"saltdjango.{k}"): v for k, v in salt.items()}
     return {django_env: {"__salt__": salt, "__opts__": opts}}

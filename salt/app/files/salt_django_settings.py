@@ -80,6 +80,17 @@ _storages.setdefault("default", {"BACKEND": "django.core.files.storage.FileSyste
 _storages.setdefault("staticfiles", {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"})
 STORAGES = _storages
 
+# SMTP from pillar `email:` (password: secrets:EMAIL_HOST_PASSWORD).
+if os.environ.get("DJANGO_EMAIL_HOST"):
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = os.environ["DJANGO_EMAIL_HOST"]
+    EMAIL_PORT = int(os.environ.get("DJANGO_EMAIL_PORT", "587"))
+    EMAIL_HOST_USER = os.environ.get("DJANGO_EMAIL_USER", "")
+    EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+    EMAIL_USE_TLS = os.environ.get("DJANGO_EMAIL_USE_TLS", "true") == "true"
+    if os.environ.get("DJANGO_EMAIL_FROM"):
+        DEFAULT_FROM_EMAIL = SERVER_EMAIL = os.environ["DJANGO_EMAIL_FROM"]
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

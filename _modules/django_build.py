@@ -1,0 +1,315 @@
+"""Virtualenvs and build steps of a release, run as an unprivileged build user.
+
+A project declares its dependencies the way real projects do: a
+``requirements.txt`` that includes others (``-r``, ``-c``), a pillar
+``requirements:`` path such as ``requirements/production.txt``, or
+``pyproject.toml`` + ``uv.lock``. Everything that decides what a virtualenv
+holds (the interpreter, every requirements file reached, the lock, the
+installer and its version, the app server salt-django adds, the index
+options) goes into its key, so that a change to any of them builds a new
+virtualenv and nothing else does.
+
+Installers, ``setup.py`` and build hooks run as the build user (pillar
+``app:build_user``), never as root: a package's build code gets no more
+than that account. The trees they wrote are handed to root once they are
+done, so that the app user can read its code but not change it.
+
+``uv.lock`` is installed through ``uv export`` + ``uv pip install
+--require-hashes``: the same pinned, hashed set as ``uv sync --frozen``,
+but honouring ``salt_django:pip`` (``uv sync --frozen`` downloads from the
+URLs recorded in the lock whatever index is configured, so an air-gapped
+server could not build).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import re
+import subprocess
+import tempfile
+from typing import Any
+
+__virtualname__ = "django_build"
+
+BUILD_HOME = "/var/cache/salt-django/build"
+_INCLUDE = re.compile(r"^\s*(?:-r|-c|--requirement|--constraint)(?:\s*=\s*|\s+|(?=\S))(?P<path>\S+)")
+_CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+class BuildError(RuntimeError):
+    """A build step failed; the message names the step and the cause."""
+
+
+def __virtual__() -> str:
+    """Stdlib only; uv or pip and the server's Python do the work."""
+    return __virtualname__
+
+
+def pip_args(pip: dict[str, Any] | None) -> list[str]:
+    """Index options from pillar ``salt_django:pip``, understood by pip and uv alike.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_build.pip_args '{"find_links": ["/srv/wheelhouse"], "no_index": true}'
+    """
+    pip = pip or {}
+    args = []
+    if pip.get("index_url"):
+        args += ["--index-url", str(pip["index_url"])]
+    for link in pip.get("find_links") or []:
+        args += ["--find-links", str(link)]
+    if pip.get("no_index"):
+        args.append("--no-index")
+    return args
+
+
+def requirement_files(release_dir: str, entry: str) -> dict[str, bytes]:
+    """Every requirements file ``entry`` reaches through ``-r`` and ``-c``, by path relative to the release.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_build.requirement_files /srv/demo/current requirements.txt
+    """
+    found: dict[str, bytes] = {}
+    root = os.path.realpath(release_dir)
+    pending = [entry]
+    while pending:
+        relpath = os.path.normpath(pending.pop())
+        if relpath in found:
+            continue
+        path = os.path.realpath(os.path.join(root, relpath))
+        if os.path.commonpath([root, path]) != root:
+            raise BuildError(f"{relpath} is outside the project")
+        try:
+            with open(path, "rb") as handle:
+                found[relpath] = handle.read()
+        except OSError as exc:
+            raise BuildError(f"cannot read {relpath}: {exc.strerror}") from None
+        for line in found[relpath].decode(errors="replace").splitlines():
+            match = _INCLUDE.match(line)
+            if match and "://" not in match["path"]:
+                pending.append(os.path.join(os.path.dirname(relpath), match["path"]))
+    return found
+
+
+def plan(release_dir: str, requirements: str | None = None) -> dict[str, Any]:
+    """How a release declares its dependencies: ``{"kind", "entry", "files"}``.
+
+    ``kind`` is ``requirements`` (a requirements file and what it includes),
+    ``uv-lock`` (``pyproject.toml`` + ``uv.lock``), ``pyproject`` (its
+    dependencies, unlocked) or ``none``. ``files`` are the files whose
+    content decides the virtualenv.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_build.plan /srv/demo/current
+    """
+
+    def exists(name: str) -> bool:
+        return os.path.isfile(os.path.join(release_dir, name))
+
+    if requirements:
+        if not exists(requirements):
+            raise BuildError(f"requirements file {requirements} (pillar projects:<p>:requirements) is not in the release")
+        return {"kind": "requirements", "entry": requirements, "files": requirement_files(release_dir, requirements)}
+    if exists("uv.lock") and exists("pyproject.toml"):
+        return {"kind": "uv-lock", "entry": "uv.lock", "files": _read(release_dir, "pyproject.toml") | _read(release_dir, "uv.lock")}
+    if exists("requirements.txt"):
+        return {"kind": "requirements", "entry": "requirements.txt", "files": requirement_files(release_dir, "requirements.txt")}
+    if exists("pyproject.toml"):
+        return {"kind": "pyproject", "entry": "pyproject.toml", "files": _read(release_dir, "pyproject.toml")}
+    return {"kind": "none", "entry": None, "files": {}}
+
+
+def _read(release_dir: str, name: str) -> dict[str, bytes]:
+    with open(os.path.join(release_dir, name), "rb") as handle:
+        return {name: handle.read()}
+
+
+def python_version(python: str) -> str:
+    """``X.Y.Z`` of an interpreter."""
+    proc = subprocess.run([python, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BuildError(f"interpreter {python} does not run: {proc.stderr.strip()[-200:]}")
+    return proc.stdout.strip()
+
+
+def venv_key(python_info: str, deps: dict[str, Any], installer: str, additions: str, index: list[str]) -> str:
+    """What a virtualenv is made of, hashed: interpreter, dependency files, installer, what salt-django adds, index options."""
+    digest = hashlib.sha256()
+    for part in (python_info, deps["kind"], str(deps["entry"]), installer, additions, json.dumps(index)):
+        digest.update(part.encode() + b"\0")
+    for relpath in sorted(deps["files"]):
+        digest.update(relpath.encode() + b"\0" + hashlib.sha256(deps["files"][relpath]).digest())
+    return digest.hexdigest()[:16]
+
+
+def _account(user: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(user)
+    except KeyError:
+        raise BuildError(f"build user {user} does not exist (pillar app:build_user; state app-build-user-present)") from None
+
+
+def build_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a build step: no root's HOME, caches of the build user, no Python downloads."""
+    return {
+        "PATH": _CLEAN_PATH,
+        "LANG": "C.UTF-8",
+        "HOME": BUILD_HOME,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_CACHE_DIR": os.path.join(BUILD_HOME, "pip"),
+        "UV_CACHE_DIR": os.path.join(BUILD_HOME, "uv"),
+        "UV_PYTHON_DOWNLOADS": "never",
+        # Copies, not hard links: the sealed virtualenv belongs to root, its cache to the build user.
+        "UV_LINK_MODE": "copy",
+        **(extra or {}),
+    }
+
+
+def run_as(user: str, cmd: list[str], cwd: str, step: str, env: dict[str, str] | None = None, timeout: int = 1800) -> str:
+    """Run one build step as ``user``; its output, or BuildError naming the step and the last lines."""
+    account = _account(user)
+    try:
+        proc = subprocess.run(
+            cmd,
+            cwd=cwd,
+            env=env or build_env(),
+            user=account.pw_uid,
+            group=account.pw_gid,
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"{step} timed out after {timeout}s") from None
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-8:])
+        raise BuildError(f"{step} failed (exit {proc.returncode}): {tail}")
+    return proc.stdout
+
+
+def hand_to(user: str, path: str) -> None:
+    """Give ``path`` (recursively, symlinks themselves, not their targets) to ``user``."""
+    account = _account(user) if user != "root" else pwd.getpwnam("root")
+    subprocess.run(["chown", "-R", "-h", f"{account.pw_uid}:{account.pw_gid}", path], check=True, capture_output=True)
+
+
+def seal(path: str) -> None:
+    """Hand a tree back to root, writable by nobody else."""
+    subprocess.run(["chown", "-R", "-h", "0:0", path], check=True, capture_output=True)
+    subprocess.run(["chmod", "-R", "go-w", path], check=True, capture_output=True)
+
+
+def install(
+    venv: str,
+    release_dir: str,
+    deps: dict[str, Any],
+    settings: dict[str, Any],
+) -> None:
+    """Create ``venv`` and install the release's dependencies and the app server into it, as the build user.
+
+    ``settings``: ``python``, ``installer`` (uv or pip), ``uv`` (its path),
+    ``index`` (pip-style options), ``user`` (the build user),
+    ``additions`` (``[(modules, requirement)]``: installed unless one of
+    ``modules`` imports after the project's own requirements, e.g. the app
+    server, so that a project's own pin wins).
+    """
+    user, python, index = settings["user"], settings["python"], settings["index"]
+    version = python_version(python)
+    problem = requires_python_problem(release_dir, python)
+    if problem:
+        raise BuildError(problem)
+    uv = settings["installer"] == "uv"
+    if deps["kind"] in ("uv-lock", "pyproject") and not uv:
+        raise BuildError(f"{deps['entry']} needs uv: set pillar salt_django:installer to uv, or name a requirements file")
+    os.makedirs(venv, mode=0o755)
+    hand_to(user, venv)
+    if uv:
+        run_as(user, [settings["uv"], "venv", "--quiet", "--python", python, venv], release_dir, "uv venv")
+        installer = [settings["uv"], "pip", "install", "--quiet", "--python", os.path.join(venv, "bin", "python"), *index]
+    else:
+        run_as(user, [python, "-m", "venv", venv], release_dir, "python -m venv")
+        installer = [os.path.join(venv, "bin", "pip"), "install", "--quiet", *index]
+    name = "uv pip install" if uv else "pip install"
+    try:
+        if deps["kind"] == "uv-lock":
+            with tempfile.TemporaryDirectory(dir=BUILD_HOME) as scratch:
+                hand_to(user, scratch)
+                locked = os.path.join(scratch, "locked.txt")
+                export = [settings["uv"], "export", "--frozen", "--no-dev", "--no-emit-project", "--format", "requirements-txt"]
+                run_as(user, [*export, "--quiet", "--output-file", locked], release_dir, "uv export (uv.lock)")
+                run_as(user, [*installer, "--require-hashes", "-r", locked], release_dir, f"{name} (uv.lock)")
+        elif deps["kind"] in ("requirements", "pyproject"):
+            run_as(user, [*installer, "-r", deps["entry"]], release_dir, f"{name} -r {deps['entry']}")
+        for modules, requirement in settings["additions"]:
+            if not _importable(venv, modules):
+                run_as(user, [*installer, requirement], release_dir, f"{name} {requirement} (added by salt-django)")
+    except BuildError as exc:
+        raise BuildError(f"{exc} [this server's Python is {version} ({python})]") from None
+
+
+def _importable(venv: str, modules: list[str]) -> bool:
+    code = f"import importlib.util, sys; sys.exit(not any(importlib.util.find_spec(m) for m in {modules!r}))"
+    return subprocess.run([os.path.join(venv, "bin", "python"), "-c", code], capture_output=True, check=False).returncode == 0
+
+
+def additions(cfg: dict[str, Any]) -> list[tuple[list[str], str]]:
+    """What salt-django adds to a project's virtualenv: the app server, and with
+    the settings wrapper the PostgreSQL and Redis drivers it configures.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_build.additions "$(salt-call --out=json saltdjango.project demo)"
+    """
+    server = cfg["app_server"]
+    found = [([server["kind"]], f"{server['kind']}=={server['version']}")]
+    if (cfg.get("settings") or {}).get("wrapper", True):
+        found += [(["psycopg", "psycopg2"], cfg["drivers"]["database"]), (["redis"], cfg["drivers"]["cache"])]
+    return found
+
+
+def requires_python_problem(release_dir: str, python: str) -> str | None:
+    """Why the server's Python cannot run the project (pyproject ``requires-python``), or None."""
+    path = os.path.join(release_dir, "pyproject.toml")
+    if not os.path.isfile(path):
+        return None
+    import tomllib
+
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    with open(path, "rb") as handle:
+        try:
+            wanted = (tomllib.load(handle).get("project") or {}).get("requires-python")
+        except tomllib.TOMLDecodeError as exc:
+            return f"pyproject.toml is not valid TOML: {exc}"
+    if not wanted:
+        return None
+    try:
+        spec = SpecifierSet(str(wanted))
+    except InvalidSpecifier:
+        return f"pyproject.toml: requires-python {wanted!r} is not a version specifier"
+    version = python_version(python)
+    if version not in spec:
+        return f"the project requires Python {wanted} (pyproject.toml), this server's Python is {version} ({python})"
+    return None
+
+
+def hook_argv(hook: dict[str, Any], manage_py: str, venv_python: str) -> list[str]:
+    """The command line of a hook (see ``saltdjango.hook_command``) run in a release directory."""
+    if "manage" in hook:
+        return [venv_python, manage_py, *hook["manage"]]
+    return ["./" + hook["run"][0] if "/" not in hook["run"][0] else hook["run"][0], *hook["run"][1:]]
