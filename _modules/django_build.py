@@ -34,7 +34,6 @@ from typing import Any
 
 __virtualname__ = "django_build"
 
-BUILD_HOME = "/var/cache/salt-django/build"
 _INCLUDE = re.compile(r"^\s*(?:-r|-c|--requirement|--constraint)(?:\s*=\s*|\s+|(?=\S))(?P<path>\S+)")
 _CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -160,15 +159,23 @@ def _account(user: str) -> pwd.struct_passwd:
         raise BuildError(f"build user {user} does not exist (pillar app:build_user; state app-build-user-present)") from None
 
 
-def build_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a build step: no root's HOME, caches of the build user, no Python downloads."""
+def build_env(home: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a build step: the build user's ``home`` (pillar ``app:build_home``)
+    with its caches, not root's; no Python downloads.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_build.build_env /var/cache/salt-django-build
+    """
     return {
         "PATH": _CLEAN_PATH,
         "LANG": "C.UTF-8",
-        "HOME": BUILD_HOME,
+        "HOME": home,
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-        "PIP_CACHE_DIR": os.path.join(BUILD_HOME, "pip"),
-        "UV_CACHE_DIR": os.path.join(BUILD_HOME, "uv"),
+        "PIP_CACHE_DIR": os.path.join(home, "pip"),
+        "UV_CACHE_DIR": os.path.join(home, "uv"),
         "UV_PYTHON_DOWNLOADS": "never",
         # Copies, not hard links: the sealed virtualenv belongs to root, its cache to the build user.
         "UV_LINK_MODE": "copy",
@@ -176,14 +183,21 @@ def build_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     }
 
 
-def run_as(user: str, cmd: list[str], cwd: str, step: str, env: dict[str, str] | None = None, timeout: int = 1800) -> str:
-    """Run one build step as ``user``; its output, or BuildError naming the step and the last lines."""
+def run_as(user: str, cmd: list[str], cwd: str, step: str, env: dict[str, str], timeout: int = 1800) -> str:
+    """Run one build step as ``user`` with ``env`` (see ``build_env``); its output, or BuildError naming the step and the last lines.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_build.run_as salt-django-build '["id"]' /tmp id '{"PATH": "/usr/bin:/bin"}'
+    """
     account = _account(user)
     try:
         proc = subprocess.run(
             cmd,
             cwd=cwd,
-            env=env or build_env(),
+            env=env,
             user=account.pw_uid,
             group=account.pw_gid,
             extra_groups=[],
@@ -221,12 +235,13 @@ def install(
     """Create ``venv`` and install the release's dependencies and the app server into it, as the build user.
 
     ``settings``: ``python``, ``installer`` (uv or pip), ``uv`` (its path),
-    ``index`` (pip-style options), ``user`` (the build user),
+    ``index`` (pip-style options), ``user`` (the build user), ``home`` (its home and caches),
     ``additions`` (``[(modules, requirement)]``: installed unless one of
     ``modules`` imports after the project's own requirements, e.g. the app
     server, so that a project's own pin wins).
     """
     user, python, index = settings["user"], settings["python"], settings["index"]
+    env = build_env(settings["home"])
     version = python_version(python)
     problem = requires_python_problem(release_dir, python)
     if problem:
@@ -237,25 +252,25 @@ def install(
     os.makedirs(venv, mode=0o755)
     hand_to(user, venv)
     if uv:
-        run_as(user, [settings["uv"], "venv", "--quiet", "--python", python, venv], release_dir, "uv venv")
+        run_as(user, [settings["uv"], "venv", "--quiet", "--python", python, venv], release_dir, "uv venv", env)
         installer = [settings["uv"], "pip", "install", "--quiet", "--python", os.path.join(venv, "bin", "python"), *index]
     else:
-        run_as(user, [python, "-m", "venv", venv], release_dir, "python -m venv")
+        run_as(user, [python, "-m", "venv", venv], release_dir, "python -m venv", env)
         installer = [os.path.join(venv, "bin", "pip"), "install", "--quiet", *index]
     name = "uv pip install" if uv else "pip install"
     try:
         if deps["kind"] == "uv-lock":
-            with tempfile.TemporaryDirectory(dir=BUILD_HOME) as scratch:
+            with tempfile.TemporaryDirectory(dir=settings["home"]) as scratch:
                 hand_to(user, scratch)
                 locked = os.path.join(scratch, "locked.txt")
                 export = [settings["uv"], "export", "--frozen", "--no-dev", "--no-emit-project", "--format", "requirements-txt"]
-                run_as(user, [*export, "--quiet", "--output-file", locked], release_dir, "uv export (uv.lock)")
-                run_as(user, [*installer, "--require-hashes", "-r", locked], release_dir, f"{name} (uv.lock)")
+                run_as(user, [*export, "--quiet", "--output-file", locked], release_dir, "uv export (uv.lock)", env)
+                run_as(user, [*installer, "--require-hashes", "-r", locked], release_dir, f"{name} (uv.lock)", env)
         elif deps["kind"] in ("requirements", "pyproject"):
-            run_as(user, [*installer, "-r", deps["entry"]], release_dir, f"{name} -r {deps['entry']}")
+            run_as(user, [*installer, "-r", deps["entry"]], release_dir, f"{name} -r {deps['entry']}", env)
         for modules, requirement in settings["additions"]:
             if not _importable(venv, modules):
-                run_as(user, [*installer, requirement], release_dir, f"{name} {requirement} (added by salt-django)")
+                run_as(user, [*installer, requirement], release_dir, f"{name} {requirement} (added by salt-django)", env)
     except BuildError as exc:
         raise BuildError(f"{exc} [this server's Python is {version} ({python})]") from None
 

@@ -238,6 +238,7 @@ def _virtualenv(project: str, release_dir: str, cfg: dict[str, Any], app: dict[s
         "uv": os.path.join(app["tools_dir"], "bin", "uv"),
         "index": index,
         "user": app["build_user"],
+        "home": app["build_home"],
         "additions": additions,
     }
     try:
@@ -252,7 +253,7 @@ def _virtualenv(project: str, release_dir: str, cfg: dict[str, Any], app: dict[s
 
 
 def _build_steps(project: str, directory: str, cfg: dict[str, Any], app: dict[str, Any]) -> None:
-    """compileall and the build hooks, as the build user, in the release tree; then sealed for root.
+    """compileall and the build hooks, as the build user, in the release tree.
 
     Build hooks see the app's environment with every secret replaced by a
     throwaway value: a build never needs (and never gets) production secrets.
@@ -260,16 +261,13 @@ def _build_steps(project: str, directory: str, cfg: dict[str, Any], app: dict[st
     mods = __salt__  # noqa: F821
     user = app["build_user"]
     python = os.path.join(directory, "venv", "bin", "python")
-    mods["django_build.hand_to"](user, directory)
-    try:
-        mods["django_build.run_as"](user, [python, "-m", "compileall", "-q", "-x", r"/venv/", "."], directory, "compileall")
-        env = mods["django_build.build_env"](mods["django_manage.masked_env"](project, directory))
-        for item in (cfg.get("hooks") or {}).get("build") or []:
-            hook = mods["saltdjango.hook_command"](item)
-            argv = mods["django_build.hook_argv"](hook, cfg["manage_py"], python)
-            mods["django_build.run_as"](user, argv, directory, f"build hook {hook['label']!r}", env=env)
-    finally:
-        mods["django_build.seal"](directory)
+    compile_env = mods["django_build.build_env"](app["build_home"])
+    mods["django_build.run_as"](user, [python, "-m", "compileall", "-q", "-x", r"/venv/", "."], directory, "compileall", compile_env)
+    env = mods["django_build.build_env"](app["build_home"], mods["django_manage.masked_env"](project, directory))
+    for item in (cfg.get("hooks") or {}).get("build") or []:
+        hook = mods["saltdjango.hook_command"](item)
+        argv = mods["django_build.hook_argv"](hook, cfg["manage_py"], python)
+        mods["django_build.run_as"](user, argv, directory, f"build hook {hook['label']!r}", env=env)
 
 
 def build(project: str, resolved: dict[str, Any], rid: str | None = None) -> dict[str, Any]:
@@ -302,12 +300,17 @@ def build(project: str, resolved: dict[str, Any], rid: str | None = None) -> dic
     os.makedirs(directory, mode=0o755)
     try:
         _materialize(resolved, directory)
+        # The build user owns the tree while it builds (a local package's
+        # setup.py writes beside itself); root owns it from then on.
+        mods["django_build.hand_to"](app["build_user"], directory)
         try:
             key = _virtualenv(project, directory, cfg, app)
             os.symlink(os.path.join("..", "..", "venvs", key), os.path.join(directory, "venv"))
             _build_steps(project, directory, cfg, app)
         except RuntimeError as exc:
             raise ReleaseError(f"release of {project} not built: {exc}") from None
+        finally:
+            mods["django_build.seal"](directory)
         static = os.path.join(directory, "static")
         os.makedirs(static, exist_ok=True)
         account = pwd.getpwnam(cfg["user"])

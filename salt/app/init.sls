@@ -10,7 +10,7 @@ app-build-user-present:
   user.present:
     - name: {{ app.build_user }}
     - system: True
-    - home: /var/cache/salt-django/build
+    - home: {{ app.build_home }}
     - createhome: False
     - shell: /usr/sbin/nologin
     - usergroup: True
@@ -18,7 +18,7 @@ app-build-user-present:
 # Its caches (uv, pip); nothing it writes outlives a build elsewhere.
 app-build-cache-present:
   file.directory:
-    - name: /var/cache/salt-django/build
+    - name: {{ app.build_home }}
     - user: {{ app.build_user }}
     - group: {{ app.build_user }}
     - mode: '0700'
