@@ -262,7 +262,7 @@ def test_extra_secret_reaches_the_app_and_no_output_log_or_cache(host: Host) -> 
     assert digest == hashlib.sha256(API_TOKEN.encode()).hexdigest()
     outputs = host.first_deploy.output + make(host).output  # type: ignore[attr-defined]
     generated = yaml.safe_load(host.path("/etc/salt-django/pillar/generated.sls").read_text())["projects"]
-    assert set(generated) == {"mysite", "uvsite", "envsite"}, "new projects got their passwords"
+    assert set(generated) == {"demo", "mysite", "uvsite", "envsite"}, "every project without passwords in pillar got them"
     secrets = {"NOTES_API_TOKEN": API_TOKEN, **{f"{p}:{k}": v for p, s in generated.items() for k, v in s["secrets"].items()}}
     for name, value in secrets.items():
         assert value not in outputs, f"{name} in make deploy output"
