@@ -35,7 +35,8 @@ def init_secrets(conf: str) -> int:
     """Generate the database and Redis passwords that pillar lacks, into ``<conf>/pillar/generated.sls``.
 
     Runs before every apply, so that a project added to pillar gets its
-    passwords the way the first one did. The file (mode 0600) is salt-django's;
+    passwords the way the first one did; a project already deployed on this
+    host (it has ``/etc/<name>/env``) gets none. The file (mode 0600) is salt-django's;
     ``local.sls`` is the operator's and is never written: a value there wins
     over a generated one (pillar/top.sls reads it later).
     """
@@ -48,6 +49,10 @@ def init_secrets(conf: str) -> int:
     data = (yaml.safe_load(generated.read_text()) if generated.exists() else None) or {}
     added = []
     for name, project in sorted(projects.items() if isinstance(projects, dict) else []):
+        if Path(f"/etc/{name}/env").exists():
+            # Deployed here already: a password that vanished from pillar is an
+            # error for validation to name, never a silent change of password.
+            continue
         have = (project or {}).get("secrets") or {} if isinstance(project, dict) else {}
         for key in REQUIRED_SECRETS:
             if key not in have:
