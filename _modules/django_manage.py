@@ -90,7 +90,7 @@ def masked_env(project: str, directory: str) -> dict[str, str]:
     env = _command_env(project, directory)
     mods = __salt__  # noqa: F821
     placeholder = mods["saltdjango.generate_secret"]()
-    for var in [*mods["saltdjango.secret_variables"](project), "DATABASE_URL", "REDIS_URL", "CACHE_URL"]:
+    for var in mods["saltdjango.secret_names"](project):
         if var in env:
             env[var] = placeholder
     urls = mods["saltdjango.service_urls"](env)

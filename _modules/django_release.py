@@ -1,6 +1,6 @@
 """Releases of a Django project: build beside the live one, gate, migrate, switch.
 
-Layout (see DESIGN.md)::
+Layout (see README.md, "On the server")::
 
     /srv/<project>/releases/<id>/   code (built as root, read-only for the app
                                     user); venv -> ../../venvs/<key>

@@ -425,6 +425,18 @@ def secret_variables(name: str, pillar: dict[str, Any] | None = None) -> dict[st
     return found
 
 
+def secret_names(name: str) -> list[str]:
+    """Every env variable of project ``name`` that holds a secret: its pillar secrets and the URLs derived from them.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.secret_names demo
+    """
+    return [*secret_variables(name), *DERIVED_SECRET_VARIABLES]
+
+
 def service_urls(values: dict[str, str]) -> dict[str, str]:
     """``DATABASE_URL``, ``REDIS_URL`` and ``CACHE_URL`` from the discrete variables of an env.
 
@@ -474,8 +486,7 @@ def mask_secrets(text: str, name: str) -> str:
         salt-call saltdjango.mask_secrets "$(tail /var/log/demo/gunicorn.log)" demo
     """
     env = read_env(f"/etc/{name}/env")
-    names = [*secret_variables(name), *DERIVED_SECRET_VARIABLES]
-    return mask(text, [env[var] for var in names if var in env])
+    return mask(text, [env[var] for var in secret_names(name) if var in env])
 
 
 def generate_secret(length: int = 64) -> str:
