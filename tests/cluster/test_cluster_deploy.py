@@ -231,6 +231,8 @@ def test_cut_app_server_is_routed_around(cluster: Cluster) -> None:
         finally:
             cluster.heal(victim)
     print(f"\n[lab figures] while {victim} was cut, before DOWN: {before_down}; after DOWN: {traffic}", flush=True)
+    # A request that was on the victim when its network went is lost with it (no LB can
+    # answer it); every request sent once HAProxy knows must be answered.
     assert not traffic.failures and traffic.sent > 10, str(traffic)
     assert victim not in traffic.servers, str(traffic)
     until(lambda: haproxy(cluster)[victim]["status"].startswith("UP"), 60, f"{victim} back UP after heal")

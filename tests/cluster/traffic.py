@@ -4,6 +4,10 @@
 connection each, as separate browsers would) until stopped, and counts what
 came back: every answer that is not a 200 page, and every connection error,
 is a failed request. Bounded: it stops by itself after ``limit`` seconds.
+
+A request belongs to the count that was running when it was *sent*: after
+:meth:`reset`, an answer to a request sent before it (say, one in flight on a
+server whose network was cut) is kept apart in ``earlier``, not counted again.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ class Traffic:
     sent: int = 0
     failures: list[str] = field(default_factory=list)
     servers: Counter[str] = field(default_factory=Counter)
+    earlier: list[str] = field(default_factory=list)
+    _since: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _workers: list[threading.Thread] = field(default_factory=list)
@@ -76,18 +82,25 @@ class Traffic:
     def _run(self) -> None:
         deadline = time.monotonic() + self.limit
         while not self._stop.is_set() and time.monotonic() < deadline:
+            sent_at = time.monotonic()
             answer = get(self.address, self.domain)
+            outcome = answer.error or f"HTTP {answer.status} from {answer.server or '?'}: {answer.body[:200]}"
+            outcome = "" if answer.status == 200 else outcome
             with self._lock:
+                if sent_at < self._since:
+                    self.earlier.append(outcome or f"200 from {answer.server}")
+                    continue
                 self.sent += 1
-                if answer.status == 200:
-                    self.servers[answer.server] += 1
+                if outcome:
+                    self.failures.append(outcome)
                 else:
-                    self.failures.append(answer.error or f"HTTP {answer.status} from {answer.server or '?'}: {answer.body[:200]}")
+                    self.servers[answer.server] += 1
 
     def reset(self) -> None:
-        """Start counting afresh (e.g. once a server is marked down)."""
+        """Count afresh the requests sent from now on (e.g. once a server is marked down)."""
         with self._lock:
-            self.sent, self.failures, self.servers = 0, [], Counter()
+            self.sent, self.failures, self.servers, self.earlier = 0, [], Counter(), []
+            self._since = time.monotonic()
 
     def start(self) -> Self:
         self._workers = [threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)]
@@ -108,4 +121,5 @@ class Traffic:
         self.stop()
 
     def __str__(self) -> str:
-        return f"{self.sent} sent, {len(self.failures)} failed, by server {dict(self.servers)}; first failures: {self.failures[:5]}"
+        text = f"{self.sent} sent, {len(self.failures)} failed, by server {dict(self.servers)}; first failures: {self.failures[:5]}"
+        return text + (f"; answers to requests sent before the count restarted: {self.earlier}" if self.earlier else "")
