@@ -1,4 +1,4 @@
-# salt-django. Quick start (as root, on Debian 12 or Ubuntu 22.04/24.04):
+# salt-django. Quick start (as root, on Debian 13 or 12):
 #   make deploy   configure this host and deploy the demo project
 #   make test     run the whole test suite (in throwaway test hosts)
 SHELL := /bin/bash

@@ -1,6 +1,7 @@
-"""Benchmark: `make deploy` from nothing and as a no-op; releases and a rollback.
+"""Benchmark: `make deploy` from nothing and as a no-op, on Debian 12 and 13;
+releases and a rollback (Debian 12).
 
-Starts a throwaway booted test host (tests/lab), copies the repo in and runs
+Starts throwaway booted test hosts (tests/lab), copies the repo in and runs
 the README's commands as a user would: `make deploy` once from nothing, then
 twice more (no-op), `make plan`; then from a git repository of the demo
 project a code-only `make release`, a release that adds a requirement, and
@@ -49,44 +50,58 @@ def release_figures(host: hosts.Host) -> dict[str, float]:
     }
 
 
-def main() -> int:
+def deploy_figures(host: hosts.Host, platform: str) -> dict[str, float | int | str]:
+    """A fresh `make deploy` and two no-op ones in ``host``, labelled with ``platform``."""
     figures: dict[str, float | int | str] = {}
     started = time.monotonic()
-    cold = not (hosts.DEFAULT_CACHE / f"rootfs-{hosts.base_key()}").exists()
-    base = hosts.ensure_base()
-    figures["base image seconds (" + ("cold build" if cold else "warm cache") + ")"] = round(time.monotonic() - started, 1)
+    fresh = make(host)
+    fresh_wall = time.monotonic() - started
+    figures[f"{platform}: fresh make deploy, wall seconds"] = round(fresh_wall, 1)
+    figures[f"{platform}: fresh make deploy, state run seconds"] = fresh.seconds
+    figures[f"{platform}: states"] = fresh.states
+    figures[f"{platform}: states changed on fresh deploy"] = fresh.changed
+    noop_walls = []
+    for _ in range(2):
+        started = time.monotonic()
+        noop = make(host)
+        noop_walls.append(time.monotonic() - started)
+        assert noop.changed == 0, noop.output[-2000:]
+    figures[f"{platform}: no-op make deploy, wall seconds (best of 2)"] = round(min(noop_walls), 1)
+    figures[f"{platform}: no-op make deploy, state run seconds"] = noop.seconds
+    figures[f"{platform}: fresh / no-op wall ratio"] = round(fresh_wall / min(noop_walls), 1)
+    return figures
+
+
+def main() -> int:
+    """Debian 12 (deploy, plan, releases, rollback), then Debian 13 (deploy) in the same run."""
+    figures: dict[str, float | int | str] = {}
     work = Path(tempfile.mkdtemp(prefix="salt-django-bench-", dir="/var/tmp"))
-    host = hosts.Host("bench", base, work / "bench", boot=True)
     try:
-        started = time.monotonic()
-        host.start()
-        figures["host start seconds (warm)"] = round(time.monotonic() - started, 2)
-        host.copy_in(ROOT, REPO_IN_HOST)
-        started = time.monotonic()
-        fresh = make(host)
-        figures["fresh make deploy, wall seconds"] = round(time.monotonic() - started, 1)
-        figures["fresh make deploy, state run seconds"] = fresh.seconds
-        figures["states"] = fresh.states
-        figures["states changed on fresh deploy"] = fresh.changed
-        noop_walls = []
-        for _ in range(2):
+        for platform, suite in (("debian12", "bookworm"), ("debian13", "trixie")):
             started = time.monotonic()
-            noop = make(host)
-            noop_walls.append(time.monotonic() - started)
-            assert noop.changed == 0, noop.output[-2000:]
-        figures["no-op make deploy, wall seconds (best of 2)"] = round(min(noop_walls), 1)
-        figures["no-op make deploy, state run seconds"] = noop.seconds
-        started = time.monotonic()
-        plan = make(host, "plan")
-        figures["make plan (test=True), wall seconds"] = round(time.monotonic() - started, 1)
-        figures["states predicted to change by make plan"] = plan.changed
-        figures["fresh / no-op wall ratio"] = round(float(figures["fresh make deploy, wall seconds"]) / min(noop_walls), 1)
-        figures.update(release_figures(host))
+            cold = not (hosts.DEFAULT_CACHE / f"rootfs-{hosts.base_key(suite)}").exists()
+            base = hosts.ensure_base(suite=suite)
+            how = "cold build" if cold else "warm cache"
+            figures[f"{platform}: base image seconds ({how})"] = round(time.monotonic() - started, 1)
+            host = hosts.Host(f"bench{platform[-2:]}", base, work / platform, boot=True)
+            try:
+                started = time.monotonic()
+                host.start()
+                figures[f"{platform}: host start seconds (warm)"] = round(time.monotonic() - started, 2)
+                host.copy_in(ROOT, REPO_IN_HOST)
+                figures.update(deploy_figures(host, platform))
+                if platform == "debian12":
+                    started = time.monotonic()
+                    plan = make(host, "plan")
+                    figures["make plan (test=True), wall seconds"] = round(time.monotonic() - started, 1)
+                    figures["states predicted to change by make plan"] = plan.changed
+                    figures.update(release_figures(host))
+            finally:
+                host.stop(hard=True)
+                host.destroy()
     finally:
-        host.stop(hard=True)
-        host.destroy()
         shutil.rmtree(work, ignore_errors=True)
-    report("deploy", "make deploy timings", ", in a booted systemd-nspawn test host", figures)
+    report("deploy", "make deploy timings", ", in booted systemd-nspawn test hosts (Debian 12, then Debian 13)", figures)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Fixtures shared by the integration and cluster tests: the lab's base image
+"""Fixtures shared by the integration and cluster tests: the lab's base images
 and a work directory for throwaway test hosts (see tests/lab/hosts.py)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,19 +14,35 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+#: The platforms the single-server tests run on: Debian 12 and 13, by suite.
+PLATFORMS = {"debian12": "bookworm", "debian13": "trixie"}
+
+
 @pytest.fixture(scope="session")
-def lab_base() -> Path:
-    """The cached base image; built on first use (a few minutes, cold)."""
+def lab_image() -> Callable[[str], Path]:
+    """The cached base image of a platform (``debian12``, ``debian13``); built on first use (a few minutes, cold)."""
     from tests.lab import hosts
 
     missing = hosts.missing_requirements()
     if missing:
         pytest.fail(f"lab tests need {', '.join(missing)} (make test installs them)")
     hosts.cleanup_stale()
-    started = time.monotonic()
-    base = hosts.ensure_base()
-    print(f"\n[lab] base image ready in {time.monotonic() - started:.1f} s")
-    return base
+    ready: dict[str, Path] = {}
+
+    def image(platform: str) -> Path:
+        if platform not in ready:
+            started = time.monotonic()
+            ready[platform] = hosts.ensure_base(suite=PLATFORMS[platform])
+            print(f"\n[lab] {platform} base image ready in {time.monotonic() - started:.1f} s")
+        return ready[platform]
+
+    return image
+
+
+@pytest.fixture(scope="session")
+def lab_base(lab_image: Callable[[str], Path]) -> Path:
+    """The Debian 12 base image, which most tests use."""
+    return lab_image("debian12")
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.conftest import PLATFORMS
 from tests.integration.helpers import DOMAIN, Load, edit_in_host, env_value, fetch, make, merged, psql, repo_host
 from tests.lab.hosts import REPO_ROOT, Host
 
@@ -40,19 +41,19 @@ LOCAL_PILLAR = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def server(lab_base: Path, lab_workdir: Path) -> Iterator[Host]:
+@pytest.fixture(scope="module", params=sorted(PLATFORMS))
+def server(request: pytest.FixtureRequest, lab_image: Callable[[str], Path], lab_workdir: Path) -> Iterator[Host]:
     """A booted host, deployed once with `make deploy` from a copy of the repo.
 
     The image's pip.conf (which points every pip at the wheelhouse) is
     removed, so the release build only works if the states honour the
     pillar's pip settings, as an air-gapped user needs.
     """
-    with repo_host("single", lab_base, lab_workdir, local_pillar=LOCAL_PILLAR) as host:
+    with repo_host(f"single{request.param[-2:]}", lab_image(request.param), lab_workdir, local_pillar=LOCAL_PILLAR) as host:
         host.run("rm -f /etc/pip.conf /etc/xdg/pip/pip.conf")
         host.plan = make(host, "plan")  # type: ignore[attr-defined]
         first = make(host)
-        print(f"\n[single] first make deploy: {first.states} states, {first.changed} changed, {first.seconds:.1f} s")
+        print(f"\n[single {request.param}] first make deploy: {first.states} states, {first.changed} changed, {first.seconds:.1f} s")
         host.first_deploy = first  # type: ignore[attr-defined]
         yield host
 

@@ -3,19 +3,19 @@
 #
 # Builds the root filesystem that every lab test host boots from (read-only
 # overlay lower layer, see tests/lab/hosts.py):
-#   - Debian bookworm via debootstrap (minbase + the "base:" packages of
-#     packages.txt), systemd as init;
+#   - Debian $LAB_SUITE (bookworm, the default, or trixie) via debootstrap
+#     (minbase + the "base:" packages of packages.txt), systemd as init;
 #   - /srv/lab-repo: a local flat apt repo with the "repo:" packages of
 #     packages.txt and all their dependencies, downloaded but not installed,
 #     and the ONLY apt source of the image (hosts have no route out);
 #   - /opt/wheelhouse: wheels for requirements/salt.txt,
-#     example/requirements.txt and wheelhouse.txt, built on this machine (pip inside a chroot
-#     lacks the index access/CA setup) for bookworm's CPython 3.11; pip and uv in the
-#     image are configured to install only from there.
+#     example/requirements.txt and wheelhouse.txt, built by the image's own
+#     CPython (in the chroot, with this machine's index access and CA bundle);
+#     pip and uv in the image are configured to install only from there.
 # Nothing host-specific stays in the image (empty machine-id, no hostname).
 #
 # OUT must not exist or be empty. CACHEDIR keeps downloaded .debs between
-# builds. Env: LAB_PIP (a pip of a CPython 3.11, default pip3), LAB_MIRROR.
+# builds. Env: LAB_SUITE, LAB_MIRROR.
 # Needs root, debootstrap, dpkg-scanpackages (dpkg-dev), util-linux.
 set -euo pipefail
 
@@ -23,11 +23,11 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$HERE/../.." && pwd)
 OUT=${1:?usage: build-base.sh OUT CACHEDIR}
 CACHE=${2:?usage: build-base.sh OUT CACHEDIR}
-LAB_PIP=${LAB_PIP:-pip3}
 MIRROR=${LAB_MIRROR:-http://deb.debian.org/debian}
-SUITE=bookworm
+SUITE=${LAB_SUITE:-bookworm}
 PKGLIST=$HERE/packages.txt
 REQS=("$REPO_ROOT/requirements/salt.txt" "$REPO_ROOT/example/requirements.txt" "$HERE/wheelhouse.txt")
+NEWEST=$HERE/wheelhouse-newest.txt
 
 T0=$SECONDS
 t() { echo "[build-base +$((SECONDS - T0))s] $*" >&2; }
@@ -37,10 +37,8 @@ die() { echo "build-base: $*" >&2; exit 1; }
 for tool in debootstrap dpkg-scanpackages unshare chroot sha256sum; do
     command -v "$tool" >/dev/null || die "missing tool: $tool"
 done
-for f in "$PKGLIST" "${REQS[@]}"; do [ -f "$f" ] || die "missing $f"; done
-# Wheels must match the image's interpreter (bookworm: CPython 3.11).
-pipver=$("$LAB_PIP" --version 2>/dev/null) || die "LAB_PIP=$LAB_PIP is not a working pip"
-case $pipver in *"(python 3.11)"*) ;; *) die "LAB_PIP must be a pip of CPython 3.11, got: $pipver" ;; esac
+for f in "$PKGLIST" "${REQS[@]}" "$NEWEST"; do [ -f "$f" ] || die "missing $f"; done
+case $SUITE in bookworm | trixie) ;; *) die "LAB_SUITE=$SUITE: the lab builds bookworm or trixie" ;; esac
 
 pkgs() {  # pkgs SECTION -> package names of that section of packages.txt
     sed -e 's/#.*//' "$PKGLIST" | awk -F: -v s="$1" '$1 == s { gsub(/[ \t]/, "", $2); if ($2 != "") print $2 }'
@@ -123,10 +121,27 @@ for p in $REPO_PKGS; do   # every repo package must be installable offline on it
     chroot "$OUT" apt-get -qq -s install "$p" >/dev/null 2>>"$LOG" || die "$p not installable from the local repo"
 done
 
-t "wheelhouse with $LAB_PIP"
-mkdir -p "$OUT/opt/wheelhouse"
-env -u PIP_FIND_LINKS "$LAB_PIP" wheel -q --use-pep517 --disable-pip-version-check -w "$OUT/opt/wheelhouse" \
-    "${REQS[@]/#/-r}" >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "pip wheel failed"; }
+t "wheelhouse, built by the image's own Python"
+# Wheels must match the image's interpreter, so its own pip builds them, with
+# this machine's index settings and CA bundle (the chroot shares its network).
+# wheelhouse-newest.txt is fetched as for the newest Python, without resolving:
+# an image of an older Python then holds the wheels it must refuse by name
+# (Django 6 on Debian 12), not "no such package".
+mkdir -p "$OUT/opt/wheelhouse" "$OUT/tmp/reqs"
+cp "${REQS[@]}" "$NEWEST" "$OUT/tmp/reqs/"
+cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$OUT/tmp/reqs/ca.crt"
+inns bash -ec 'out=$1; shift
+    mount -t proc proc "$out/proc"
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 PIP_CERT=/tmp/reqs/ca.crt \
+        PIP_DISABLE_PIP_VERSION_CHECK=1 ${PIP_INDEX_URL:+PIP_INDEX_URL=$PIP_INDEX_URL} \
+        ${https_proxy:+https_proxy=$https_proxy} ${HTTPS_PROXY:+HTTPS_PROXY=$HTTPS_PROXY} \
+        chroot "$out" bash -ec "
+            python3 -m venv /tmp/wheel-venv
+            /tmp/wheel-venv/bin/pip wheel -q --use-pep517 --no-cache-dir -w /opt/wheelhouse $*
+            /tmp/wheel-venv/bin/pip download -q --no-cache-dir --no-deps --only-binary=:all: \
+                --python-version 3.13 -d /opt/wheelhouse -r /tmp/reqs/wheelhouse-newest.txt"
+' build "$OUT" "${REQS[@]/#*\//-r /tmp/reqs/}" >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "building the wheelhouse failed"; }
+rm -rf "$OUT/tmp/reqs" "$OUT/tmp/wheel-venv"
 # Any pip on a host installs only from the wheelhouse (no route out anyway).
 cat > "$OUT/etc/pip.conf" <<'EOF'
 [global]

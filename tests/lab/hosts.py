@@ -2,8 +2,9 @@
 
 A lab host is a systemd-nspawn container that behaves like a small server:
 
-* its root is an overlayfs: a shared, read-only Debian bookworm base image
-  (built once by ``build-base.sh``, cached, see :func:`ensure_base`) plus a
+* its root is an overlayfs: a shared, read-only Debian base image, bookworm
+  (12) or trixie (13) (built once by ``build-base.sh``, cached, see
+  :func:`ensure_base`) plus a
   private upper dir, so every host starts clean and writes stay private;
 * with ``boot=True`` systemd is PID 1 inside, so package installs start their
   services and Salt's ``service`` states drive real systemd units; with
@@ -20,7 +21,7 @@ Every resource (mount, cgroup, network namespace, link, process) carries the
 name prefix ``sdl`` plus a per-session id, and each session holds a lock file,
 so :func:`cleanup_stale` can remove what a crashed session left behind without
 touching live sessions. Needs root, systemd-container, iproute2, util-linux,
-and for a base build debootstrap, dpkg-dev, zstd and a CPython 3.11 pip.
+and for a base build debootstrap, dpkg-dev and zstd.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ BASE_INPUTS = (
     REPO_ROOT / "requirements" / "salt.txt",
     REPO_ROOT / "example" / "requirements.txt",
     LAB_DIR / "wheelhouse.txt",
+    LAB_DIR / "wheelhouse-newest.txt",
 )
+#: The Debian releases the lab builds images of; the first is the default.
+SUITES = ("bookworm", "trixie")
 DEFAULT_CACHE = Path("/var/cache/salt-django-lab")
 CACHE_ENV = "SALT_DJANGO_LAB_CACHE"
 
@@ -129,9 +133,11 @@ def missing_requirements() -> list[str]:
 
 
 # ------------------------------------------------------------------- base image
-def base_key() -> str:
-    """Cache key of the base image: a hash over everything that defines it."""
-    digest = hashlib.sha256()
+def base_key(suite: str = SUITES[0]) -> str:
+    """Cache key of a suite's base image: a hash over everything that defines it."""
+    if suite not in SUITES:
+        raise LabError(f"unknown Debian suite {suite!r}: the lab builds {', '.join(SUITES)}")
+    digest = hashlib.sha256(suite.encode() + b"\0")
     for path in BASE_INPUTS:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
@@ -142,12 +148,13 @@ def _lowerdirs_in_use() -> str:
     return "\n".join(line.split(" - ", 1)[1] for line in _mountinfo() if " - overlay " in line)
 
 
-def _prune_cache(root: Path, key: str) -> None:
-    """Remove images of other keys, unless a (possibly foreign) host still uses them."""
+def _prune_cache(root: Path) -> None:
+    """Remove images of no current key, unless a (possibly foreign) host still uses them."""
     in_use = _lowerdirs_in_use()
+    current = [base_key(suite) for suite in SUITES]
     for entry in root.iterdir():
         name = entry.name
-        if not name.startswith(("rootfs-", ".tmp-")) or key in name:
+        if not name.startswith(("rootfs-", ".tmp-")) or any(key in name for key in current):
             continue
         stem = name.removesuffix(".tar.zst").removesuffix(".part").removesuffix(".build.log")
         if str(root / stem) in in_use:
@@ -160,18 +167,8 @@ def _prune_cache(root: Path, key: str) -> None:
             entry.unlink()
 
 
-def _default_pip() -> str | None:
-    """A pip for the wheelhouse: $LAB_PIP, else the running venv's if it is CPython 3.11."""
-    if os.environ.get("LAB_PIP"):
-        return os.environ["LAB_PIP"]
-    pip = Path(sys.executable).with_name("pip")
-    if sys.version_info[:2] == (3, 11) and pip.exists():
-        return str(pip)
-    return None  # build-base.sh falls back to pip3 on PATH
-
-
-def ensure_base(cache_root: Path | None = None) -> Path:
-    """Return the directory of a ready base rootfs, building it on a cache miss.
+def ensure_base(cache_root: Path | None = None, suite: str = SUITES[0]) -> Path:
+    """Return the directory of a ready base rootfs of ``suite``, building it on a cache miss.
 
     The cache dir is ``cache_root``, else ``$SALT_DJANGO_LAB_CACHE``, else
     /var/cache/salt-django-lab. The image is keyed by :func:`base_key`: a
@@ -179,11 +176,11 @@ def ensure_base(cache_root: Path | None = None) -> Path:
     new image. A miss unpacks the zstd tarball kept next to the rootfs (a
     few seconds) or runs build-base.sh (minutes). A file lock makes
     concurrent sessions build once. Images of other keys are removed, so
-    the cache holds one image.
+    the cache holds one image per suite.
     """
     root = Path(cache_root or os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
     root.mkdir(parents=True, exist_ok=True)
-    key = base_key()
+    key = base_key(suite)
     base, tarball = root / f"rootfs-{key}", root / f"rootfs-{key}.tar.zst"
     started = time.monotonic()
     with open(root / ".lock", "w") as lock:
@@ -199,21 +196,18 @@ def ensure_base(cache_root: Path | None = None) -> Path:
                 tmp.mkdir()
                 _sh("tar", "-C", tmp, "--numeric-owner", "--xattrs", "--acls", "-I", "zstd -d -T0", "-xf", tarball)
             else:
-                _build(tmp, root / "dl", tarball)
+                _build(tmp, root / "dl", tarball, suite)
             (tmp / ".complete").touch()
             tmp.rename(base)
             _log(f"base image {key} {how} in {time.monotonic() - started:.1f}s")
-        _prune_cache(root, key)
+        _prune_cache(root)
     return base
 
 
-def _build(out: Path, downloads: Path, tarball: Path) -> None:
-    """Run build-base.sh into ``out`` and keep a zstd tarball of the result."""
-    env = dict(os.environ)
-    pip = _default_pip()
-    if pip:
-        env["LAB_PIP"] = pip
-    _log(f"building base image (a few minutes; log: {out}.build.log)")
+def _build(out: Path, downloads: Path, tarball: Path, suite: str) -> None:
+    """Run build-base.sh for ``suite`` into ``out`` and keep a zstd tarball of the result."""
+    env = {**os.environ, "LAB_SUITE": suite}
+    _log(f"building {suite} base image (a few minutes; log: {out}.build.log)")
     t0 = time.monotonic()
     proc = subprocess.run(["bash", str(BUILD_SCRIPT), str(out), str(downloads)], env=env, stdin=subprocess.DEVNULL, check=False)
     if proc.returncode:

@@ -81,15 +81,35 @@ _storages.setdefault("staticfiles", {"BACKEND": "django.contrib.staticfiles.stor
 STORAGES = _storages
 
 # SMTP from pillar `email:` (password: secrets:EMAIL_HOST_PASSWORD).
-if os.environ.get("DJANGO_EMAIL_HOST"):
-    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    EMAIL_HOST = os.environ["DJANGO_EMAIL_HOST"]
-    EMAIL_PORT = int(os.environ.get("DJANGO_EMAIL_PORT", "587"))
-    EMAIL_HOST_USER = os.environ.get("DJANGO_EMAIL_USER", "")
-    EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
-    EMAIL_USE_TLS = os.environ.get("DJANGO_EMAIL_USE_TLS", "true") == "true"
-    if os.environ.get("DJANGO_EMAIL_FROM"):
-        DEFAULT_FROM_EMAIL = SERVER_EMAIL = os.environ["DJANGO_EMAIL_FROM"]
+_SMTP = "django.core.mail.backends.smtp.EmailBackend"
+_DEVELOPMENT_MAIL = {f"django.core.mail.backends.{kind}.EmailBackend" for kind in ("console", "dummy", "filebased", "locmem")}
+_smtp_options = {
+    "host": os.environ.get("DJANGO_EMAIL_HOST", ""),
+    "port": int(os.environ.get("DJANGO_EMAIL_PORT", "587")),
+    "username": os.environ.get("DJANGO_EMAIL_USER", ""),
+    "password": os.environ.get("EMAIL_HOST_PASSWORD", ""),
+    "use_tls": os.environ.get("DJANGO_EMAIL_USE_TLS", "true") == "true",
+}
+if "MAILERS" in globals():
+    # Django 6.1+ (MAILERS replaces EMAIL_*). startproject's console backend
+    # would write mail, password-reset links included, into the app's log:
+    # production sends over SMTP, to localhost as Django always did unless
+    # pillar names a server.
+    _mailer = dict(MAILERS.get("default") or {})  # noqa: F821 - the project's, copied above
+    if _smtp_options["host"]:
+        _mailer = {"BACKEND": _SMTP, "OPTIONS": _smtp_options}
+    elif _mailer.get("BACKEND") in _DEVELOPMENT_MAIL:
+        _mailer = {"BACKEND": _SMTP}
+    MAILERS = {**MAILERS, "default": _mailer}  # noqa: F821
+elif _smtp_options["host"]:
+    EMAIL_BACKEND = _SMTP
+    EMAIL_HOST = _smtp_options["host"]
+    EMAIL_PORT = _smtp_options["port"]
+    EMAIL_HOST_USER = _smtp_options["username"]
+    EMAIL_HOST_PASSWORD = _smtp_options["password"]
+    EMAIL_USE_TLS = _smtp_options["use_tls"]
+if os.environ.get("DJANGO_EMAIL_FROM"):
+    DEFAULT_FROM_EMAIL = SERVER_EMAIL = os.environ["DJANGO_EMAIL_FROM"]
 
 LOGGING = {
     "version": 1,
