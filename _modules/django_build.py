@@ -35,6 +35,10 @@ from typing import Any
 __virtualname__ = "django_build"
 
 _INCLUDE = re.compile(r"^\s*(?:-r|-c|--requirement|--constraint)(?:\s*=\s*|\s+|(?=\S))(?P<path>\S+)")
+#: A requirement that is a path in the project (``./vendor/pkg``, ``-e ../lib``, ``file:./x.whl``).
+_LOCAL = re.compile(r"^\s*(?:(?:-e|--editable)(?:\s*=\s*|\s+))?(?:file:)?(?P<path>\.\.?/[^\s;#\[]*)")
+#: What building a local package leaves in its tree: not part of what it is.
+_BUILD_LEFTOVERS = {"__pycache__", "build", "dist", ".git"}
 _CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -68,7 +72,8 @@ def pip_args(pip: dict[str, Any] | None) -> list[str]:
 
 
 def requirement_files(release_dir: str, entry: str) -> dict[str, bytes]:
-    """Every requirements file ``entry`` reaches through ``-r`` and ``-c``, by path relative to the release.
+    """Every requirements file ``entry`` reaches through ``-r`` and ``-c``, by path
+    relative to the release, and every local package they install (see ``_local_package``).
 
     CLI Example:
 
@@ -95,7 +100,34 @@ def requirement_files(release_dir: str, entry: str) -> dict[str, bytes]:
             match = _INCLUDE.match(line)
             if match and "://" not in match["path"]:
                 pending.append(os.path.join(os.path.dirname(relpath), match["path"]))
+            local = _LOCAL.match(line)
+            if local:
+                found.update(_local_package(root, local["path"]))
     return found
+
+
+def _local_package(root: str, relpath: str) -> dict[str, bytes]:
+    """A package the requirements install from the project's own tree (pip reads
+    such paths from the working directory, the release): its content, so that
+    a change to a vendored package builds a new virtualenv. A directory is
+    keyed ``<path>/`` with a digest of its files."""
+    path = os.path.realpath(os.path.join(root, relpath))
+    name = os.path.relpath(path, root)
+    if os.path.commonpath([root, path]) != root:
+        raise BuildError(f"{relpath} is outside the project")
+    if os.path.isfile(path):
+        with open(path, "rb") as handle:
+            return {name: handle.read()}
+    if not os.path.isdir(path):
+        raise BuildError(f"local requirement {relpath} is not in the release")
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = sorted(d for d in dirnames if d not in _BUILD_LEFTOVERS and not d.endswith(".egg-info"))
+        for filename in sorted(filenames):
+            full = os.path.join(dirpath, filename)
+            with open(full, "rb") as handle:
+                digest.update(os.path.relpath(full, path).encode() + b"\0" + hashlib.sha256(handle.read()).digest())
+    return {f"{name}/": digest.hexdigest().encode()}
 
 
 def plan(release_dir: str, requirements: str | None = None) -> dict[str, Any]:

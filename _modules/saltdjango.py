@@ -146,6 +146,10 @@ def _build_problems(key: str, project: dict[str, Any]) -> list[str]:
         errors.append(f"{key}:app_server:kind: {server.get('kind')!r} is not supported; supported: {', '.join(sorted(APP_SERVER_KINDS))}")
     elif server.get("version") is not None and not re.match(r"^[0-9][0-9a-z.+-]*$", str(server["version"])):
         errors.append(f"{key}:app_server:version: {server['version']!r} is not a version")
+    health = project.get("health") or {}
+    path = health.get("path") if isinstance(health, dict) else ""
+    if path is not None and not (isinstance(path, str) and re.match(r"^/\S*$", path)):
+        errors.append(f"{key}:health:path: must be a URL path of the project, e.g. /health/")
     hooks = project.get("hooks") or {}
     if not isinstance(hooks, dict):
         return [*errors, f"{key}:hooks: must be a mapping of {', '.join(HOOK_STAGES)}"]

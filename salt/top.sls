@@ -13,6 +13,7 @@ base:
     - match: compound
     - supervisor
     - app
+    - schedule
   'I@salt_django:roles:web':
     - match: compound
     - nginx

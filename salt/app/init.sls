@@ -133,6 +133,9 @@ app-{{ name }}-env-managed:
         REDIS_PORT: {{ project.cache.port | string | json }}
         REDIS_DB: {{ project.cache.db | string | json }}
         REDIS_USER: {{ name }}
+{%- if project.health.path %}
+        SALT_DJANGO_PROJECT_HEALTH: {{ project.health.path | json }}
+{%- endif %}
 {%- if project.email.host %}
         DJANGO_EMAIL_HOST: {{ project.email.host | json }}
         DJANGO_EMAIL_PORT: {{ project.email.port | string | json }}

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from tests.integration.helpers import TICK_JOB, recorder
 from tests.lab.cluster import Cluster, LabError
 from tests.lab.hosts import REPO_ROOT
 
@@ -103,6 +104,10 @@ def cluster_args(root: Path) -> dict[str, Any]:
     }
 
 
+#: Where the demo's after_switch hook records its runs, on the server that ran it.
+HOOK_RUNS = "/var/tmp/salt-django-hook-runs"
+
+
 def write_secrets(cluster: Cluster, repo: str) -> None:
     """The operator's local.sls: secrets, the git repository, lab tuning."""
     local = {
@@ -112,6 +117,8 @@ def write_secrets(cluster: Cluster, repo: str) -> None:
                 "health_timeout": 15,
                 "gunicorn": {"workers": 2},
                 "secrets": {**PASSWORDS, "SECRET_KEY": SECRET_KEY},
+                "schedule": {"tick": TICK_JOB},
+                "hooks": {"after_switch": [recorder(HOOK_RUNS)]},
             }
         },
         "rollout": {"drain_timeout": 10},

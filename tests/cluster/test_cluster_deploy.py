@@ -24,6 +24,7 @@ from tests.cluster.conftest import timing
 from tests.cluster.helpers import (
     APPS,
     DOMAIN,
+    HOOK_RUNS,
     HOSTS,
     PASSWORDS,
     SECRET_KEY,
@@ -46,6 +47,7 @@ from tests.cluster.helpers import (
     write_secrets,
 )
 from tests.cluster.traffic import Traffic, get
+from tests.integration.helpers import TICKS, records, three_minutes_of_ticks
 from tests.lab.cluster import Cluster
 
 pytestmark = pytest.mark.slow
@@ -68,6 +70,7 @@ def cluster(make_cluster: Callable[..., Cluster], releases: Releases, tmp_path_f
 
 def test_one_apply_converges_the_cluster_from_nothing(cluster: Cluster) -> None:
     ret, seconds = apply_all(cluster, HOSTS)
+    cluster.applied_at = time.time()  # type: ignore[attr-defined]
     timing(f"first state.apply on {len(HOSTS)} hosts", seconds)
     assert set(ret) == set(HOSTS), ret.keys()
     assert not failed(ret), json.dumps(failed(ret), indent=1)[:4000]
@@ -153,9 +156,11 @@ def test_db_and_cache_refuse_strangers(cluster: Cluster) -> None:
 
 def test_rolling_deploy_under_load_drops_nothing(cluster: Cluster, releases: Releases) -> None:
     short = releases.commit("v2", {TEMPLATE: lambda t: t.replace("salt-django demo</h1>", "salt-django demo v2</h1>")})
+    hooks_before = {name: len(records(cluster.hosts[name], HOOK_RUNS)) for name in APPS}
     with Traffic(lb_ip(cluster), DOMAIN) as traffic:
         result, seconds = orchestrate(cluster, "orch.deploy", {"release": "v2"})
         time.sleep(2)  # requests after the last switch too
+    hook_runs = {name: len(records(cluster.hosts[name], HOOK_RUNS)) - hooks_before[name] for name in APPS}
     timing(f"orch.deploy v2 on {len(APPS)} app servers", seconds)
     print(f"\n[lab figures] rolling deploy under load: {traffic}", flush=True)
     assert result["retcode"] == 0 and result["result"] is True, json.dumps(result, indent=1)[:4000]
@@ -166,6 +171,7 @@ def test_rolling_deploy_under_load_drops_nothing(cluster: Cluster, releases: Rel
     assert live(cluster, APPS) == dict.fromkeys(APPS, rid)
     pages = [get(lb_ip(cluster), DOMAIN) for _ in range(6)]
     assert {(p.server, p.release) for p in pages} == {(a, rid) for a in APPS}
+    assert sum(hook_runs.values()) == 1, f"the after_switch hook runs once per rollout: {hook_runs}"
 
 
 BROKEN_CACHE = """
@@ -273,3 +279,13 @@ def test_second_rollout_is_refused_while_one_runs(cluster: Cluster, releases: Re
     apps = [*APPS, SPARE]
     served = live(cluster, apps)
     assert len(set(served.values())) == 1 and served[SPARE].endswith(short), served
+
+
+def test_schedule_runs_on_exactly_one_app_server(cluster: Cluster) -> None:
+    apps = [cluster.hosts[name] for name in sorted([*APPS, SPARE])]
+    runs = three_minutes_of_ticks(apps, cluster.applied_at)  # type: ignore[attr-defined]
+    uid = int(apps[0].run(["id", "-u", "demo"]).stdout)
+    assert [u for _, u in runs[apps[0].name]] == [uid] * 3, runs
+    for other in apps[1:]:
+        assert records(other, TICKS) == [], f"{other.name} ran the schedule too"
+        assert other.run("ls /etc/systemd/system | grep -c salt-django-job-", check=False).stdout.strip() == "0"

@@ -67,6 +67,34 @@ def repo_host(name: str, base: Path, workdir: Path, boot: bool = True, local_pil
         host.destroy()
 
 
+def recorder(path: str) -> str:
+    """A management command line (``manage.py shell -c``) that appends "<unix time> <uid>" to ``path``."""
+    return f"shell -c \"import os, time; print(time.time(), os.getuid(), file=open('{path}', 'a'))\""
+
+
+def records(host: Host, path: str) -> list[tuple[float, int]]:
+    """What a :func:`recorder` wrote on ``host``: (time, uid) per run."""
+    file = host.path(path)
+    if not file.exists():
+        return []
+    return [(float(when), int(uid)) for when, uid in (line.split() for line in file.read_text().splitlines())]
+
+
+#: Where :data:`TICK_JOB` records its runs.
+TICKS = "/var/tmp/salt-django-ticks"
+#: A per-minute schedule item (pillar ``projects:<p>:schedule:tick``).
+TICK_JOB = {"manage": recorder(TICKS), "when": "* * * * *"}
+
+
+def three_minutes_of_ticks(hosts: list[Host], since: float) -> dict[str, list[tuple[float, int]]]:
+    """The runs on each host in the three minutes from the first minute boundary
+    after ``since`` (a per-minute job runs exactly three times in them), once
+    those three minutes are over."""
+    start = (since // 60 + 1) * 60
+    time.sleep(max(0.0, start + 180 - time.time()))
+    return {host.name: [t for t in records(host, TICKS) if start <= t[0] < start + 180] for host in hosts}
+
+
 @dataclass
 class Response:
     status: int

@@ -8,10 +8,11 @@ here or kept under tests/projects/, none of which has Gunicorn, a
   view at ``/`` that reads it, a static file, a translation, a fixture), its
   own settings (DEBUG on, SQLite), ``requirements.txt`` that is only
   ``-r requirements/production.txt``, a local sdist; build and after_switch
-  hooks, an extra secret;
+  hooks, an extra secret, a per-minute schedule (a systemd timer here);
 - ``uvsite``: ``pyproject.toml`` + ``uv.lock`` (tests/projects/uvsite);
 - ``envsite``: ``settings: {wrapper: false}``, its settings read
-  ``DATABASE_URL`` (dj-database-url) and ``REDIS_URL``.
+  ``DATABASE_URL`` (dj-database-url) and ``REDIS_URL``; a health endpoint
+  of its own (``health: {path: /health/}``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.helpers import REPO_IN_HOST, env_value, fetch, make, psql, repo_host, run_make
+from tests.integration.helpers import REPO_IN_HOST, TICK_JOB, env_value, fetch, make, psql, repo_host, run_make, three_minutes_of_ticks
 from tests.lab.hosts import Host
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -118,6 +119,8 @@ ENVSITE_SETTINGS = """\
     """
 
 ENVSITE_URLS = """\
+    import os
+
     from django.core.cache import cache
     from django.db import connection
     from django.http import HttpResponse
@@ -132,11 +135,17 @@ ENVSITE_URLS = """\
         return HttpResponse(f"db user {user}, hits {cache.incr('hits')}")
 
 
-    urlpatterns = [path("", index)]
+    def health(request):
+        if os.path.exists("/var/tmp/envsite-unhealthy"):
+            return HttpResponse("not today", status=503)
+        return HttpResponse("fine")
+
+
+    urlpatterns = [path("", index), path("health/", health)]
     """
 
 
-def pillar(hooks: dict | None = None) -> dict:
+def pillar(hooks: dict | None = None, schedule: dict | None = None) -> dict:
     """The operator's local.sls: three projects, no passwords (make deploy generates them)."""
     mysite_hooks = {"build": ["compilemessages"], "after_switch": ["loaddata initial_notes"]}
     return {
@@ -147,12 +156,14 @@ def pillar(hooks: dict | None = None) -> dict:
                 "source": f"{SRC}/mysite",
                 "hooks": hooks or mysite_hooks,
                 "secrets": {"NOTES_API_TOKEN": API_TOKEN},
+                "schedule": {"tick": TICK_JOB} if schedule is None else schedule,
             },
             "uvsite": {"domains": ["uvsite.localhost"], "source": f"{REPO_IN_HOST}/tests/projects/uvsite"},
             "envsite": {
                 "domains": ["envsite.localhost"],
                 "source": f"{SRC}/envsite",
                 "settings": {"wrapper": False, "module": "envsite.settings"},
+                "health": {"path": "/health/"},
             },
         },
     }
@@ -195,6 +206,7 @@ def host(lab_base: Path, lab_workdir: Path) -> Iterator[Host]:
         set_local_pillar(server, pillar())
         started = time.monotonic()
         server.first_deploy = make(server)  # type: ignore[attr-defined]
+        server.deployed_at = time.time()  # type: ignore[attr-defined]
         print(f"\n[any project] first make deploy (demo + mysite + uvsite + envsite): {time.monotonic() - started:.1f} s")
         yield server
 
@@ -257,6 +269,21 @@ def test_env_driven_settings_read_database_url_and_redis_url(host: Host) -> None
     assert env_value(host, "REDIS_URL", "envsite").startswith("redis://envsite:")
 
 
+def test_the_projects_own_health_endpoint_is_part_of_healthz(host: Host) -> None:
+    def healthz() -> tuple[int, dict]:
+        answer = fetch(host, "http://envsite.localhost/healthz", domain="envsite.localhost")
+        return answer.status, json.loads(answer.body)
+
+    status, body = healthz()
+    assert status == 200 and body["checks"] == {"database": "ok", "cache": "ok", "project": "ok"}, body
+    host.path("/var/tmp/envsite-unhealthy").touch()
+    try:
+        status, body = healthz()
+    finally:
+        host.path("/var/tmp/envsite-unhealthy").unlink()
+    assert status == 503 and body["checks"]["project"] == "error: /health/ answered 503 Service Unavailable", body
+
+
 def test_extra_secret_reaches_the_app_and_no_output_log_or_cache(host: Host) -> None:
     digest = manage(host, "mysite", "import hashlib, os; print(hashlib.sha256(os.environ['NOTES_API_TOKEN'].encode()).hexdigest())")
     assert digest == hashlib.sha256(API_TOKEN.encode()).hexdigest()
@@ -313,3 +340,16 @@ def test_failing_hook_refuses_the_release_and_the_old_one_keeps_serving(host: Ho
     assert code != 0 and "before_switch hook 'nosuchcommand' failed" in output, output[-2000:]
     assert host.run("readlink /srv/mysite/current").stdout.strip() == live
     assert "v2" in fetch(host, "https://mysite.localhost/", domain="mysite.localhost").body
+
+
+def test_schedule_runs_each_minute_as_the_app_user_until_removed(host: Host) -> None:
+    assert host.run("systemctl is-active salt-django-job-mysite-tick.timer", check=False).stdout.strip() == "active"
+    runs = three_minutes_of_ticks([host], host.deployed_at)[host.name]  # type: ignore[attr-defined]
+    app_uid = int(host.run(["id", "-u", "mysite"]).stdout)
+    assert [uid for _, uid in runs] == [app_uid] * 3, runs
+    set_local_pillar(host, pillar(schedule={}))
+    removed = make(host)
+    assert {"schedule-mysite-tick-timer-stopped", "schedule-mysite-tick-files-removed"} <= removed.changed_ids, removed.output[-2000:]
+    leftovers = host.run("ls /etc/systemd/system /usr/local/lib/salt-django/jobs 2>/dev/null | grep salt-django-job-", check=False)
+    assert leftovers.stdout == "", leftovers.stdout
+    assert host.run("systemctl is-active salt-django-job-mysite-tick.timer", check=False).stdout.strip() != "active"

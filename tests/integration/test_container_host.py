@@ -2,18 +2,20 @@
 
 Exactly the README's quick start, from a copy of the repo and nothing else:
 the bootstrap must notice that systemd is absent, so that Salt drives the
-init.d scripts and the services really start.
+init.d scripts and the services really start, and schedules run from cron.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.integration.helpers import DOMAIN, fetch, make, psql, repo_host
+from tests.integration.helpers import DOMAIN, TICK_JOB, fetch, make, psql, repo_host, three_minutes_of_ticks
 from tests.lab.hosts import Host
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -21,8 +23,10 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def container(lab_base: Path, lab_workdir: Path) -> Iterator[Host]:
-    with repo_host("nosystemd", lab_base, lab_workdir, boot=False) as host:
+    local = yaml.safe_dump({"projects": {"demo": {"schedule": {"tick": TICK_JOB}}}})
+    with repo_host("nosystemd", lab_base, lab_workdir, boot=False, local_pillar=local) as host:
         host.first_deploy = make(host)  # type: ignore[attr-defined]
+        host.deployed_at = time.time()  # type: ignore[attr-defined]
         print(f"\n[no-systemd] first make deploy: {host.first_deploy.states} states in {host.first_deploy.seconds:.1f} s")  # type: ignore[attr-defined]
         yield host
 
@@ -50,3 +54,11 @@ def test_second_deploy_changes_nothing(container: Host) -> None:
     assert (second.changed, second.failed) == (0, 0), second.output[-3000:]
     plan = make(container, "plan")
     assert (plan.changed, plan.failed) == (0, 0), plan.output[-3000:]
+
+
+def test_schedule_runs_each_minute_from_cron_as_the_app_user(container: Host) -> None:
+    assert container.path("/etc/cron.d/salt-django-job-demo-tick").exists()
+    assert "cron" in container.run(["ps", "-eo", "comm"]).stdout.split()
+    runs = three_minutes_of_ticks([container], container.deployed_at)[container.name]  # type: ignore[attr-defined]
+    app_uid = int(container.run(["id", "-u", "demo"]).stdout)
+    assert [uid for _, uid in runs] == [app_uid] * 3, runs

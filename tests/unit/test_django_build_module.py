@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,33 @@ def test_a_change_in_any_reached_file_or_addition_changes_the_key(tmp_path: Path
     assert key(release, additions="gunicorn==27.0.2") != second
     (release / "README.md").write_text("code, not dependencies")
     assert key(release) == second
+
+
+def test_a_change_in_a_vendored_package_changes_the_key_its_build_leftovers_do_not(tmp_path: Path) -> None:
+    release = project(
+        tmp_path,
+        {
+            "requirements.txt": "-r requirements/production.txt\n",
+            "requirements/production.txt": "Django\n./vendor/probe\n-e ./vendor/lib[extra]\nfile:./wheels/x-1-py3-none-any.whl\n",
+            "vendor/probe/setup.py": "setup()\n",
+            "vendor/lib/pyproject.toml": "[project]\n",
+            "wheels/x-1-py3-none-any.whl": "zip",
+        },
+    )
+    files = django_build.requirement_files(str(release), "requirements.txt")
+    assert {"vendor/probe/", "vendor/lib/", "wheels/x-1-py3-none-any.whl"} <= set(files)
+    first = key(release)
+    for leftover in ("vendor/probe/build/lib/probe.py", "vendor/probe/probe.egg-info/PKG-INFO", "vendor/probe/__pycache__/x.pyc"):
+        project(release, {leftover: "built"})
+    assert key(release) == first, "what building it left behind is not the package"
+    (release / "vendor" / "probe" / "setup.py").write_text("setup(name='probe')\n")
+    assert key(release) != first
+
+
+def test_a_missing_local_requirement_is_named(tmp_path: Path) -> None:
+    release = project(tmp_path, {"requirements.txt": "./vendor/gone\n"})
+    with pytest.raises(django_build.BuildError, match=re.escape("local requirement ./vendor/gone is not in the release")):
+        django_build.requirement_files(str(release), "requirements.txt")
 
 
 def test_an_include_outside_the_project_is_refused(tmp_path: Path) -> None:
@@ -122,6 +150,7 @@ def test_validation_names_bad_hooks_requirements_and_secret_names() -> None:
         "hooks": {"build": [{"run": "/usr/bin/id"}], "later": []},
         "requirements": "../outside.txt",
         "app_server": {"kind": "uwsgi"},
+        "health": {"path": "health/"},
     }
     errors = "\n".join(saltdjango.validate_project("site", project_pillar))
     for expected in (
@@ -131,6 +160,7 @@ def test_validation_names_bad_hooks_requirements_and_secret_names() -> None:
         "projects:site:hooks:later: unknown stage",
         "projects:site:requirements: must be a path inside the project",
         "projects:site:app_server:kind: 'uwsgi' is not supported",
+        "projects:site:health:path: must be a URL path of the project, e.g. /health/",
     ):
         assert expected in errors
 
