@@ -31,14 +31,45 @@ def salt_call(conf: str, *args: str) -> subprocess.CompletedProcess[str]:
 REQUIRED_SECRETS = ("DB_PASSWORD", "REDIS_PASSWORD")
 
 
+def plan_secrets(projects: dict[str, Any], generated: dict[str, Any], deployed: set[str]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """What ``generated.sls`` should hold: ``(data, added keys, dropped projects)``.
+
+    ``projects`` is pillar as compiled (generated.sls included), ``generated``
+    the file's current content, ``deployed`` the projects this host runs. A
+    project not yet deployed gets the passwords pillar lacks; one deployed
+    gets none (a password that vanished from pillar is an error for
+    validation to name, never a silent change). A project whose only pillar
+    is what this file gives was removed by the operator: its entry goes too,
+    else it would stay a project without domains.
+    """
+    data = {**generated, "projects": dict(generated.get("projects") or {})}
+    added, dropped = [], []
+    for name, project in sorted(projects.items()):
+        project = project if isinstance(project, dict) else {}
+        if name in data["projects"] and set(project) <= {"secrets"}:
+            del data["projects"][name]
+            dropped.append(name)
+            continue
+        if name in deployed:
+            continue
+        have = project.get("secrets") or {}
+        for key in REQUIRED_SECRETS:
+            if key not in have:
+                data["projects"].setdefault(name, {}).setdefault("secrets", {})[key] = "".join(secrets.choice(ALPHABET) for _ in range(40))
+                added.append(f"projects:{name}:secrets:{key}")
+    if not data["projects"]:
+        del data["projects"]
+    return data, added, dropped
+
+
 def init_secrets(conf: str) -> int:
     """Generate the database and Redis passwords that pillar lacks, into ``<conf>/pillar/generated.sls``.
 
     Runs before every apply, so that a project added to pillar gets its
-    passwords the way the first one did; a project already deployed on this
-    host (it has ``/etc/<name>/env``) gets none. The file (mode 0600) is salt-django's;
-    ``local.sls`` is the operator's and is never written: a value there wins
-    over a generated one (pillar/top.sls reads it later).
+    passwords the way the first one did (see :func:`plan_secrets`; a project
+    is deployed here when it has ``/etc/<name>/env``). The file (mode 0600)
+    is salt-django's; ``local.sls`` is the operator's and is never written: a
+    value there wins over a generated one (pillar/top.sls reads it later).
     """
     generated = Path(conf, "pillar", "generated.sls")
     result = salt_call(conf, "pillar.get", "projects")
@@ -46,21 +77,11 @@ def init_secrets(conf: str) -> int:
         print(f"salt-django: cannot read pillar: {result.stderr.strip()}", file=sys.stderr)
         return 1
     projects = json.loads(result.stdout)["local"] or {}
-    data = (yaml.safe_load(generated.read_text()) if generated.exists() else None) or {}
-    added = []
-    for name, project in sorted(projects.items() if isinstance(projects, dict) else []):
-        if Path(f"/etc/{name}/env").exists():
-            # Deployed here already: a password that vanished from pillar is an
-            # error for validation to name, never a silent change of password.
-            continue
-        have = (project or {}).get("secrets") or {} if isinstance(project, dict) else {}
-        for key in REQUIRED_SECRETS:
-            if key not in have:
-                data.setdefault("projects", {}).setdefault(name, {}).setdefault("secrets", {})[key] = "".join(
-                    secrets.choice(ALPHABET) for _ in range(40)
-                )
-                added.append(f"projects:{name}:secrets:{key}")
-    if not added:
+    projects = projects if isinstance(projects, dict) else {}
+    current = (yaml.safe_load(generated.read_text()) if generated.exists() else None) or {}
+    deployed = {name for name in projects if Path(f"/etc/{name}/env").exists()}
+    data, added, dropped = plan_secrets(projects, current, deployed)
+    if not added and not dropped:
         return 0
     temp = generated.with_suffix(".tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -69,7 +90,10 @@ def init_secrets(conf: str) -> int:
         handle.write("# A value in local.sls wins over the one here.\n")
         yaml.safe_dump(data, handle, default_flow_style=False)
     os.replace(temp, generated)
-    print(f"salt-django: generated {', '.join(added)} in {generated}")
+    if added:
+        print(f"salt-django: generated {', '.join(added)} in {generated}")
+    if dropped:
+        print(f"salt-django: {', '.join(dropped)} left pillar: its generated passwords are gone from {generated}")
     return 0
 
 

@@ -1,0 +1,31 @@
+"""``scripts/salt_django.py``: which passwords `make deploy` generates, keeps and drops."""
+
+from __future__ import annotations
+
+from tests.unit.conftest import load
+
+cli = load("scripts/salt_django.py")
+
+
+def test_a_new_project_gets_the_passwords_it_lacks_and_a_deployed_one_none() -> None:
+    projects = {
+        "new": {"domains": ["new.example.org"], "secrets": {"REDIS_PASSWORD": "set-by-the-operator-xxxxxxxxx"}},
+        "live": {"domains": ["live.example.org"]},
+    }
+    data, added, dropped = cli.plan_secrets(projects, {}, deployed={"live"})
+    assert added == ["projects:new:secrets:DB_PASSWORD"] and dropped == []
+    assert set(data["projects"]) == {"new"} and len(data["projects"]["new"]["secrets"]["DB_PASSWORD"]) == 40
+
+
+def test_generated_values_are_never_rewritten() -> None:
+    generated = {"projects": {"site": {"secrets": {"DB_PASSWORD": "a" * 40, "REDIS_PASSWORD": "b" * 40}}}}
+    projects = {"site": {"domains": ["site.example.org"], **generated["projects"]["site"]}}
+    assert cli.plan_secrets(projects, generated, deployed=set()) == (generated, [], [])
+
+
+def test_a_project_removed_from_pillar_loses_its_generated_entry() -> None:
+    generated = {"projects": {"gone": {"secrets": {"DB_PASSWORD": "a" * 40}}, "site": {"secrets": {"DB_PASSWORD": "b" * 40}}}}
+    projects = {"gone": generated["projects"]["gone"], "site": {"domains": ["site.example.org"], **generated["projects"]["site"]}}
+    data, added, dropped = cli.plan_secrets(projects, generated, deployed={"gone", "site"})
+    assert dropped == ["gone"] and added == []
+    assert data == {"projects": {"site": {"secrets": {"DB_PASSWORD": "b" * 40}}}}
