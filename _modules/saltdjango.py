@@ -283,8 +283,12 @@ def validate(pillar: dict[str, Any] | None = None, minion: str | None = None) ->
     projects = data.get("projects")
     if not isinstance(projects, dict) or not projects:
         return [*errors, "projects: must define at least one project"]
+    # Schedules are read by django_schedule, as salt/schedule renders them.
+    job_problems = globals().get("__salt__", {}).get("django_schedule.job_problems")
     for name, project in projects.items():
         errors.extend(validate_project(name, project))
+        if job_problems and isinstance(project, dict):
+            errors.extend(job_problems(f"projects:{name}", project.get("schedule")))
     if pillar is None and topology() and {"app", "worker"} & set(data.get("salt_django", {}).get("roles", [])):
         for role in ("db", "cache"):
             if members(role) and not addresses(role):

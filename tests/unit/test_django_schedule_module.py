@@ -9,6 +9,7 @@ import pytest
 from tests.unit.conftest import load
 
 django_schedule = load("_modules/django_schedule.py")
+saltdjango = load("_modules/saltdjango.py")
 
 
 @pytest.mark.parametrize(
@@ -110,3 +111,11 @@ def test_stale_finds_only_our_jobs_not_wanted(tmp_path: Path) -> None:
         },
         "salt-django-job-demo-gone": {"id": "demo-gone", "paths": [str(cron / "salt-django-job-demo-gone")], "timer": False},
     }
+
+
+def test_pillar_validation_names_a_bad_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(saltdjango, "__salt__", {"django_schedule.job_problems": django_schedule.job_problems}, raising=False)
+    project = {"domains": ["example.org"], "secrets": {"DB_PASSWORD": "a" * 20, "REDIS_PASSWORD": "b" * 20}}
+    project["schedule"] = {"tick": {"manage": "clearsessions", "when": "@often"}}
+    errors = saltdjango.validate({"projects": {"site": project}}, minion="single")
+    assert len(errors) == 1 and errors[0].startswith("projects:site:schedule:tick:when: '@often' is not one of @hourly, @daily"), errors
