@@ -63,6 +63,7 @@ def main() -> int:
             cluster.up()
             figures[f"cluster start, warm (master + {len(HOSTS)} hosts) seconds"] = round(cluster.timings["up"], 1)
             write_secrets(cluster, releases.serve(cluster.master_ip))
+            cluster.run_runner("rollout.init_secrets", check=True)
             ret, seconds = apply_all(cluster, HOSTS)
             assert not failed(ret), failed(ret)
             figures["first state.apply, all hosts, seconds"] = round(seconds, 1)

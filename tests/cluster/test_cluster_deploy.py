@@ -26,7 +26,6 @@ from tests.cluster.helpers import (
     DOMAIN,
     HOOK_RUNS,
     HOSTS,
-    PASSWORDS,
     SECRET_KEY,
     SPARE,
     TEMPLATE,
@@ -34,12 +33,14 @@ from tests.cluster.helpers import (
     apply_all,
     cluster_args,
     failed,
+    generated_secrets,
     haproxy,
     lb_ip,
     live,
     lock_free,
     master_conf,
     orchestrate,
+    passwords,
     rollout_lock,
     settled,
     until,
@@ -68,6 +69,18 @@ def cluster(make_cluster: Callable[..., Cluster], releases: Releases, tmp_path_f
     return made
 
 
+def test_the_master_generates_the_passwords_a_new_project_lacks(cluster: Cluster) -> None:
+    first = cluster.run_runner("rollout.init_secrets", check=True)
+    assert first["result"] is True, first
+    assert first["added"] == [f"projects:demo:secrets:{key}" for key in ("DB_PASSWORD", "REDIS_PASSWORD")], first
+    path = generated_secrets(cluster)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    values = passwords(cluster)
+    assert all(len(v) == 40 for v in values.values()) and not any(v in json.dumps(first) for v in values.values())
+    again = cluster.run_runner("rollout.init_secrets", check=True)
+    assert again["added"] == [] and passwords(cluster) == values, "a generated value is never rewritten"
+
+
 def test_one_apply_converges_the_cluster_from_nothing(cluster: Cluster) -> None:
     ret, seconds = apply_all(cluster, HOSTS)
     cluster.applied_at = time.time()  # type: ignore[attr-defined]
@@ -93,7 +106,7 @@ def test_one_apply_converges_the_cluster_from_nothing(cluster: Cluster) -> None:
     assert f"DATABASE_HOST={cluster.hosts['db'].ip}\n" in env and f"REDIS_HOST={cluster.hosts['cache'].ip}\n" in env
     keys = (
         cluster.hosts["cache"]
-        .run(f"REDISCLI_AUTH={PASSWORDS['REDIS_PASSWORD']} redis-cli --no-auth-warning --user demo --raw keys '*demo:hits'")
+        .run(f"REDISCLI_AUTH={passwords(cluster)['REDIS_PASSWORD']} redis-cli --no-auth-warning --user demo --raw keys '*demo:hits'")
         .stdout.split()
     )
     assert keys, "no hit counter in the cache server's Redis"
@@ -121,7 +134,7 @@ def test_second_apply_changes_nothing(cluster: Cluster) -> None:
 def test_secrets_stay_where_they_belong(cluster: Cluster) -> None:
     """Only the app's env file and Redis' config hold a secret on the hosts;
     the master's job cache (every state run's return) holds none."""
-    secrets = [*PASSWORDS.values(), SECRET_KEY]
+    secrets = [*passwords(cluster).values(), SECRET_KEY]
     patterns = " ".join(f"-e '{value}'" for value in secrets)
     expected = {name: {"/etc/demo/env"} if name in APPS else set() for name in HOSTS} | {"cache": {"/etc/redis/redis.conf"}}
     found = {
@@ -145,7 +158,7 @@ def test_db_and_cache_refuse_strangers(cluster: Cluster) -> None:
     refused = cluster.hosts["lb"].run(f'python3 -c "{startup}"').stdout
     assert "no pg_hba.conf entry" in refused, refused
     admitted = cluster.hosts["app1"].run(
-        f"PGPASSWORD={PASSWORDS['DB_PASSWORD']} psql 'host={db} dbname=demo user=demo connect_timeout=5' -Atc 'select 1'"
+        f"PGPASSWORD={passwords(cluster)['DB_PASSWORD']} psql 'host={db} dbname=demo user=demo connect_timeout=5' -Atc 'select 1'"
     )
     assert admitted.stdout.strip() == "1"
     ping = f"import socket; s = socket.create_connection(('{cache}', 6379), 5); s.sendall(b'PING\\r\\n'); print(s.recv(200).decode())"

@@ -1,7 +1,9 @@
 """The pure parts of ``_runners/rollout.py``: batches, sources, state failures,
-where a rollback goes."""
+where a rollback goes, which passwords a master generates."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +63,44 @@ def test_release_pillar_pins_the_commit_of_git_releases_only() -> None:
     pinned = {"id": "r2", "repo": "git://h/demo.git", "ref": "c0ffee" * 6}
     assert rollout.release_pillar(records) == {"projects": {"demo": {"release": pinned}}}
     assert rollout.release_pillar({}) == {}
+
+
+class _FakeCluster:
+    """What ``_generate_secrets`` asks of a cluster: pillar, roles, who answered, file checks."""
+
+    def __init__(self, projects: dict, alive: set[str], env_files: set[tuple[str, str]]) -> None:
+        self.pillar = {"projects": projects}
+        self.alive = alive
+        self.env_files = env_files
+        self.steps: list[str] = []
+
+    def members(self, role: str) -> list[str]:
+        return ["app1", "app2"] if role == "app" else []
+
+    def call(self, step: str, tgt: list[str], fun: str, path: str) -> dict[str, bool]:
+        return {minion: (minion, path) in self.env_files for minion in tgt}
+
+    def log(self, step: str, comment: str) -> None:
+        self.steps.append(comment)
+
+
+def test_the_master_generates_passwords_only_for_projects_no_app_server_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollout, "_state_dir", lambda: str(tmp_path))
+    projects = {"new": {"domains": ["new.example.org"]}, "old": {"domains": ["old.example.org"]}}
+    cluster = _FakeCluster(projects, alive={"app1", "app2"}, env_files={("app2", "/etc/old/env")})
+    outcome = rollout._generate_secrets(cluster)
+    assert outcome["added"] == ["projects:new:secrets:DB_PASSWORD", "projects:new:secrets:REDIS_PASSWORD"]
+    generated = tmp_path / "pillar" / "generated.sls"
+    assert oct(generated.stat().st_mode & 0o777) == "0o600"
+    assert "old" not in generated.read_text(), "old runs on app2 already: its password is not for us to invent"
+
+
+def test_the_master_generates_nothing_while_an_app_server_is_silent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollout, "_state_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(rollout, "_ever_connected", lambda minion: True)
+    cluster = _FakeCluster({"new": {"domains": ["new.example.org"]}}, alive={"app1"}, env_files=set())
+    with pytest.raises(rollout.RolloutError, match="cannot tell whether new runs there") as raised:
+        rollout._generate_secrets(cluster)
+    assert raised.value.server == "app2" and not (tmp_path / "pillar").exists()
+    monkeypatch.setattr(rollout, "_ever_connected", lambda minion: minion != "app2")
+    assert rollout._generate_secrets(cluster)["added"], "a server that never connected (not started yet) runs nothing"
