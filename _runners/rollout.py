@@ -422,8 +422,9 @@ def _generate_secrets(cluster: _Cluster) -> dict[str, Any]:
     """Passwords for the projects no app server runs yet, into ``<state dir>/pillar/generated.sls``.
 
     Needs ``cluster.ping()`` first: a project that lacks a password is asked
-    about on every app server, and one that does not answer stops it (never
-    generate when unsure whether the project already has a password there).
+    about on every app server. One that does not answer stops it, unless it
+    never connected (not started yet): never generate when unsure whether the
+    project already has a password there.
     """
     cli = _cli()
     raw = cluster.pillar.get("projects") or {}
@@ -459,9 +460,9 @@ def init_secrets() -> dict[str, Any]:
     deploy` does on one server, for projects that no app server runs yet (no
     record of a rollout, no ``/etc/<p>/env`` on any app server), into
     ``<state dir>/pillar/generated.sls`` (mode 0600). A value the operator
-    wrote wins and is never rewritten; an app server that does not answer
-    stops it. Run it before the first ``salt '*' state.apply``; ``deploy``
-    runs it too.
+    wrote wins and is never rewritten; an app server that connected before
+    and does not answer now stops it. Run it before the first ``salt '*'
+    state.apply``; ``deploy`` runs it too.
 
     CLI example::
 
