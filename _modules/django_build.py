@@ -88,9 +88,7 @@ def requirement_files(release_dir: str, entry: str) -> dict[str, bytes]:
         relpath = os.path.normpath(pending.pop())
         if relpath in found:
             continue
-        path = os.path.realpath(os.path.join(root, relpath))
-        if os.path.commonpath([root, path]) != root:
-            raise BuildError(f"{relpath} is outside the project")
+        path = _inside(root, relpath)
         try:
             with open(path, "rb") as handle:
                 found[relpath] = handle.read()
@@ -106,15 +104,21 @@ def requirement_files(release_dir: str, entry: str) -> dict[str, bytes]:
     return found
 
 
+def _inside(root: str, relpath: str) -> str:
+    """The real path of ``relpath`` in the project at ``root`` (a real path); BuildError if it leads outside."""
+    path = os.path.realpath(os.path.join(root, relpath))
+    if os.path.commonpath([root, path]) != root:
+        raise BuildError(f"{relpath} is outside the project")
+    return path
+
+
 def _local_package(root: str, relpath: str) -> dict[str, bytes]:
     """A package the requirements install from the project's own tree (pip reads
     such paths from the working directory, the release): its content, so that
     a change to a vendored package builds a new virtualenv. A directory is
     keyed ``<path>/`` with a digest of its files."""
-    path = os.path.realpath(os.path.join(root, relpath))
+    path = _inside(root, relpath)
     name = os.path.relpath(path, root)
-    if os.path.commonpath([root, path]) != root:
-        raise BuildError(f"{relpath} is outside the project")
     if os.path.isfile(path):
         with open(path, "rb") as handle:
             return {name: handle.read()}
