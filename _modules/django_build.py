@@ -270,7 +270,7 @@ def install(
 ) -> None:
     """Create ``venv`` and install the release's dependencies and the app server into it, as the build user.
 
-    ``settings``: ``python``, ``installer`` (uv or pip), ``uv`` (its path),
+    ``settings``: ``python`` and its ``version`` (``python_version``), ``installer`` (uv or pip), ``uv`` (its path),
     ``index`` (pip-style options), ``user`` (the build user), ``home`` (its home and caches),
     ``additions`` (``[(modules, requirement)]``: installed unless one of
     ``modules`` imports after the project's own requirements, e.g. the app
@@ -278,8 +278,8 @@ def install(
     """
     user, python, index = settings["user"], settings["python"], settings["index"]
     env = build_env(settings["home"])
-    version = python_version(python)
-    problem = requires_python_problem(release_dir, python)
+    version = settings["version"]
+    problem = requires_python_problem(release_dir, python, version)
     if problem:
         raise BuildError(problem)
     uv = settings["installer"] == "uv"
@@ -333,8 +333,8 @@ def additions(cfg: dict[str, Any]) -> list[tuple[list[str], str]]:
     return found
 
 
-def requires_python_problem(release_dir: str, python: str) -> str | None:
-    """Why the server's Python cannot run the project (pyproject ``requires-python``), or None."""
+def requires_python_problem(release_dir: str, python: str, version: str) -> str | None:
+    """Why the server's Python (``python``, at ``version``) cannot run the project (pyproject ``requires-python``), or None."""
     path = os.path.join(release_dir, "pyproject.toml")
     if not os.path.isfile(path):
         return None
@@ -353,7 +353,6 @@ def requires_python_problem(release_dir: str, python: str) -> str | None:
         spec = SpecifierSet(str(wanted))
     except InvalidSpecifier:
         return f"pyproject.toml: requires-python {wanted!r} is not a version specifier"
-    version = python_version(python)
     if version not in spec:
         return f"the project requires Python {wanted} (pyproject.toml), this server's Python is {version} ({python})"
     return None

@@ -226,7 +226,8 @@ def _virtualenv(project: str, release_dir: str, cfg: dict[str, Any], app: dict[s
     index = mods["django_build.pip_args"](_pillar("salt_django:pip", {}))
     installer = f"uv {app['uv_version']}" if app["installer"] == "uv" else "pip"
     additions = mods["django_build.additions"](cfg)
-    python_info = f"{python} {mods['django_build.python_version'](python)}"
+    version = mods["django_build.python_version"](python)
+    python_info = f"{python} {version}"
     key = mods["django_build.venv_key"](python_info, deps, installer, json.dumps(additions), index)
     venv = os.path.join(_root(project), "venvs", key)
     if os.path.isfile(os.path.join(venv, MARKER)):
@@ -234,6 +235,7 @@ def _virtualenv(project: str, release_dir: str, cfg: dict[str, Any], app: dict[s
     shutil.rmtree(venv, ignore_errors=True)
     settings = {
         "python": python,
+        "version": version,
         "installer": app["installer"],
         "uv": os.path.join(app["tools_dir"], "bin", "uv"),
         "index": index,

@@ -111,7 +111,7 @@ def test_requires_python_names_both_versions(tmp_path: Path) -> None:
     import sys
 
     release = project(tmp_path, {"pyproject.toml": '[project]\nname = "x"\nrequires-python = ">=3.99"\n'})
-    problem = django_build.requires_python_problem(str(release), sys.executable)
+    problem = django_build.requires_python_problem(str(release), sys.executable, django_build.python_version(sys.executable))
     assert problem and ">=3.99" in problem and ".".join(map(str, sys.version_info[:3])) in problem
 
 
