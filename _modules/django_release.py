@@ -500,6 +500,20 @@ def _hooks(project: str, stage: str, rid: str, scope: str) -> list[str]:
     return outcome["ran"]
 
 
+def _switch_with_hooks(project: str, rid: str, previous: str | None, scope: str) -> list[str]:
+    """The ``before_switch`` hooks, the switch to ``rid``, the ``after_switch``
+    hooks; a failing after_switch hook switches back to ``previous``."""
+    ran = _hooks(project, "before_switch", rid, scope)
+    _switch(project, rid)
+    try:
+        ran += _hooks(project, "after_switch", rid, scope)
+    except ReleaseError:
+        if previous:
+            _switch(project, previous)
+        raise
+    return ran
+
+
 def _built_and_checked(
     project: str,
     details: dict[str, Any],
@@ -566,15 +580,8 @@ def release(
             _, changes = _built_and_checked(project, details, source, repo, ref, rid, fail_level, migrate)
             rid = details["to"]
             if previous != rid or not __salt__["gunicorn_slots.is_serving"](project, rid):  # noqa: F821
-                ran = _hooks(project, "before_switch", rid, "all")
-                _switch(project, rid)
+                ran = _switch_with_hooks(project, rid, previous, "all")
                 changes["release"] = {"old": previous, "new": rid}
-                try:
-                    ran += _hooks(project, "after_switch", rid, "all")
-                except ReleaseError:
-                    if previous:
-                        _switch(project, previous)
-                    raise
                 if ran:
                     changes["hooks"] = ran
             pruned = prune(project)
@@ -641,15 +648,9 @@ def activate(project: str, release: str, hooks: bool = True) -> dict[str, Any]:
             if live == release and __salt__["gunicorn_slots.is_serving"](project, release):  # noqa: F821
                 return {"ok": True, "id": release, "previous": live, "changes": {}, "comment": f"release {release} already serves"}
             if hooks:
-                _hooks(project, "before_switch", release, "each")
-            _switch(project, release)
-            try:
-                if hooks:
-                    _hooks(project, "after_switch", release, "each")
-            except ReleaseError:
-                if live:
-                    _switch(project, live)
-                raise
+                _switch_with_hooks(project, release, live, "each")
+            else:
+                _switch(project, release)
             prune(project)
     except (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         record(project, "activate", "failed", time.monotonic() - started, error=str(exc), **{"from": live, "to": release})
