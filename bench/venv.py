@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -35,7 +37,8 @@ from tests.lab import hosts  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
 UV = "/opt/uvtool/bin/uv"
-UV_VERSION = "0.13.9"
+#: The uv that builds release virtualenvs (salt/app/defaults.yaml), not a copy of its pin.
+UV_VERSION = yaml.safe_load((ROOT / "salt" / "app" / "defaults.yaml").read_text())["app"]["uv_version"]
 REQUIREMENTS = "/root/requirements.txt"
 VENVS = "/root/bench-venvs"
 INSTALLERS = ("pip", "uv")
