@@ -58,6 +58,10 @@ schedule-{{ job.id }}-cron-managed:
     - require:
       - file: schedule-{{ job.id }}-script-managed
       - pkg: schedule-cron-installed
+    # cron notices a changed file by its mtime in whole seconds: a file it
+    # read half-written within the same second would never be read again.
+    - watch_in:
+      - service: schedule-cron-running
 {%- endif %}
 {%- endfor %}
 {%- for unit, found in schedule.stale.items() %}

@@ -61,4 +61,5 @@ def test_schedule_runs_each_minute_from_cron_as_the_app_user(container: Host) ->
     assert "cron" in container.run(["ps", "-eo", "comm"]).stdout.split()
     runs = three_minutes_of_ticks([container], container.deployed_at)[container.name]  # type: ignore[attr-defined]
     app_uid = int(container.run(["id", "-u", "demo"]).stdout)
-    assert [uid for _, uid in runs] == [app_uid] * 3, runs
+    log = container.run("tail -n 20 /var/log/demo/schedule-tick.log", check=False).stdout
+    assert [uid for _, uid in runs] == [app_uid] * 3, f"{runs}; the job's log: {log}"
