@@ -437,6 +437,7 @@ def _gate(project: str, rid: str, fail_level: str) -> None:
     static = mods["django_manage.collectstatic"](project, release=rid)
     if not static["ok"]:
         raise ReleaseError(f"release {rid}: collectstatic failed: {static['error']}")
+    mods["django_static.add"](project, rid)
 
 
 def _migrate(project: str, rid: str) -> dict[str, Any]:
@@ -724,7 +725,8 @@ def prune(project: str, keep: int | None = None) -> list[str]:
     """Remove the oldest releases beyond ``keep`` (pillar ``projects:<p>:keep_releases``).
 
     Never removes the live release, the one a slot still runs, or the
-    release before the live one (the rollback target).
+    release before the live one (the rollback target). Then prunes the kept
+    static files of earlier releases to their window (``django_static.prune``).
     """
     keep = int(keep if keep is not None else _pillar(f"projects:{project}:keep_releases", 5))
     listing = list_releases(project)
@@ -742,4 +744,5 @@ def prune(project: str, keep: int | None = None) -> list[str]:
     for key in os.listdir(venvs) if os.path.isdir(venvs) else []:
         if key not in in_use:
             shutil.rmtree(os.path.join(venvs, key), ignore_errors=True)
+    __salt__["django_static.prune"](project)  # noqa: F821
     return removed

@@ -2,19 +2,25 @@
 
 Each project has two supervisord programs, ``<project>-gunicorn-a`` and
 ``-b``, each serving the release that ``/srv/<project>/slots/<slot>`` links
-to, on its own unix socket. Nginx sends traffic to exactly one of them (the
-upstream file ``/etc/nginx/salt-django/<project>-upstream.conf``). A switch:
+to, on its own unix socket. Nginx connects, for every request, to
+``shared/run/gunicorn.sock``: a symlink to the serving slot's socket. A
+switch:
 
 1. points the idle slot at the new release and starts it, with no traffic;
 2. checks ``/healthz`` on that slot's socket; a release that does not come
    up healthy is stopped again and nothing else has changed;
-3. rewrites the upstream file, tests and reloads Nginx (graceful: old
-   workers finish their requests), and waits for the old workers to exit;
-4. repoints ``current`` and stops the old slot (Gunicorn's TERM is graceful).
+3. repoints ``gunicorn.sock`` at the new slot's socket (one atomic rename:
+   the next connection Nginx opens reaches the new slot) and ``current``;
+4. waits until the old slot's listen queue is empty (connections opened
+   before the rename), then stops it: Gunicorn's TERM lets each worker
+   finish its request, up to the graceful timeout.
 
-No request is sent to a process that is starting or stopping, which is
-what HUP of a single Gunicorn cannot promise (it keeps the old working
-directory and dies on broken code).
+Nginx is never reloaded for a switch, so its clients' keep-alive
+connections never see it; the serving slot is whatever the link names,
+never a config file that could disagree with what runs. No request is sent
+to a process that is starting or stopping, which is what HUP of a single
+Gunicorn cannot promise (it keeps the old working directory and dies on
+broken code).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 __virtualname__ = "gunicorn_slots"
 
 SLOTS = ("a", "b")
-UPSTREAM_DIR = "/etc/nginx/salt-django"
+LEGACY_UPSTREAM_DIR = "/etc/nginx/salt-django"
 
 
 def __virtual__() -> str:
@@ -51,30 +57,48 @@ def socket_path(project: str, slot: str) -> str:
     return os.path.join(_root(project), "shared", "run", f"gunicorn-{slot}.sock")
 
 
-def upstream_file(project: str) -> str:
-    """The Nginx include that names the serving slot's socket."""
-    return os.path.join(UPSTREAM_DIR, f"{project}-upstream.conf")
+def serving_socket(project: str) -> str:
+    """The socket path Nginx connects to: a symlink to the serving slot's socket."""
+    return os.path.join(_root(project), "shared", "run", "gunicorn.sock")
 
 
-def render_upstream(project: str, slot: str) -> str:
-    """Text of the upstream include for ``slot``."""
-    return (
-        f"# Managed by salt-django (gunicorn_slots): the serving slot of {project}.\n"
-        f"upstream {project}_gunicorn {{\n    server unix:{socket_path(project, slot)} fail_timeout=0;\n}}\n"
-    )
+def legacy_upstream_file(project: str) -> str:
+    """Where salt-django before the socket link named the serving slot (read once, by ``adopt``)."""
+    return os.path.join(LEGACY_UPSTREAM_DIR, f"{project}-upstream.conf")
 
 
 def serving(project: str) -> str | None:
-    """The slot Nginx sends traffic to, read from the upstream file."""
+    """The slot Nginx sends traffic to: the one ``gunicorn.sock`` links to."""
     try:
-        with open(upstream_file(project), encoding="utf-8") as handle:
+        target = os.readlink(serving_socket(project))
+    except OSError:
+        return None
+    return next((slot for slot in SLOTS if os.path.basename(target) == f"gunicorn-{slot}.sock"), None)
+
+
+def adopt(project: str, test: bool = False) -> str | None:
+    """Create the socket link for a slot that an older salt-django's upstream file names.
+
+    Returns the slot linked (or that would be, with ``test``), None when
+    there is nothing to adopt: the link exists, or no slot served before.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call gunicorn_slots.adopt demo
+    """
+    if os.path.lexists(serving_socket(project)):
+        return None
+    try:
+        with open(legacy_upstream_file(project), encoding="utf-8") as handle:
             text = handle.read()
     except FileNotFoundError:
         return None
-    for slot in SLOTS:
-        if socket_path(project, slot) in text:
-            return slot
-    return None
+    slot = next((s for s in SLOTS if socket_path(project, s) in text), None)
+    if slot and not test:
+        _set_link(serving_socket(project), f"gunicorn-{slot}.sock")
+    return slot
 
 
 def slot_release(project: str, slot: str) -> str | None:
@@ -152,51 +176,21 @@ def _set_link(path: str, target: str) -> None:
     os.replace(temp, path)
 
 
-def _write_upstream(project: str, slot: str) -> None:
-    os.makedirs(UPSTREAM_DIR, mode=0o755, exist_ok=True)
-    temp = upstream_file(project) + ".tmp"
-    with open(temp, "w", encoding="utf-8") as handle:
-        handle.write(render_upstream(project, slot))
-    os.replace(temp, upstream_file(project))
+def listen_queue(path: str) -> int | None:
+    """Connections waiting in the listen queue of the unix socket ``path`` (None: not listening)."""
+    out = subprocess.run(["ss", "-xlnH", "src", path], capture_output=True, text=True, check=False).stdout.split()
+    return int(out[2]) if len(out) > 2 and out[2].isdigit() else None
 
 
-def _nginx_running() -> bool:
-    try:
-        with open("/run/nginx.pid", encoding="utf-8") as handle:
-            os.kill(int(handle.read().strip()), 0)
-    except (OSError, ValueError):
-        return False
-    return True
+def _drain(project: str, slot: str, timeout: float) -> None:
+    """Wait until every connection opened to ``slot`` before the switch was accepted.
 
-
-def _old_nginx_workers() -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    if b"worker process is shutting down" in handle.read():
-                        pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
-
-
-def _switch_nginx(project: str, slot: str, previous: str | None, timeout: float) -> None:
-    _write_upstream(project, slot)
-    if not _nginx_running():
-        return
-    test = subprocess.run(["nginx", "-t", "-q"], capture_output=True, text=True, check=False)
-    if test.returncode != 0:
-        if previous:
-            _write_upstream(project, previous)
-        raise RuntimeError(f"nginx -t failed: {test.stderr.strip()}")
-    subprocess.run(["nginx", "-s", "reload"], capture_output=True, check=True)
-    # Old workers may still hold keep-alive connections that would send a
-    # request to the old slot: it stops only once they are gone.
+    Gunicorn closes its listener on TERM: a connection still queued then
+    would be reset, and Nginx would answer 502.
+    """
     deadline = time.monotonic() + timeout
     time.sleep(0.2)
-    while _old_nginx_workers() and time.monotonic() < deadline:
+    while (listen_queue(socket_path(project, slot)) or 0) > 0 and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
@@ -218,13 +212,10 @@ def activate(project: str, release: str, host: str, timeout: float = 60) -> dict
         _retire(project, new)
         detail = health.get("error") or health.get("body") or started.stdout.strip()
         raise RuntimeError(f"release {release} did not become healthy in slot {new}: {detail}")
-    try:
-        _switch_nginx(project, new, old, timeout)
-    except (RuntimeError, OSError, subprocess.CalledProcessError):
-        _retire(project, new)
-        raise
+    _set_link(serving_socket(project), f"gunicorn-{new}.sock")
     _set_link(os.path.join(root, "current"), os.path.join("releases", release))
     if old:
+        _drain(project, old, timeout)
         _retire(project, old)
     return {"slot": {"old": old, "new": new}, "release": release}
 
@@ -238,7 +229,7 @@ def _retire(project: str, slot: str) -> None:
 
 
 def is_serving(project: str, release: str) -> bool:
-    """True when Nginx's slot runs ``release`` and its program is RUNNING."""
+    """True when the linked slot runs ``release`` and its program is RUNNING."""
     slot = serving(project)
     return bool(slot) and slot_release(project, slot) == release and program_state(project, slot) == "RUNNING"
 

@@ -150,6 +150,15 @@ def _build_problems(key: str, project: dict[str, Any]) -> list[str]:
     path = health.get("path") if isinstance(health, dict) else ""
     if path is not None and not (isinstance(path, str) and re.match(r"^/\S*$", path)):
         errors.append(f"{key}:health:path: must be a URL path of the project, e.g. /health/")
+    static = project.get("static") or {}
+    keep = (static.get("keep") or {}) if isinstance(static, dict) else None
+    if not isinstance(keep, dict):
+        errors.append(f"{key}:static:keep: must be a mapping with releases and days")
+    else:
+        for field in ("releases", "days"):
+            value = keep.get(field, 0)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                errors.append(f"{key}:static:keep:{field}: must be a number, 0 or more")
     hooks = project.get("hooks") or {}
     if not isinstance(hooks, dict):
         return [*errors, f"{key}:hooks: must be a mapping of {', '.join(HOOK_STAGES)}"]

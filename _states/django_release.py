@@ -118,6 +118,21 @@ def mod_watch(name: str, **_kwargs: Any) -> dict[str, Any]:
     return _restart(name)
 
 
+def socket_adopted(name: str) -> dict[str, Any]:
+    """Keep serving, across an upgrade of salt-django, the slot an older upstream file named.
+
+    Nginx now reaches Gunicorn through ``shared/run/gunicorn.sock``, a link
+    to the serving slot's socket; a server set up before has no link yet.
+    """
+    ret = _ret(name)
+    slot = __salt__["gunicorn_slots.adopt"](name, test=bool(__opts__["test"]))  # noqa: F821
+    if slot is None:
+        return {**ret, "comment": "the socket link exists, or no slot served before"}
+    if __opts__["test"]:  # noqa: F821
+        return {**ret, "result": None, "changes": {"linked": slot}, "comment": f"slot {slot} would be linked"}
+    return {**ret, "changes": {"linked": slot}, "comment": f"slot {slot} is linked"}
+
+
 def healthy(name: str, host: str | None = None, attempts: int = 20, interval: float = 0.5) -> dict[str, Any]:
     """Succeed once the URL ``name`` answers 200 with status ok; never reports changes.
 

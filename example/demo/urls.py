@@ -6,5 +6,7 @@ from visits import views
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("slow/", views.slow, name="slow"),
+    path("note/", views.note, name="note"),
     path("admin/", admin.site.urls),
 ]

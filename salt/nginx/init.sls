@@ -35,19 +35,12 @@ nginx-{{ name }}-snippets-managed:
     - require:
       - pkg: nginx-packages-installed
 
-# Which Gunicorn slot serves is switched at release time by gunicorn_slots;
-# the state only creates the file on a new server.
-nginx-{{ name }}-upstream-present:
-  file.managed:
-    - name: /etc/nginx/salt-django/{{ name }}-upstream.conf
-    - contents: |
-        # Managed by salt-django (gunicorn_slots): the serving slot of {{ name }}.
-        upstream {{ name }}_gunicorn {
-            server unix:{{ project.run_dir }}/gunicorn-a.sock fail_timeout=0;
-        }
-    - replace: False
-    - makedirs: True
-    - mode: '0644'
+# Nginx reaches the serving Gunicorn slot through a link that
+# gunicorn_slots repoints at each switch; a server set up by an older
+# salt-django named the slot in an upstream file instead.
+nginx-{{ name }}-serving-socket-adopted:
+  django_release.socket_adopted:
+    - name: {{ name }}
 
 nginx-{{ name }}-site-managed:
   file.managed:
@@ -61,6 +54,13 @@ nginx-{{ name }}-site-managed:
     - mode: '0644'
     - require:
       - pkg: nginx-packages-installed
+      - django_release: nginx-{{ name }}-serving-socket-adopted
+
+nginx-{{ name }}-legacy-upstream-absent:
+  file.absent:
+    - name: /etc/nginx/salt-django/{{ name }}-upstream.conf
+    - require:
+      - file: nginx-{{ name }}-site-managed
 
 nginx-{{ name }}-site-enabled:
   file.symlink:
@@ -80,7 +80,7 @@ nginx-config-tested:
       - file: nginx-{{ name }}-snippets-managed
       - file: nginx-{{ name }}-site-managed
       - file: nginx-{{ name }}-site-enabled
-      - file: nginx-{{ name }}-upstream-present
+      - file: nginx-{{ name }}-legacy-upstream-absent
       - tls-{{ name }}-certificate-managed
 {%- endfor %}
 
@@ -97,7 +97,7 @@ nginx-service-running:
       - file: nginx-{{ name }}-snippets-managed
       - file: nginx-{{ name }}-site-managed
       - file: nginx-{{ name }}-site-enabled
-      - file: nginx-{{ name }}-upstream-present
+      - file: nginx-{{ name }}-legacy-upstream-absent
       - tls-{{ name }}-certificate-managed
 {%- endfor %}
 {%- for name, project in projects.items() %}

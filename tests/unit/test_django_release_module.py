@@ -25,6 +25,7 @@ def configure_loader_modules(root: Path, tmp_path: Path, monkeypatch: pytest.Mon
     salt = {
         "django_manage.project_root": lambda project: str(root),
         "gunicorn_slots.slot_release": lambda project, slot: None,
+        "django_static.prune": lambda project: {"releases": [], "files": 0},
         "pillar.get": lambda key, default=None: pillar.get(key, default),
     }
     return {django_release: {"__salt__": salt}}
