@@ -8,7 +8,7 @@ PREFIX ?= /opt/salt-django
 CONF ?= /etc/salt-django
 SALT_PY := $(PREFIX)/venv/bin/python
 TEST_VENV := .venv
-TEST_APT := python3-venv systemd-container debootstrap zstd dpkg-dev iproute2 git
+TEST_APT := python3-venv systemd-container debootstrap zstd dpkg-dev iproute2 git wrk chromium
 PYTEST_ARGS ?=
 
 PROJECT ?= demo

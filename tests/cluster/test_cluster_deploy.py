@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.cluster.browser import PageLoads
 from tests.cluster.conftest import timing
 from tests.cluster.helpers import (
     APPS,
@@ -47,11 +48,15 @@ from tests.cluster.helpers import (
     up_in_haproxy,
     write_secrets,
 )
-from tests.cluster.traffic import Traffic, get
+from tests.cluster.traffic import SlowRequests, Traffic, Visitor, get
 from tests.integration.helpers import TICKS, records, three_minutes_of_ticks
 from tests.lab.cluster import Cluster
 
 pytestmark = pytest.mark.slow
+
+CSS = "visits/static/visits/site.css"
+JS = "visits/static/visits/site.js"
+ADMIN_PASSWORD = "visitorPassword0123"
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +72,12 @@ def cluster(make_cluster: Callable[..., Cluster], releases: Releases, tmp_path_f
     timing(f"cluster up (master + {len(HOSTS)} hosts)", made.timings["up"])
     write_secrets(made, releases.serve(made.master_ip))
     return made
+
+
+@pytest.fixture(scope="module")
+def visitor(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Visitor:
+    """A visitor of the site through the load balancer; the rolling deploy logs it in."""
+    return Visitor(lb_ip(cluster), DOMAIN, tmp_path_factory.mktemp("visitor") / "state.json")
 
 
 def test_the_master_generates_the_passwords_a_new_project_lacks(cluster: Cluster) -> None:
@@ -167,15 +178,33 @@ def test_db_and_cache_refuse_strangers(cluster: Cluster) -> None:
         assert answer.startswith("-NOAUTH"), (name, answer)
 
 
-def test_rolling_deploy_under_load_drops_nothing(cluster: Cluster, releases: Releases) -> None:
-    short = releases.commit("v2", {TEMPLATE: lambda t: t.replace("salt-django demo</h1>", "salt-django demo v2</h1>")})
+def test_rolling_deploy_under_load_drops_nothing(cluster: Cluster, releases: Releases, visitor: Visitor) -> None:
+    v2 = {
+        TEMPLATE: lambda t: t.replace("salt-django demo</h1>", "salt-django demo v2</h1>"),
+        CSS: lambda t: t.replace("#0c4b33", "#8b0000"),
+        JS: lambda t: t.replace("Scripts ran.", "Scripts ran, v2."),
+    }
+    short = releases.commit("v2", v2)
+    before = live(cluster, APPS)[APPS[0]]
     hooks_before = {name: len(records(cluster.hosts[name], HOOK_RUNS)) for name in APPS}
-    with Traffic(lb_ip(cluster), DOMAIN) as traffic:
+    superuser = "/srv/demo/bin/manage createsuperuser --noinput --username admin --email a@example.org"
+    cluster.hosts[APPS[0]].run(superuser, env={"DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD})
+    old_assets = visitor.run("login", "--user", "admin", "--password", ADMIN_PASSWORD)["assets"]
+    with (
+        Traffic(lb_ip(cluster), DOMAIN) as traffic,
+        PageLoads(f"https://{DOMAIN}/", {DOMAIN: lb_ip(cluster)}) as browser,
+        SlowRequests(lb_ip(cluster), DOMAIN) as slow,
+        visitor.posting("rollout"),
+    ):
         result, seconds = orchestrate(cluster, "orch.deploy", {"release": "v2"})
         time.sleep(2)  # requests after the last switch too
     hook_runs = {name: len(records(cluster.hosts[name], HOOK_RUNS)) - hooks_before[name] for name in APPS}
     timing(f"orch.deploy v2 on {len(APPS)} app servers", seconds)
+    posts = visitor.posts
     print(f"\n[lab figures] rolling deploy under load: {traffic}", flush=True)
+    print(f"[lab figures] chromium during the rollout: {browser}", flush=True)
+    print(f"[lab figures] form posts: {posts.get('sent')} sent, {posts.get('failed')} failed, by release {posts.get('releases')}")
+    print(f"[lab figures] long requests: {slow}", flush=True)
     assert result["retcode"] == 0 and result["result"] is True, json.dumps(result, indent=1)[:4000]
     assert not traffic.failures, str(traffic)
     assert traffic.sent > 50 and set(traffic.servers) == set(APPS), str(traffic)
@@ -185,6 +214,22 @@ def test_rolling_deploy_under_load_drops_nothing(cluster: Cluster, releases: Rel
     pages = [get(lb_ip(cluster), DOMAIN) for _ in range(6)]
     assert {(p.server, p.release) for p in pages} == {(a, rid) for a in APPS}
     assert sum(hook_runs.values()) == 1, f"the after_switch hook runs once per rollout: {hook_runs}"
+
+    # A browser: every page of either release got its CSS and JS, wherever they came from.
+    assert not browser.error and not browser.failed, str(browser)
+    assert {before, rid} <= set(browser.releases), f"pages of both releases were loaded: {browser}"
+    assert {(v.release, v.script) for v in browser.visits} == {(before, "Scripts ran."), (rid, "Scripts ran, v2.")}, str(browser)
+    # Long requests end; forms posted with a token of the old release are accepted, each exactly once.
+    assert len(slow.answers) >= 3 and not slow.failures, str(slow)
+    assert posts["failed"] == 0 and posts["sent"] > 20, posts.get("failures")
+    assert {before, rid} <= set(posts["releases"]), posts["releases"]
+    query = "SELECT count(*), count(DISTINCT note) FROM visits_visit WHERE note LIKE $$rollout-%$$"
+    rows = cluster.hosts["db"].run(f"runuser -u postgres -- psql -At demo -c '{query}'").stdout.strip()
+    assert rows == f"{posts['sent']}|{posts['sent']}", f"each post writes exactly one row: {rows} for {posts['sent']} posts"
+    # The visitor is still logged in, and the old release's assets still answer.
+    after = visitor.run("check")
+    assert after["logged_in"], after
+    assert after["assets"] == {url: {"status": 200, "same": True} for url in old_assets}, after["assets"]
 
 
 BROKEN_CACHE = """
@@ -200,7 +245,7 @@ RedisCache.set = _refuse
 """
 
 
-def test_unhealthy_release_stops_after_first_batch_and_rolls_back(cluster: Cluster, releases: Releases) -> None:
+def test_unhealthy_release_stops_after_first_batch_and_rolls_back(cluster: Cluster, releases: Releases, visitor: Visitor) -> None:
     before = live(cluster, APPS)
     # it imports, passes check --deploy and collectstatic, but its cache writes fail, so /healthz says "fail"
     broken = {"visits/apps.py": lambda t: t + BROKEN_CACHE}
@@ -220,6 +265,7 @@ def test_unhealthy_release_stops_after_first_batch_and_rolls_back(cluster: Clust
     assert back["retcode"] == 0 and back["release"] == before[APPS[0]], json.dumps(back, indent=1)[:3000]
     assert live(cluster, APPS) == before
     assert up_in_haproxy(cluster) == set(APPS), haproxy(cluster)
+    assert visitor.run("check")["logged_in"], "a logged-in visitor stays logged in across a rollback"
 
 
 def test_release_that_does_not_import_stops_before_any_switch(cluster: Cluster, releases: Releases) -> None:

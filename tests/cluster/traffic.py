@@ -13,14 +13,20 @@ server whose network was cut) is kept apart in ``earlier``, not counted again.
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Self
+from pathlib import Path
+from typing import Any, Self
 
 _RELEASE = re.compile(r'id="release">([^<]+)<')
 
@@ -123,3 +129,80 @@ class Traffic:
     def __str__(self) -> str:
         text = f"{self.sent} sent, {len(self.failures)} failed, by server {dict(self.servers)}; first failures: {self.failures[:5]}"
         return text + (f"; answers to requests sent before the count restarted: {self.earlier}" if self.earlier else "")
+
+
+@dataclass
+class SlowRequests:
+    """A ``/slow/?seconds=N`` request every ``every`` seconds until :meth:`stop`; each must end with 200."""
+
+    address: str
+    domain: str
+    seconds: int = 20
+    every: float = 5
+    limit: float = 600
+    answers: list[Answer] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def _one(self) -> None:
+        answer = get(self.address, self.domain, f"/slow/?seconds={self.seconds}", timeout=self.seconds + 30)
+        self.answers.append(answer)
+
+    def _launch(self) -> None:
+        deadline = time.monotonic() + self.limit
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            thread = threading.Thread(target=self._one, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> Self:
+        self._launcher = threading.Thread(target=self._launch, daemon=True)
+        self._launcher.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._launcher.join(10)
+        for thread in self._threads:
+            thread.join(self.seconds + 40)
+
+    @property
+    def failures(self) -> list[str]:
+        return [a.error or f"HTTP {a.status}: {a.body[:120]}" for a in self.answers if a.status != 200]
+
+    def __str__(self) -> str:
+        releases = Counter(a.body.rsplit("release ", 1)[-1].strip() for a in self.answers if a.status == 200)
+        return f"{len(self.answers)} requests of {self.seconds} s, {len(self.failures)} failed, begun on releases {dict(releases)}"
+
+
+VISITOR_SCRIPT = Path(__file__).resolve().parents[1] / "integration" / "visitor.py"
+
+
+@dataclass
+class Visitor:
+    """tests/integration/visitor.py on this machine, through the load balancer: a logged-in returning visitor."""
+
+    address: str
+    domain: str
+    state: Path
+    posts: dict[str, Any] = field(default_factory=dict)
+
+    def _argv(self, *args: str) -> list[str]:
+        return [sys.executable, str(VISITOR_SCRIPT), "--host", self.domain, "--address", self.address, "--state", str(self.state), *args]
+
+    def run(self, *args: str) -> dict[str, Any]:
+        """``login ...`` or ``check``: its JSON answer."""
+        return json.loads(subprocess.run(self._argv(*args), capture_output=True, text=True, check=True, timeout=120).stdout)
+
+    @contextmanager
+    def posting(self, prefix: str) -> Iterator[Self]:
+        """Post the form (token taken at login) without pause meanwhile; the summary lands in ``posts``."""
+        stop = self.state.with_suffix(".stop")
+        stop.unlink(missing_ok=True)
+        proc = subprocess.Popen(self._argv("post", "--stop-file", str(stop), "--prefix", prefix), stdout=subprocess.PIPE, text=True)
+        try:
+            yield self
+        finally:
+            stop.touch()
+            self.posts = json.loads(proc.communicate(timeout=90)[0] or "{}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import textwrap
 import time
 from collections.abc import Iterator
@@ -56,6 +57,8 @@ LOCAL_PILLAR = textwrap.dedent(
     projects:
       demo:
         keep_releases: 2
+        static:
+          keep: {releases: 1, days: 0}
         secrets:
           DB_PASSWORD: releasesDbPassword0123
           REDIS_PASSWORD: releasesRedisPassword0123
@@ -218,3 +221,97 @@ def test_audit_log_lists_every_operation_with_its_result(host: Host) -> None:
     v2 = entries[2]
     assert v2["source"] == f"{GIT}@v2" and v2["ref"] == "v2" and v2["from"] == entries[1]["to"]
     assert entries[4]["error"].startswith("no release of demo before")
+
+
+VISITOR = f"/usr/bin/python3 {REPO_IN_HOST}/tests/integration/visitor.py --host {DOMAIN} --state /root/visitor.json"
+ADMIN_PASSWORD = "visitorPassword0123"
+NEW_ASSETS = (
+    "sed -i 's/color: #0c4b33/color: #8b0000/' visits/static/visits/site.css"
+    " && sed -i 's/Scripts ran./Scripts ran, v2./' visits/static/visits/site.js"
+)
+SLOW = f"curl -sk --resolve {DOMAIN}:443:127.0.0.1 -o /tmp/slow.body -w '%{{http_code}}' 'https://{DOMAIN}/slow/?seconds=20'"
+WRK_SECONDS = 45
+
+
+def _visitor(host: Host, command: str) -> dict:
+    return json.loads(host.run(f"{VISITOR} {command}").stdout)
+
+
+def _written(host: Host, path: str, timeout: float) -> str:
+    """The content of ``path`` in the host once it is not empty (a background command's output)."""
+    deadline = time.monotonic() + timeout
+    while not (text := host.run(f"cat {path}", check=False).stdout) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return text
+
+
+def test_assets_long_requests_forms_sessions_and_keep_alive_survive_a_release(host: Host) -> None:
+    _tag(host, "assets", NEW_ASSETS)
+    before_release = _live(host)
+    host.run(
+        "/srv/demo/bin/manage createsuperuser --noinput --username admin --email a@example.org",
+        env={"DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD},
+    )
+    old = _visitor(host, f"login --user admin --password {ADMIN_PASSWORD}")["assets"]
+    assert len(old) == 2 and set(old.values()) == {200}, old
+    host.run("rm -f /tmp/posts.stop /tmp/slow.code")
+    host.run(f"nohup {VISITOR} post --stop-file /tmp/posts.stop --prefix release > /tmp/posts.json 2>&1 &")
+    host.run(f"nohup {SLOW} > /tmp/slow.code 2>&1 &")
+    wrk = host.spawn_in_network(["wrk", "-t2", "-c64", f"-d{WRK_SECONDS}s", "-H", f"Host: {DOMAIN}", "https://127.0.0.1/"])
+    try:
+        time.sleep(2)
+        started = time.monotonic()
+        code, output = run_make(host, f"release REPO={GIT} REF=assets")
+        seconds = time.monotonic() - started
+        slow = _written(host, "/tmp/slow.code", 40)
+        host.run("touch /tmp/posts.stop")
+        posts = json.loads(_written(host, "/tmp/posts.json", 40))
+        wrk_output = wrk.communicate(timeout=WRK_SECONDS + 60)[0]
+    finally:
+        if wrk.poll() is None:
+            wrk.kill()
+    assert code == 0, output[-2000:]
+    live = _live(host)
+    assert seconds + 2 < WRK_SECONDS, f"the release ({seconds:.0f} s) outlasted wrk's {WRK_SECONDS} s"
+    print(f"\n[lab figures] release under wrk ({seconds:.1f} s): {wrk_output}")
+    print(f"[lab figures] form posts during the release: {posts['sent']} sent, {posts['failed']} failed, by release {posts['releases']}")
+    requests = re.search(r"(\d+) requests in", wrk_output)
+    assert requests and int(requests.group(1)) > 500, wrk_output
+    assert "Socket errors" not in wrk_output and "Non-2xx" not in wrk_output, wrk_output
+
+    assert slow == "200", slow
+    assert host.run("cat /tmp/slow.body").stdout.strip().endswith(f"release {before_release}"), "the slow request began on the old release"
+
+    assert posts["failed"] == 0, posts["failures"]
+    assert set(posts["releases"]) == {before_release, live}, posts["releases"]
+    rows = psql(host, "SELECT count(*), count(DISTINCT note) FROM visits_visit WHERE note LIKE 'release-%'")
+    assert rows == f"{posts['sent']}|{posts['sent']}", f"each form post writes exactly one row: {rows} for {posts['sent']} posts"
+
+    after = _visitor(host, "check")
+    assert after["logged_in"], after
+    assert after["assets"] == {url: {"status": 200, "same": True} for url in old}, after["assets"]
+    new = after["page_assets"]
+    assert len(new) == 2 and not set(new) & set(old), "the release changed both the CSS and the JS"
+    assert all(fetch(host, f"https://{DOMAIN}{url}").status == 200 for url in new)
+
+
+def test_a_rollback_keeps_the_session_and_both_releases_assets(host: Host) -> None:
+    code, output = run_make(host, "rollback")
+    assert code == 0, output[-2000:]
+    after = _visitor(host, "check")
+    assert after["logged_in"], after
+    assert set(after["page_assets"]) == set(after["assets"]), "the page names the old assets again"
+    assert all(a == {"status": 200, "same": True} for a in after["assets"].values()), after["assets"]
+
+
+def test_old_assets_are_gone_once_their_release_leaves_the_window(host: Host) -> None:
+    old = list(_visitor(host, "check")["assets"])
+    template = "sed -i 's|<h1>salt-django demo</h1>|<h1>salt-django demo, new assets</h1>|' visits/templates/visits/index.html"
+    _tag(host, "assets-2", f"{NEW_ASSETS} && {template}")
+    for ref in ("assets", "assets-2"):
+        code, output = run_make(host, f"release REPO={GIT} REF={ref}")
+        assert code == 0, output[-2000:]
+    assert all(fetch(host, f"https://{DOMAIN}{url}").status == 404 for url in old), "pillar static:keep: {releases: 1, days: 0}"
+    assert all(fetch(host, f"https://{DOMAIN}{url}").status == 200 for url in _visitor(host, "check")["page_assets"])
+    sizes = host.run("du -sk /srv/demo/static-kept; du -sk /srv/demo/releases /srv/demo/static-kept | tail -1").stdout.split()
+    print(f"\n[lab figures] kept static files: {sizes[0]} KiB, of which beyond the releases on disk: {sizes[2]} KiB")

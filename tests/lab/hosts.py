@@ -800,6 +800,23 @@ class Host:
             raise CommandError(self.name, cmd, proc.returncode, stdout, stderr)
         return result
 
+    def spawn_in_network(self, argv: Sequence[str]) -> subprocess.Popen[str]:
+        """Start a program of THIS machine (e.g. wrk, which the images lack) in the host's network only.
+
+        It sees the host's loopback (its Nginx on 127.0.0.1) and this
+        machine's files; the caller waits for it (bounded) and reads its output.
+        """
+        pid1 = self._find_pid1() if self.running else None
+        if pid1 is None:
+            raise LabError(f"host {self.name} is not running")
+        return subprocess.Popen(
+            ["nsenter", f"--target={pid1}", "--net", "--", *argv],
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
     def path(self, p: str) -> Path:
         """Where the host's file ``p`` is seen from outside: its disk (merged overlay root).
 

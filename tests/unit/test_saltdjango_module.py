@@ -88,6 +88,23 @@ def test_settings_opt_out_needs_a_module() -> None:
     assert errors == ["projects:demo:settings:module: must name the project's production settings when settings:wrapper is false"]
 
 
+@pytest.mark.parametrize(
+    ("static", "fragment"),
+    [
+        ({"keep": {"releases": -1, "days": 7}}, "projects:demo:static:keep:releases: must be a number, 0 or more"),
+        ({"keep": {"releases": 3, "days": "a week"}}, "projects:demo:static:keep:days: must be a number, 0 or more"),
+        ({"keep": {"releases": True}}, "projects:demo:static:keep:releases: must be a number, 0 or more"),
+        ({"keep": [3, 7]}, "projects:demo:static:keep: must be a mapping with releases and days"),
+    ],
+)
+def test_a_bad_static_retention_window_names_its_key(static: object, fragment: str) -> None:
+    assert fragment in saltdjango.validate({"projects": {"demo": project(static=static)}})
+
+
+def test_a_static_retention_window_of_numbers_passes() -> None:
+    assert saltdjango.validate({"projects": {"demo": project(static={"keep": {"releases": 0, "days": 0.5}})}}) == []
+
+
 def test_env_file_round_trips_awkward_values() -> None:
     values = {"A": 'it\'s $HOME `x` "q"', "B": "", "C": "plain", "D": "a b\tc"}
     assert saltdjango.parse_env(saltdjango.render_env(values)) == values
