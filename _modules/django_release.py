@@ -47,6 +47,7 @@ IGNORED_TOP = frozenset({"venv", "static", "media"})
 IGNORED_SUFFIXES = (".pyc", ".pyo", ".sqlite3")
 GIT_CACHE = "/var/cache/salt-django/git"
 AUDIT_ROOT = "/var/log/salt-django"
+LOCK_DIR = "/run/salt-django"
 _RELEASE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7}$")
 _CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/root", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
@@ -346,11 +347,13 @@ def deploy_lock(project: str, operation: str) -> Iterator[None]:
     """One release, rollback or restore at a time per project on this host.
 
     The lock is an fcntl lock, so it dies with its holder; the file names
-    the holder for the message that refuses a second operation.
+    the holder for the message that refuses a second operation. It lives
+    in root's ``/run/salt-django/`` (0600), where the app user cannot take
+    it to block deploys.
     """
-    path = os.path.join(_root(project), "shared", "deploy.lock")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a+", encoding="utf-8") as handle:
+    os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(LOCK_DIR, f"{project}.deploy.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "r+", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -177,7 +177,7 @@ def test_a_second_release_at_once_is_refused_naming_the_holder(host: Host) -> No
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         first = pool.submit(run_make, host, f"release REPO={GIT} REF=v3")
         deadline = time.monotonic() + 60
-        while "release by" not in (holder := host.run("cat /srv/demo/shared/deploy.lock").stdout) and time.monotonic() < deadline:
+        while "release by" not in (holder := host.run("cat /run/salt-django/demo.deploy.lock").stdout) and time.monotonic() < deadline:
             time.sleep(0.1)
         code, output = run_make(host, f"release REPO={GIT} REF=v2")
         first_code, first_output = first.result(timeout=600)

@@ -21,6 +21,7 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def configure_loader_modules(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setattr(django_release, "AUDIT_ROOT", str(tmp_path / "log"))
+    monkeypatch.setattr(django_release, "LOCK_DIR", str(tmp_path / "run"))
     pillar = {"projects:demo:keep_releases": 2}
     salt = {
         "django_manage.project_root": lambda project: str(root),
@@ -71,15 +72,15 @@ def test_prune_after_a_rollback_still_keeps_the_live_and_the_one_before(root: Pa
     assert django_release.list_releases("demo")["releases"] == ["r1", "r2"]
 
 
-def test_a_second_operation_is_refused_naming_the_holder(root: Path) -> None:
-    (root / "shared").mkdir(parents=True)
+def test_a_second_operation_is_refused_naming_the_holder(tmp_path: Path) -> None:
     with django_release.deploy_lock("demo", "release"):
         with pytest.raises(django_release.ReleaseError, match=r"another deploy operation of demo is running: release by \S+ \(pid"):
             with django_release.deploy_lock("demo", "rollback"):
                 pass
     with django_release.deploy_lock("demo", "rollback"):
         pass
-    assert (root / "shared" / "deploy.lock").read_text() == ""
+    lock = tmp_path / "run" / "demo.deploy.lock"
+    assert lock.read_text() == "" and oct(lock.stat().st_mode & 0o777) == "0o600"
 
 
 def test_audit_log_is_appended_and_read_back(monkeypatch: pytest.MonkeyPatch) -> None:
