@@ -178,7 +178,10 @@ def _set_link(path: str, target: str) -> None:
 
 def listen_queue(path: str) -> int | None:
     """Connections waiting in the listen queue of the unix socket ``path`` (None: not listening)."""
-    out = subprocess.run(["ss", "-xlnH", "src", path], capture_output=True, text=True, check=False).stdout.split()
+    try:
+        out = subprocess.run(["ss", "-xlnH", "src", path], capture_output=True, text=True, check=False).stdout.split()
+    except OSError:  # no iproute2: the switch then waits only its first pause
+        return None
     return int(out[2]) if len(out) > 2 and out[2].isdigit() else None
 
 

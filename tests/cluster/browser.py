@@ -10,10 +10,12 @@ release may get its assets from a server on the other.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import queue
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,6 +30,12 @@ PROBE = (
     " document.getElementById('script') && document.getElementById('script').textContent,"
     " getComputedStyle(document.querySelector('h1')).color].join('|')"
 )
+
+
+def _above_four(fd: int) -> int:
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD, 5)
+    os.close(fd)
+    return moved
 
 
 class BrowserError(RuntimeError):
@@ -52,6 +60,8 @@ class Chromium:
         self._profile = tempfile.TemporaryDirectory(prefix="salt-django-chromium-")
         commands_read, self._commands = os.pipe()
         self._events, events_write = os.pipe()
+        # Above 4, so that renumbering them 3 and 4 cannot overwrite one with the other.
+        commands_read, events_write = (_above_four(fd) for fd in (commands_read, events_write))
         rules = ",".join(f"MAP {name} {address}" for name, address in resolve.items())
         argv = [
             CHROMIUM,
@@ -71,10 +81,10 @@ class Chromium:
             "--remote-debugging-pipe",
             "about:blank",
         ]
-        # The pipe ends become the browser's fds 3 and 4.
-        shell = f'exec "$@" 3<&{commands_read} 4>&{events_write}'
+        # The pipe ends become the browser's fds 3 and 4 (a tiny Python in between: sh knows only fds 0-9).
+        renumber = "import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); os.execv(sys.argv[3], sys.argv[3:])"
         self._proc = subprocess.Popen(
-            ["sh", "-c", shell, "sh", *argv],
+            [sys.executable, "-c", renumber, str(commands_read), str(events_write), *argv],
             pass_fds=(commands_read, events_write),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -115,7 +115,8 @@ def write_secrets(cluster: Cluster, repo: str) -> None:
             "demo": {
                 "repo": repo,
                 "health_timeout": 15,
-                "gunicorn": {"workers": 2},
+                # one worker beside the two that the rollout test's 20-s requests may hold
+                "gunicorn": {"workers": 3},
                 "secrets": {"SECRET_KEY": SECRET_KEY},
                 "schedule": {"tick": TICK_JOB},
                 "hooks": {"after_switch": [recorder(HOOK_RUNS)]},

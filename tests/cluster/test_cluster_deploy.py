@@ -220,7 +220,7 @@ def test_rolling_deploy_under_load_drops_nothing(cluster: Cluster, releases: Rel
     assert {before, rid} <= set(browser.releases), f"pages of both releases were loaded: {browser}"
     assert {(v.release, v.script) for v in browser.visits} == {(before, "Scripts ran."), (rid, "Scripts ran, v2.")}, str(browser)
     # Long requests end; forms posted with a token of the old release are accepted, each exactly once.
-    assert len(slow.answers) >= 3 and not slow.failures, str(slow)
+    assert len(slow.answers) >= 2 and not slow.failures, str(slow)
     assert posts["failed"] == 0 and posts["sent"] > 20, posts.get("failures")
     assert {before, rid} <= set(posts["releases"]), posts["releases"]
     query = "SELECT count(*), count(DISTINCT note) FROM visits_visit WHERE note LIKE $$rollout-%$$"

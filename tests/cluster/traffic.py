@@ -138,7 +138,8 @@ class SlowRequests:
     address: str
     domain: str
     seconds: int = 20
-    every: float = 5
+    # Sync Gunicorn workers each hold one: at most two run at once.
+    every: float = 10
     limit: float = 600
     answers: list[Answer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -173,7 +174,8 @@ class SlowRequests:
 
     def __str__(self) -> str:
         releases = Counter(a.body.rsplit("release ", 1)[-1].strip() for a in self.answers if a.status == 200)
-        return f"{len(self.answers)} requests of {self.seconds} s, {len(self.failures)} failed, begun on releases {dict(releases)}"
+        text = f"{len(self.answers)} requests of {self.seconds} s, {len(self.failures)} failed, begun on releases {dict(releases)}"
+        return text + (f"; failures: {self.failures[:3]}" if self.failures else "")
 
 
 VISITOR_SCRIPT = Path(__file__).resolve().parents[1] / "integration" / "visitor.py"
