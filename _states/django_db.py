@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from salt.exceptions import CommandExecutionError
+
 __virtualname__ = "django_db"
 
 MASK = "********"
@@ -40,6 +42,37 @@ def database_present(name: str, owner: str, runas: str = "postgres") -> dict[str
     See ``_builtin`` for why this wraps Salt's ``postgres_database`` state.
     """
     return _builtin("postgres_database.present", name, "database", owner=owner, encoding="UTF8", template="template0", user=runas)
+
+
+def database_private(name: str, runas: str = "postgres") -> dict[str, Any]:
+    """Revoke what PUBLIC gets on database ``name`` by default (CONNECT, TEMPORARY).
+
+    Only its owner (and superusers) may then connect: another project's role
+    cannot, whatever pg_hba.conf says.
+    """
+    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    check = f"SELECT has_database_privilege('public', '{name}', 'CONNECT') OR has_database_privilege('public', '{name}', 'TEMP')"
+    opened = _psql(check, runas)
+    if opened["retcode"] != 0:
+        if __opts__["test"]:  # noqa: F821
+            return {**ret, "result": None, "changes": {"revoked": "PUBLIC"}, "comment": f"PUBLIC's access to {name} would be revoked"}
+        return {**ret, "result": False, "comment": f"cannot read the privileges of {name}: {opened['stderr'].strip()}"}
+    if opened["stdout"].strip() != "t":
+        return {**ret, "comment": f"only the owner of {name} may connect"}
+    if __opts__["test"]:  # noqa: F821
+        return {**ret, "result": None, "changes": {"revoked": "PUBLIC"}, "comment": f"PUBLIC's access to {name} would be revoked"}
+    revoked = _psql(f'REVOKE ALL ON DATABASE "{name}" FROM PUBLIC', runas)
+    if revoked["retcode"] != 0:
+        return {**ret, "result": False, "comment": f"REVOKE on {name} failed: {revoked['stderr'].strip()}"}
+    return {**ret, "changes": {"revoked": "PUBLIC"}, "comment": f"PUBLIC may no longer connect to {name}"}
+
+
+def _psql(sql: str, runas: str) -> dict[str, Any]:
+    """psql as ``runas``; before PostgreSQL is installed (``test=True`` on a new server) a failure, not an exception."""
+    try:
+        return __salt__["cmd.run_all"](["psql", "-XAtq", "-c", sql], runas=runas, python_shell=False)  # noqa: F821
+    except CommandExecutionError as exc:
+        return {"retcode": 1, "stdout": "", "stderr": str(exc)}
 
 
 def _builtin(function: str, name: str, what: str, **kwargs: Any) -> dict[str, Any]:

@@ -71,4 +71,11 @@ postgres-{{ name }}-database-present:
     - owner: {{ project.database.user }}
     - require:
       - django_db: postgres-{{ name }}-role-present
+
+# PostgreSQL lets every role (PUBLIC) connect to a new database.
+postgres-{{ name }}-database-private:
+  django_db.database_private:
+    - name: {{ project.database.name }}
+    - require:
+      - django_db: postgres-{{ name }}-database-present
 {%- endfor %}

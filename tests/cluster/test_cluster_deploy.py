@@ -176,6 +176,16 @@ def test_db_and_cache_refuse_strangers(cluster: Cluster) -> None:
     for name in HOSTS:
         answer = cluster.hosts[name].run(f'python3 -c "{ping}"').stdout.strip()
         assert answer.startswith("-NOAUTH"), (name, answer)
+    # from an app server, as the project's own Redis user: its keys only, nothing dangerous
+    auth = f"AUTH demo {passwords(cluster)['REDIS_PASSWORD']}"
+    commands = [auth, "SET demo:probe 1", "GET other:1:key", "FLUSHALL", "ACL SETUSER default on nopass", "GET demo:probe"]
+    payload = ("\r\n".join(commands) + "\r\n").encode()
+    session = f"import socket, time; s = socket.create_connection(('{cache}', 6379), 5); s.sendall({payload!r}); time.sleep(1)"
+    session += "; print(s.recv(2000).decode())"
+    answers = cluster.hosts["app1"].run(["python3", "-c", session]).stdout.split("\r\n")
+    assert answers[:2] == ["+OK", "+OK"], answers
+    assert all(a.startswith("-NOPERM") for a in answers[2:5]), answers
+    assert answers[5:7] == ["$1", "1"], answers
 
 
 def test_rolling_deploy_under_load_drops_nothing(cluster: Cluster, releases: Releases, visitor: Visitor) -> None:

@@ -22,6 +22,7 @@ import json
 import shlex
 import textwrap
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -267,6 +268,23 @@ def test_env_driven_settings_read_database_url_and_redis_url(host: Host) -> None
     assert page.status == 200 and "db user envsite, hits" in page.body, page.body[:500]
     assert env_value(host, "DATABASE_URL", "envsite").startswith("postgres://envsite:")
     assert env_value(host, "REDIS_URL", "envsite").startswith("redis://envsite:")
+
+
+def test_one_projects_database_role_and_redis_user_reach_nothing_of_another(host: Host) -> None:
+    url = env_value(host, "DATABASE_URL", "envsite")
+    own = host.run(["psql", url, "-XAtc", "select current_user"], check=False)
+    assert own.stdout.strip() == "envsite", own.stderr
+    for database in ("demo", "mysite", "postgres"):
+        other = host.run(["psql", url.rsplit("/", 1)[0] + f"/{database}", "-XAtc", "select 1"], check=False)
+        assert other.returncode != 0 and "no pg_hba.conf entry" in other.stderr, (database, other.stdout, other.stderr)
+    granted = psql(host, "SELECT datname FROM pg_database WHERE has_database_privilege('public', datname, 'CONNECT') ORDER BY 1")
+    assert not {"demo", "mysite", "uvsite", "envsite"} & set(granted.split()), granted
+    password = urllib.parse.unquote(urllib.parse.urlsplit(env_value(host, "REDIS_URL", "envsite")).password or "")
+    as_envsite = ["redis-cli", "--user", "envsite", "--pass", password, "--no-auth-warning"]
+    assert host.run([*as_envsite, "set", "envsite:probe", "1"]).stdout.strip() == "OK"
+    for command in (["get", "demo:1:demo:hits"], ["flushall"], ["acl", "setuser", "default", "on", "nopass"]):
+        answer = host.run([*as_envsite, *command], check=False)
+        assert "NOPERM" in answer.stdout + answer.stderr, (command, answer.stdout, answer.stderr)
 
 
 def test_the_projects_own_health_endpoint_is_part_of_healthz(host: Host) -> None:

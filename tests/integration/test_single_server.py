@@ -95,10 +95,18 @@ def test_redis_requires_auth_and_persists(server: Host) -> None:
     assert "NOAUTH" in anonymous.stdout + anonymous.stderr
     wrong = server.run(["redis-cli", "--user", "demo", "--pass", "wrong-password", "--no-auth-warning", "ping"], check=False)
     assert "PONG" not in wrong.stdout
-    config = server.run(
-        ["redis-cli", "--user", "demo", "--pass", REDIS_PASSWORD, "--no-auth-warning", "config", "get", "appendonly"]
-    ).stdout.split()
-    assert config == ["appendonly", "yes"]
+    assert server.path("/var/lib/redis/appendonlydir").is_dir(), "persistence: the append-only file"
+    assert REDIS_PASSWORD not in server.path("/etc/redis/redis.conf").read_text(), "stored as its SHA-256"
+
+
+def test_the_project_redis_user_reaches_only_its_own_keys(server: Host) -> None:
+    as_demo = ["redis-cli", "--user", "demo", "--pass", REDIS_PASSWORD, "--no-auth-warning"]
+    assert server.run([*as_demo, "set", "demo:own", "1"]).stdout.strip() == "OK"
+    refused = (["get", "other:1:key"], ["flushall"], ["flushdb"], ["acl", "setuser", "default", "on", "nopass"], ["config", "get", "*"])
+    for command in refused:
+        answer = server.run([*as_demo, *command], check=False)
+        assert "NOPERM" in answer.stdout + answer.stderr, (command, answer.stdout, answer.stderr)
+    assert server.run([*as_demo, "exists", "demo:own"]).stdout.strip() == "1"
 
 
 def test_services_listen_on_loopback_only(server: Host) -> None:
