@@ -10,12 +10,14 @@ by key name only: no function here returns or logs a secret value, except
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 import re
 import secrets
 import shlex
 import string
 import urllib.parse
+from collections import Counter
 from typing import Any
 
 import yaml
@@ -25,6 +27,8 @@ __virtualname__ = "saltdjango"
 KNOWN_ROLES = frozenset({"db", "cache", "app", "worker", "web", "lb"})
 #: Mine function (pillar/topology.sls) through which each server publishes its private address.
 MINE_ADDRESS = "salt_django_address"
+#: Where a server's private address must lie when topology:private_network is null (RFC 1918, ULA).
+PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
 REQUIRED_SECRETS = ("DB_PASSWORD", "REDIS_PASSWORD")
 #: Pillar secrets with an env variable of another name; any other secret keeps its name.
 SECRET_VARIABLES = {"SECRET_KEY": "DJANGO_SECRET_KEY", "DB_PASSWORD": "DATABASE_PASSWORD", "REDIS_PASSWORD": "REDIS_PASSWORD"}
@@ -227,17 +231,69 @@ def members(roles: str | list[str], pillar: dict[str, Any] | None = None) -> lis
     return sorted(name for name, held in topology(pillar).items() if wanted & set(held))
 
 
+def trusted_addresses(published: dict[str, Any], network: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """Split what servers published in the mine into addresses fit for a config file, and refusals.
+
+    A minion controls what it publishes, so its value is input from a
+    stranger: it goes into pg_hba.conf, haproxy.cfg and Nginx only when it
+    is an IP address (the first of the list ``network.ip_addrs`` returns) inside ``network`` (``topology:private_network``), or,
+    when that is null, a private (RFC 1918 or ULA) address. An address that
+    two servers published is refused for both: which one owns it is unknown.
+    Returns ``(accepted, refused)``: minion -> address, minion -> reason.
+    """
+    subnet = ipaddress.ip_network(network, strict=False) if network else None
+    accepted, refused = {}, {}
+    for minion, value in sorted(published.items()):
+        first = value[0] if isinstance(value, list) and value else value
+        try:
+            address = ipaddress.ip_address(first) if isinstance(first, str) else None
+        except ValueError:
+            address = None
+        if address is None:
+            refused[minion] = f"published {str(first)[:80]!r}, which is not an IP address"
+        elif subnet and address not in subnet:
+            refused[minion] = f"published {address}, outside topology:private_network {subnet}"
+        elif not subnet and not any(address in net for net in PRIVATE_NETWORKS):
+            refused[minion] = f"published {address}, which is not a private (RFC 1918 or ULA) address"
+        else:
+            accepted[minion] = str(address)
+    owners = Counter(accepted.values())
+    for minion, address in sorted(accepted.items()):
+        if owners[address] > 1:
+            others = sorted(m for m, a in accepted.items() if a == address and m != minion)
+            refused[minion] = f"published {address}, which {', '.join(others)} published too"
+    return {m: a for m, a in accepted.items() if m not in refused}, refused
+
+
+def _published() -> tuple[dict[str, str], dict[str, str]]:
+    """``trusted_addresses`` of every server of the topology, from the Salt mine."""
+    names = sorted(topology())
+    found = (__salt__["mine.get"](names, MINE_ADDRESS, tgt_type="list") or {}) if names else {}  # noqa: F821
+    network = (__pillar__.get("topology") or {}).get("private_network")  # noqa: F821
+    return trusted_addresses({name: found[name] for name in names if name in found}, network)
+
+
 def addresses(roles: str | list[str]) -> dict[str, str]:
     """Private address of each server holding any of ``roles``, from the Salt mine.
 
-    A server whose minion never published its address (not started yet) is
-    left out: callers decide whether that is an error.
+    A server whose minion never published its address (not started yet), or
+    published one that is not trusted (``refused_addresses``), is left out:
+    callers decide whether that is an error.
     """
-    names = members(roles)
-    if not names:
-        return {}
-    found = __salt__["mine.get"](names, MINE_ADDRESS, tgt_type="list") or {}  # noqa: F821
-    return {name: found[name][0] for name in names if isinstance(found.get(name), list) and found[name]}
+    accepted, _ = _published()
+    return {name: accepted[name] for name in members(roles) if name in accepted}
+
+
+def refused_addresses() -> dict[str, str]:
+    """Servers whose published address is not trusted, and why (see ``trusted_addresses``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.refused_addresses
+    """
+    return _published()[1]
 
 
 def own_address() -> str:

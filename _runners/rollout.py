@@ -285,7 +285,7 @@ def _roll(cluster: _Cluster, project: str, conf: dict[str, Any], targets: dict[s
     out of HAProxy's rotation meanwhile."""
     lbs = cluster.members_up("lb")
     backend = BACKEND.format(project=project)
-    addresses = cluster.call("addresses", sorted(targets), "saltdjango.own_address")
+    addresses = _mine_addresses(cluster)[0]
     for batch in batches(sorted(targets), cluster.settings["batch"]):
         for server in batch:
             cluster.call("drain", lbs, "haproxy_runtime.set_state", backend, server, "drain")
@@ -362,6 +362,10 @@ def deploy(release: str | None = None, project: str | None = None) -> dict[str, 
             for minion, errors in cluster.call("validate", everyone, "saltdjango.validate").items():
                 if errors:
                     raise RolloutError("validate", "; ".join(errors), minion)
+            refused = _mine_addresses(cluster)[1]
+            if refused:
+                untrusted = min(refused)
+                raise RolloutError("trust", f"{refused[untrusted]}: it is left out of every configuration and of this rollout", untrusted)
             cluster.log("validate", f"pillar valid on {', '.join(everyone)}; not answering, skipped: {', '.join(skipped) or 'none'}")
             cluster.converge("db", cluster.members("db"))
             cluster.converge("cache", cluster.members("cache"))
@@ -398,16 +402,33 @@ def deploy(release: str | None = None, project: str | None = None) -> dict[str, 
 _PROJECT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-def _cli() -> Any:
-    """This repository's scripts/salt_django.py: the one place that decides which
-    passwords a project gets (``plan_secrets``), on one server and on a master."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "scripts", "salt_django.py")
-    spec = importlib.util.spec_from_file_location("salt_django_cli", path)
+def _repo_module(relpath: str) -> Any:
+    """A module of this repository, loaded by path, so that the master runs the
+    same code as the minions and ``make deploy`` (the runner runs from a copy
+    of the repository)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), relpath)
+    spec = importlib.util.spec_from_file_location("salt_django_" + relpath.replace("/", "_").removesuffix(".py"), path)
     if spec is None or spec.loader is None or not os.path.exists(path):
-        raise RolloutError("secrets", f"cannot load {path}: the runner must run from a copy of the repository")
+        raise RolloutError("plan", f"cannot load {path}: the runner must run from a copy of the repository")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _cli() -> Any:
+    """scripts/salt_django.py: the one place that decides which passwords a
+    project gets (``plan_secrets``), on one server and on a master."""
+    return _repo_module("scripts/salt_django.py")
+
+
+def _mine_addresses(cluster: _Cluster) -> tuple[dict[str, str], dict[str, str]]:
+    """The servers' private addresses from the master's mine, split as the
+    minions split them before writing a config: ``(trusted, refused)``
+    (``saltdjango.trusted_addresses``)."""
+    names = sorted(cluster.roles)
+    published = __salt__["mine.get"](",".join(names), "salt_django_address", tgt_type="list") if names else {}  # noqa: F821
+    network = (cluster.pillar.get("topology") or {}).get("private_network")
+    return _repo_module("_modules/saltdjango.py").trusted_addresses(published or {}, network)
 
 
 def _ever_connected(minion: str) -> bool:

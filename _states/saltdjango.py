@@ -25,3 +25,17 @@ def validated(name: str) -> dict[str, Any]:
     if errors:
         return {"name": name, "result": False, "changes": {}, "comment": "invalid pillar: " + "; ".join(errors)}
     return {"name": name, "result": True, "changes": {}, "comment": "pillar is valid"}
+
+
+def peers_trusted(name: str) -> dict[str, Any]:
+    """Fail, naming each server whose published address was refused; change nothing.
+
+    The refused servers are already left out of every configuration
+    (``saltdjango.addresses``); this state makes that visible in the run's
+    result while the other states go on.
+    """
+    refused = __salt__["saltdjango.refused_addresses"]()  # noqa: F821
+    if refused:
+        listing = "; ".join(f"{minion} {reason}" for minion, reason in sorted(refused.items()))
+        return {"name": name, "result": False, "changes": {}, "comment": f"left out of every configuration: {listing}"}
+    return {"name": name, "result": True, "changes": {}, "comment": "every published address is trusted"}

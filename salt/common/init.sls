@@ -6,6 +6,13 @@ salt-django-pillar-validated:
   saltdjango.validated:
     - failhard: True
 
+# Not failhard: a server whose published address is refused is left out of
+# every configuration, and the rest of this run goes on without it.
+salt-django-peers-trusted:
+  saltdjango.peers_trusted:
+    - require:
+      - saltdjango: salt-django-pillar-validated
+
 common-apt-lock-timeout-configured:
   file.managed:
     - name: /etc/apt/apt.conf.d/80salt-django-lock-timeout

@@ -358,3 +358,33 @@ def test_schedule_runs_on_exactly_one_app_server(cluster: Cluster) -> None:
     for other in apps[1:]:
         assert records(other, TICKS) == [], f"{other.name} ran the schedule too"
         assert other.run("ls /etc/systemd/system | grep -c salt-django-job-", check=False).stdout.strip() == "0"
+
+
+FORGED = "10.0.0.5/32 scram-sha-256\nhost all all 0.0.0.0/0 trust\n#"
+
+
+def test_a_forged_mine_address_reaches_no_config_and_names_its_server(cluster: Cluster) -> None:
+    attacker, others = APPS[0], ["db", "lb", APPS[1]]
+    # root on an app server publishes what it likes in its own mine entry
+    forge = ["salt-call", "--out=quiet", "mine.send", "salt_django_address", "mine_function=test.echo", json.dumps([FORGED])]
+    cluster.hosts[attacker].run(forge)
+    try:
+        published = cluster.run_runner("mine.get", attacker, "salt_django_address")
+        assert published == {attacker: [FORGED]}, "the forged value is what the master hands out"
+        converged, seconds = apply_all(cluster, others)
+        timing("converge of db, lb and app2 with a forged mine address", seconds)
+        for name in others:
+            bad = failed({name: converged[name]}).get(name, {})
+            assert list(bad) == ["saltdjango_|-salt-django-peers-trusted_|-salt-django-peers-trusted_|-peers_trusted"], bad
+            assert attacker in next(iter(bad.values())) and "not an IP address" in next(iter(bad.values())), bad
+        pg_hba = cluster.hosts["db"].run("cat /etc/postgresql/*/main/pg_hba.conf").stdout
+        assert FORGED.splitlines()[1] not in pg_hba and "trust" not in pg_hba and attacker not in pg_hba, pg_hba
+        assert f"server {attacker} " not in cluster.hosts["lb"].path("/etc/haproxy/haproxy.cfg").read_text()
+        assert "10.0.0.5" not in cluster.hosts[APPS[1]].path("/etc/nginx/sites-available/demo.conf").read_text()
+        result, _ = orchestrate(cluster, "orch.deploy")
+        assert result["retcode"] != 0 and result["step"] == "trust" and result["server"] == attacker, result
+        assert "not an IP address" in result["comment"], result["comment"]
+    finally:
+        cluster.hosts[attacker].run(["salt-call", "--out=quiet", "mine.update"])
+        apply_all(cluster, others)
+    until(lambda: up_in_haproxy(cluster) >= set(APPS), 30, f"{attacker} back in HAProxy once it publishes its real address")

@@ -204,3 +204,45 @@ def test_app_server_without_db_address_in_the_mine_is_refused() -> None:
     assert errors == [
         "topology:hosts: no db server (db) has published its address in the Salt mine: is its minion up? (salt db mine.update)"
     ]
+
+
+FORGED = "10.0.0.5/32 scram-sha-256\nhost all all 0.0.0.0/0 trust\n#"
+
+
+@pytest.mark.parametrize(
+    ("value", "network", "reason"),
+    [
+        ([FORGED], None, "which is not an IP address"),
+        ("10.0.0.5", None, None),
+        ({"addr": "10.0.0.5"}, None, "which is not an IP address"),
+        ([], None, "which is not an IP address"),
+        (["8.8.8.8"], None, "not a private (RFC 1918 or ULA) address"),
+        (["127.0.0.1"], None, "not a private (RFC 1918 or ULA) address"),
+        (["169.254.1.1"], None, "not a private (RFC 1918 or ULA) address"),
+        (["10.0.0.5 "], None, "which is not an IP address"),
+        (["192.168.1.9"], "10.77.0.0/16", "outside topology:private_network 10.77.0.0/16"),
+        (["10.77.3.4"], "10.77.0.0/16", None),
+        (["fd00::5"], None, None),
+    ],
+)
+def test_a_published_address_is_trusted_only_when_it_is_one_private_ip(value: object, network: str | None, reason: str | None) -> None:
+    accepted, refused = saltdjango.trusted_addresses({"app1": value, "db": ["10.0.0.2"]}, network)
+    if reason is None:
+        assert "app1" in accepted and "app1" not in refused
+    else:
+        assert "app1" not in accepted and reason in refused["app1"], refused
+
+
+def test_an_address_two_servers_published_is_refused_for_both() -> None:
+    accepted, refused = saltdjango.trusted_addresses({"app1": ["10.0.0.2"], "db": ["10.0.0.2"], "lb": ["10.0.0.9"]})
+    assert accepted == {"lb": "10.0.0.9"}
+    assert refused == {"app1": "published 10.0.0.2, which db published too", "db": "published 10.0.0.2, which app1 published too"}
+
+
+def test_a_forged_mine_value_never_reaches_a_config(configure_loader_modules: dict) -> None:
+    pillar = {"topology": {"hosts": {"db": {"roles": ["db"]}, "app1": {"roles": ["app"]}, "app2": {"roles": ["app"]}}}}
+    mine = {"db": ["10.0.0.2"], "app1": [FORGED], "app2": ["10.0.0.4"]}
+    salt = {"mine.get": lambda names, fun, tgt_type: {n: mine[n] for n in names}}
+    with patch.dict(saltdjango.__pillar__, pillar), patch.dict(saltdjango.__salt__, salt):
+        assert saltdjango.addresses("app") == {"app2": "10.0.0.4"}
+        assert list(saltdjango.refused_addresses()) == ["app1"]
