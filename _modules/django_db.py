@@ -2,8 +2,14 @@
 
 Backups are custom-format ``pg_dump`` files in
 ``/var/backups/salt-django/<project>/`` (directory 0700, files 0600, root):
-they hold every row, so nobody but root may read them. A restore replaces
-the database's content in one transaction, and only with ``confirm=True``.
+they hold every row, so nobody but root may read them. A dump is written
+under a temporary name, read back with ``pg_restore --list`` and only then
+renamed to ``<time>-<reason>.dump``: a dump whose job died half-way is never
+listed as a backup. A restore takes only a file of that directory, backs up
+what it replaces first, stops the project's app meanwhile, and replaces the
+database's content in one transaction as the project's own role (never as
+the superuser: a dump is data, not code to run with every right), and only
+with ``confirm=True``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 __virtualname__ = "django_db"
 
 BACKUP_ROOT = "/var/backups/salt-django"
+PARTIAL = ".partial"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -70,36 +77,91 @@ def backup(project: str, reason: str = "manual") -> dict[str, Any]:
     os.chmod(directory, 0o700)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = os.path.join(directory, f"{stamp}-{_SAFE.sub('-', reason)[:60]}.dump")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        proc = subprocess.run(
-            ["runuser", "-u", "postgres", "--", "pg_dump", "-Fc", "-d", _database(project)],
-            stdout=handle,
-            stderr=subprocess.PIPE,
-            check=False,
-        )
-    if proc.returncode != 0:
-        os.unlink(path)
-        raise RuntimeError(f"pg_dump of {_database(project)} failed: {proc.stderr.decode(errors='replace').strip()}")
+    partial = os.path.join(directory, f".{os.path.basename(path)}{PARTIAL}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            proc = subprocess.run(
+                ["runuser", "-u", "postgres", "--", "pg_dump", "-Fc", "-d", _database(project)],
+                stdout=handle,
+                stderr=subprocess.PIPE,
+                check=False,
+            )
+            handle.flush()
+            os.fsync(handle.fileno())
+        if proc.returncode != 0:
+            raise RuntimeError(f"pg_dump of {_database(project)} failed: {proc.stderr.decode(errors='replace').strip()}")
+        listed = subprocess.run(["pg_restore", "--list", partial], capture_output=True, check=False)
+        if listed.returncode != 0:
+            raise RuntimeError(f"the dump of {_database(project)} does not read back: {listed.stderr.decode(errors='replace').strip()}")
+        os.rename(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
     pruned = prune_backups(project)
     __salt__["django_release.record"](project, "backup", "ok", time.monotonic() - started, file=path)  # noqa: F821
     return {"file": path, "bytes": os.path.getsize(path), "pruned": pruned}
 
 
 def prune_backups(project: str, keep_days: float | None = None) -> list[str]:
-    """Delete backups older than ``keep_days`` (pillar ``projects:<p>:backups:keep_days``, 14); keeps the newest always."""
+    """Delete backups older than ``keep_days`` (pillar ``projects:<p>:backups:keep_days``, 14); keeps the newest always.
+
+    Also deletes what a dump that died half-way left behind (a temporary
+    file more than a day old: no dump runs that long).
+    """
     if keep_days is None:
         keep_days = float(__salt__["pillar.get"](f"projects:{project}:backups:keep_days", 14))  # noqa: F821
     backups = list_backups(project)
     old = [b["file"] for b in backups[:-1] if b["age_days"] > keep_days]
+    directory = backup_dir(project)
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        partial = os.path.join(directory, name)
+        if name.endswith(PARTIAL) and time.time() - os.path.getmtime(partial) > 86400:
+            old.append(partial)
     for path in old:
         os.unlink(path)
     return old
 
 
+def backup_file(project: str, file: str) -> str:
+    """``file`` (a name, or a path) as a backup of the project's backup directory; ValueError otherwise.
+
+    The real path counts: a symlink or ``..`` that leads out of the
+    directory (say, to a dump the app user wrote into its media) is refused.
+    """
+    directory = os.path.realpath(backup_dir(project))
+    path = os.path.realpath(file if os.path.isabs(file) else os.path.join(directory, file))
+    if os.path.dirname(path) != directory or not path.endswith(".dump"):
+        raise ValueError(f"{file} is not a backup of {project}: only the .dump files of {directory} are restored")
+    if not os.path.isfile(path):
+        raise ValueError(f"no backup {path}; see django_db.list_backups {project}")
+    return path
+
+
+def _app_programs(project: str) -> list[str]:
+    """The project's Gunicorn programs that run on this server (none on a db-only server)."""
+    slots = __salt__.get("gunicorn_slots.program_state")  # noqa: F821
+    if not slots:
+        return []
+    return [__salt__["gunicorn_slots.program"](project, s) for s in ("a", "b") if slots(project, s) == "RUNNING"]  # noqa: F821
+
+
+def _pg_restore(project: str, path: str) -> subprocess.CompletedProcess[bytes]:
+    """``pg_restore`` of ``path`` as the project's role over loopback, in one transaction."""
+    cfg = __salt__["pillar.get"](f"projects:{project}:database", {}) or {}  # noqa: F821
+    role = cfg.get("user") or project
+    env = {"PATH": "/usr/bin:/bin", "PGPASSWORD": str(__salt__["pillar.get"](f"projects:{project}:secrets:DB_PASSWORD", ""))}  # noqa: F821
+    argv = ["pg_restore", "--clean", "--if-exists", "--single-transaction", "--no-owner", "--no-privileges"]
+    argv += ["-h", "127.0.0.1", "-p", str(cfg.get("port") or 5432), "-U", role, "-d", _database(project), path]
+    return subprocess.run(argv, env=env, capture_output=True, check=False)
+
+
 def restore(project: str, file: str, confirm: bool = False) -> dict[str, Any]:
     """Replace the database's content with a backup (all or nothing); needs ``confirm=True``.
 
+    Only a ``.dump`` of the project's backup directory is taken. What the
+    database holds is backed up first (``before-restore``); the project's
+    Gunicorn programs on this server stop meanwhile and start again after.
     Rows written after the backup are lost. Holds the deploy lock, so no
     release migrates meanwhile.
 
@@ -108,37 +170,30 @@ def restore(project: str, file: str, confirm: bool = False) -> dict[str, Any]:
         salt-call django_db.restore demo file=/var/backups/salt-django/demo/<name>.dump confirm=True
     """
     started = time.monotonic()
-    path = file if os.path.isabs(file) else os.path.join(backup_dir(project), file)
-    if not os.path.isfile(path):
-        return {"ok": False, "comment": f"no backup {path}; see django_db.list_backups {project}"}
+    try:
+        path = backup_file(project, file)
+    except ValueError as exc:
+        return {"ok": False, "comment": str(exc)}
     if not confirm:
         return {"ok": False, "comment": f"restoring {path} replaces every row of {_database(project)}: pass confirm=True"}
     mods = __salt__  # noqa: F821
     try:
-        with mods["django_release.deploy_lock"](project, "restore"), open(path, "rb") as handle:
-            proc = subprocess.run(
-                [
-                    "runuser",
-                    "-u",
-                    "postgres",
-                    "--",
-                    "pg_restore",
-                    "--clean",
-                    "--if-exists",
-                    "--single-transaction",
-                    "-d",
-                    _database(project),
-                ],
-                stdin=handle,
-                capture_output=True,
-                check=False,
-            )
+        with mods["django_release.deploy_lock"](project, "restore"):
+            safety = backup(project, reason="before-restore")["file"]
+            stopped = _app_programs(project)
+            for program in stopped:
+                subprocess.run(["supervisorctl", "stop", program], capture_output=True, check=False)
+            try:
+                proc = _pg_restore(project, path)
+            finally:
+                for program in stopped:
+                    subprocess.run(["supervisorctl", "start", program], capture_output=True, check=False)
     except RuntimeError as exc:
         return {"ok": False, "comment": str(exc)}
     seconds = time.monotonic() - started
     if proc.returncode != 0:
-        error = proc.stderr.decode(errors="replace").strip().splitlines()[-1:]
-        mods["django_release.record"](project, "restore", "failed", seconds, file=path, error=error)
-        return {"ok": False, "comment": f"pg_restore failed, database unchanged: {error}"}
-    mods["django_release.record"](project, "restore", "ok", seconds, file=path)
-    return {"ok": True, "comment": f"restored {path}"}
+        error = mods["saltdjango.mask_secrets"](proc.stderr.decode(errors="replace").strip(), project).splitlines()[-1:]
+        mods["django_release.record"](project, "restore", "failed", seconds, file=path, error=error, backup=safety)
+        return {"ok": False, "comment": f"pg_restore failed, database unchanged: {error}", "backup": safety}
+    mods["django_release.record"](project, "restore", "ok", seconds, file=path, backup=safety)
+    return {"ok": True, "comment": f"restored {path}; what it replaced is in {safety}", "backup": safety}

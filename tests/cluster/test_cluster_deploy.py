@@ -143,11 +143,11 @@ def test_second_apply_changes_nothing(cluster: Cluster) -> None:
 
 
 def test_secrets_stay_where_they_belong(cluster: Cluster) -> None:
-    """Only the app's env file and Redis' config hold a secret on the hosts;
-    the master's job cache (every state run's return) holds none."""
+    """Only the app's env file holds a secret on the hosts (Redis' config holds
+    the password's SHA-256); the master's job cache (every state run's return) holds none."""
     secrets = [*passwords(cluster).values(), SECRET_KEY]
     patterns = " ".join(f"-e '{value}'" for value in secrets)
-    expected = {name: {"/etc/demo/env"} if name in APPS else set() for name in HOSTS} | {"cache": {"/etc/redis/redis.conf"}}
+    expected = {name: {"/etc/demo/env"} if name in APPS else set() for name in HOSTS}
     found = {
         name: set(cluster.hosts[name].run(f"grep -rlsF {patterns} /etc /srv /var /opt /root /tmp /run /home", check=False).stdout.split())
         for name in HOSTS
@@ -182,7 +182,7 @@ def test_db_and_cache_refuse_strangers(cluster: Cluster) -> None:
     payload = ("\r\n".join(commands) + "\r\n").encode()
     session = f"import socket, time; s = socket.create_connection(('{cache}', 6379), 5); s.sendall({payload!r}); time.sleep(1)"
     session += "; print(s.recv(2000).decode())"
-    answers = cluster.hosts["app1"].run(["python3", "-c", session]).stdout.split("\r\n")
+    answers = cluster.hosts["app1"].run(["python3", "-c", session]).stdout.splitlines()
     assert answers[:2] == ["+OK", "+OK"], answers
     assert all(a.startswith("-NOPERM") for a in answers[2:5]), answers
     assert answers[5:7] == ["$1", "1"], answers
@@ -313,6 +313,47 @@ def test_cut_app_server_is_routed_around(cluster: Cluster) -> None:
     until(lambda: haproxy(cluster)[victim]["status"].startswith("UP"), 60, f"{victim} back UP after heal")
 
 
+FORGED = "10.0.0.5/32 scram-sha-256\nhost all all 0.0.0.0/0 trust\n#"
+FORGING_CONF = "/etc/salt/minion.d/zz-forged.conf"
+
+
+def _minion_back(cluster: Cluster, name: str) -> None:
+    """Restart ``name``'s salt-minion (it reads its config again) and republish its mine."""
+    cluster.hosts[name].run("systemctl restart salt-minion")
+    until(lambda: cluster.salt([name], "test.ping", tgt_type="list", timeout=5).get(name) is True, 60, f"{name}'s minion answers again")
+    assert cluster.salt([name], "mine.update", tgt_type="list", timeout=30).get(name) is not False
+
+
+def test_a_forged_mine_address_reaches_no_config_and_names_its_server(cluster: Cluster) -> None:
+    attacker, others = APPS[0], ["db", "lb", APPS[1]]
+    # Root on an app server: its minion's own config wins over pillar's mine_functions,
+    # so every mine.update (the rollout's too) publishes what the attacker wrote.
+    forging = {"mine_functions": {"salt_django_address": [{"mine_function": "test.echo"}, [FORGED]]}}
+    cluster.hosts[attacker].path(FORGING_CONF).write_text(json.dumps(forging))
+    try:
+        _minion_back(cluster, attacker)
+        published = cluster.run_runner("mine.get", attacker, "salt_django_address")
+        assert published == {attacker: [FORGED]}, f"the forged value is what the master hands out: {published}"
+        converged, seconds = apply_all(cluster, others)
+        timing("converge of db, lb and app2 with a forged mine address", seconds)
+        for name in others:
+            bad = failed({name: converged[name]}).get(name, {})
+            assert list(bad) == ["saltdjango_|-salt-django-peers-trusted_|-salt-django-peers-trusted_|-peers_trusted"], bad
+            assert attacker in next(iter(bad.values())) and "not an IP address" in next(iter(bad.values())), bad
+        pg_hba = cluster.hosts["db"].run("cat /etc/postgresql/*/main/pg_hba.conf").stdout
+        assert FORGED.splitlines()[1] not in pg_hba and "trust" not in pg_hba and attacker not in pg_hba, pg_hba
+        assert f"server {attacker} " not in cluster.hosts["lb"].path("/etc/haproxy/haproxy.cfg").read_text()
+        assert "10.0.0.5" not in cluster.hosts[APPS[1]].path("/etc/nginx/sites-available/demo.conf").read_text()
+        result, _ = orchestrate(cluster, "orch.deploy")
+        assert result["retcode"] != 0 and result["step"] == "trust" and result["server"] == attacker, result
+        assert "not an IP address" in result["comment"], result["comment"]
+    finally:
+        cluster.hosts[attacker].path(FORGING_CONF).unlink(missing_ok=True)
+        _minion_back(cluster, attacker)
+        apply_all(cluster, others)
+    until(lambda: up_in_haproxy(cluster) >= set(APPS), 30, f"{attacker} back in HAProxy once it publishes its real address")
+
+
 def test_new_app_server_joins_by_itself(cluster: Cluster) -> None:
     timing("master restarted with the reactor", cluster.restart_master(master_conf("salt-django-reactor.conf")))
     rid = live(cluster, APPS[:1])[APPS[0]]
@@ -358,33 +399,3 @@ def test_schedule_runs_on_exactly_one_app_server(cluster: Cluster) -> None:
     for other in apps[1:]:
         assert records(other, TICKS) == [], f"{other.name} ran the schedule too"
         assert other.run("ls /etc/systemd/system | grep -c salt-django-job-", check=False).stdout.strip() == "0"
-
-
-FORGED = "10.0.0.5/32 scram-sha-256\nhost all all 0.0.0.0/0 trust\n#"
-
-
-def test_a_forged_mine_address_reaches_no_config_and_names_its_server(cluster: Cluster) -> None:
-    attacker, others = APPS[0], ["db", "lb", APPS[1]]
-    # root on an app server publishes what it likes in its own mine entry
-    forge = ["salt-call", "--out=quiet", "mine.send", "salt_django_address", "mine_function=test.echo", json.dumps([FORGED])]
-    cluster.hosts[attacker].run(forge)
-    try:
-        published = cluster.run_runner("mine.get", attacker, "salt_django_address")
-        assert published == {attacker: [FORGED]}, "the forged value is what the master hands out"
-        converged, seconds = apply_all(cluster, others)
-        timing("converge of db, lb and app2 with a forged mine address", seconds)
-        for name in others:
-            bad = failed({name: converged[name]}).get(name, {})
-            assert list(bad) == ["saltdjango_|-salt-django-peers-trusted_|-salt-django-peers-trusted_|-peers_trusted"], bad
-            assert attacker in next(iter(bad.values())) and "not an IP address" in next(iter(bad.values())), bad
-        pg_hba = cluster.hosts["db"].run("cat /etc/postgresql/*/main/pg_hba.conf").stdout
-        assert FORGED.splitlines()[1] not in pg_hba and "trust" not in pg_hba and attacker not in pg_hba, pg_hba
-        assert f"server {attacker} " not in cluster.hosts["lb"].path("/etc/haproxy/haproxy.cfg").read_text()
-        assert "10.0.0.5" not in cluster.hosts[APPS[1]].path("/etc/nginx/sites-available/demo.conf").read_text()
-        result, _ = orchestrate(cluster, "orch.deploy")
-        assert result["retcode"] != 0 and result["step"] == "trust" and result["server"] == attacker, result
-        assert "not an IP address" in result["comment"], result["comment"]
-    finally:
-        cluster.hosts[attacker].run(["salt-call", "--out=quiet", "mine.update"])
-        apply_all(cluster, others)
-    until(lambda: up_in_haproxy(cluster) >= set(APPS), 30, f"{attacker} back in HAProxy once it publishes its real address")

@@ -166,11 +166,44 @@ def test_backup_then_restore_brings_back_exactly_the_backed_up_rows(host: Host) 
     assert code != 0 and "confirm" in output
     assert psql(host, "SELECT count(*) FROM visits_visit WHERE note = 'after-backup'") == "1"
 
+    # A dump the app user could write (its media) is never restored, nor is one reached by a link.
+    host.run(f"install -o demo -m 0644 {backup} /srv/demo/shared/media/planted.dump")
+    host.run(f"ln -s /srv/demo/shared/media/planted.dump {backup.rsplit('/', 1)[0]}/linked.dump")
+    for planted in ("/srv/demo/shared/media/planted.dump", "linked.dump", "../../../../srv/demo/shared/media/planted.dump"):
+        code, output = run_make(host, f"restore FILE={planted} CONFIRM=yes")
+        assert code != 0 and "is not a backup of demo" in output, output[-1000:]
+    host.run(f"rm {backup.rsplit('/', 1)[0]}/linked.dump")
+    assert psql(host, "SELECT count(*) FROM visits_visit WHERE note = 'after-backup'") == "1"
+
     code, output = run_make(host, f"restore FILE={backup} CONFIRM=yes")
     assert code == 0, output[-2000:]
     assert psql(host, "SELECT count(*) FROM visits_visit WHERE note = 'after-backup'") == "0"
     assert psql(host, "SELECT count(*) FROM visits_visit WHERE note = 'before-backup'") == "1"
     assert fetch(host, f"https://{DOMAIN}/").status == 200
+    # what the restore replaced was backed up first, and the restored tables belong to the project's role
+    replaced = [b["file"] for b in json.loads(run_make(host, "backups")[1].splitlines()[-1]) if b["file"].endswith("-before-restore.dump")]
+    assert len(replaced) == 1, replaced
+    assert psql(host, "SELECT tableowner FROM pg_tables WHERE tablename = 'visits_visit'") == "demo"
+
+
+def test_a_backup_whose_job_is_killed_leaves_no_file_that_lists_as_a_backup(host: Host) -> None:
+    psql(host, "CREATE TABLE IF NOT EXISTS bulk AS SELECT g, md5(g::text) AS h FROM generate_series(1, 400000) g")
+    before = {b["file"] for b in json.loads(run_make(host, "backups")[1].splitlines()[-1])}
+    job = host.run(f"cd {REPO_IN_HOST} && setsid make backup > /dev/null 2>&1 & echo $!").stdout.strip()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        sizes = host.run("find /var/backups/salt-django/demo -name '*.partial' -size +1k", check=False).stdout.split()
+        if sizes:
+            break
+        time.sleep(0.05)
+    assert sizes, "the dump started"
+    host.run(f"kill -KILL -- -{job}")
+    time.sleep(3)
+    listed = json.loads(run_make(host, "backups")[1].splitlines()[-1])
+    assert {b["file"] for b in listed} == before, "the killed job's dump is not a backup"
+    for entry in listed:
+        assert host.run(["pg_restore", "--list", entry["file"]], check=False).returncode == 0, entry
+    psql(host, "DROP TABLE bulk")
 
 
 def test_a_second_release_at_once_is_refused_naming_the_holder(host: Host) -> None:
@@ -212,6 +245,7 @@ def test_audit_log_lists_every_operation_with_its_result(host: Host) -> None:
         ("release", "failed", "make release"),
         ("release", "failed", "make release"),
         ("backup", "ok", "make backup"),
+        ("backup", "ok", "make restore"),
         ("restore", "ok", "make restore"),
         ("release", "failed", "make release"),
         ("release", "ok", "make release"),

@@ -675,10 +675,34 @@ class Cluster:
         return self._client
 
     def salt(self, tgt: str | list[str], fun: str, arg: Sequence[Any] = (), timeout: float = 60, **kw: Any) -> dict[str, Any]:
-        """``salt <tgt> <fun> <arg...>``: {minion id: return} of the minions that
-        answered within ``timeout``. ``kw`` goes to ``LocalClient.cmd``
-        (``tgt_type="list"``, ``kwarg={...}``, ``full_return=True``...)."""
-        return self.client.cmd(tgt, fun, list(arg), timeout=timeout, **kw)
+        """``salt <tgt> <fun> <arg...>``: {minion id: return}, False for a targeted
+        minion that did not answer (as ``LocalClient.cmd``). ``kw``: what
+        ``LocalClient.cmd`` takes (``tgt_type="list"``, ``kwarg={...}``,
+        ``full_return=True``...)."""
+        full = kw.pop("full_return", False)
+        tgt_type = kw.pop("tgt_type", "glob")
+        pub = self.client.run_job(tgt, fun, list(arg), tgt_type=tgt_type, timeout=timeout, listen=True, **kw)
+        if not pub:
+            return {}
+        # ``timeout`` is how long Salt waits before asking the minions whether
+        # the job still runs: every 30 s at most, so that a lost return costs
+        # seconds, not the whole timeout.
+        ret: dict[str, Any] = {}
+        interval = min(timeout, 30)
+        for chunk in self.client.get_cli_event_returns(pub["jid"], pub["minions"], interval, tgt, tgt_type, **kw):
+            for minion, data in (chunk or {}).items():
+                if isinstance(data, dict) and not data.get("failed"):
+                    ret[minion] = data if full else data.get("ret", {})
+        # Salt's event bus can drop a return the master has written to its job
+        # cache (saltstack/salt#57954, "the CLI waits for a return already
+        # received"): read those from the cache.
+        missing = set(pub["minions"]) - set(ret)
+        if missing:
+            cached = self.client.returners[f"{self.client.opts['master_job_cache']}.get_jid"](pub["jid"])
+            for minion in missing & set(cached):
+                data = {"ret": cached[minion].get("return"), "retcode": cached[minion].get("retcode", 0), "jid": pub["jid"]}
+                ret[minion] = data if full else data["ret"]
+        return {**dict.fromkeys(pub["minions"], False), **ret}
 
     def run_runner(self, fun: str, *args: Any, timeout: float = 600, check: bool = False, **kwargs: Any) -> Any:
         """``salt-run <fun> <args> key=value...`` against the master; return its
