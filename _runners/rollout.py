@@ -104,6 +104,16 @@ def rollback_target(record: dict[str, Any]) -> dict[str, Any] | None:
     return record.get("previous")
 
 
+def adopted(record: dict[str, Any], live: dict[str, str | None], source: dict[str, Any]) -> dict[str, Any] | None:
+    """The record's ``current`` entry for what the servers serve, when the master
+    has none yet (the first converge released the pillar ``source``): every
+    answering server serves one same release. None when there is nothing to adopt."""
+    ids = set(live.values())
+    if record.get("current") or len(ids) != 1 or None in ids:
+        return None
+    return {"id": ids.pop(), "digest": None, "servers": dict(live), "source": source, "at": _now()}
+
+
 # ------------------------------------------------------------------ the master
 
 
@@ -369,6 +379,7 @@ def deploy(release: str | None = None, project: str | None = None) -> dict[str, 
             cluster.log("validate", f"pillar valid on {', '.join(everyone)}; not answering, skipped: {', '.join(skipped) or 'none'}")
             cluster.converge("db", cluster.members("db"))
             cluster.converge("cache", cluster.members("cache"))
+            _adopt_live(cluster, name, apps)
             targets, digest = _prepare(cluster, name, source, apps)
             first = apps[0]
             pending = cluster.call("migrations", [first], "django_manage.unapplied_migrations", name, release=targets[first])[first]
@@ -419,6 +430,22 @@ def _cli() -> Any:
     """scripts/salt_django.py: the one place that decides which passwords a
     project gets (``plan_secrets``), on one server and on a master."""
     return _repo_module("scripts/salt_django.py")
+
+
+def _adopt_live(cluster: _Cluster, project: str, apps: list[str]) -> None:
+    """Record the release a converge put live before the first rollout, so
+    that ``orch.rollback`` after that rollout goes back to it."""
+    records = _records()
+    record = records.setdefault(project, {})
+    if record.get("current"):
+        return
+    live = cluster.call("live", apps, "django_release.current", project)
+    source = {"source": (cluster.pillar.get("projects") or {}).get(project, {}).get("source")}
+    entry = adopted(record, live, source)
+    if entry:
+        record["current"] = entry
+        _save(records)
+        cluster.log("live", f"release {entry['id']} (put live by a converge) recorded: a rollback can return to it")
 
 
 def _mine_addresses(cluster: _Cluster) -> tuple[dict[str, str], dict[str, str]]:

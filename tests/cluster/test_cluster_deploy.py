@@ -242,6 +242,18 @@ def test_rolling_deploy_under_load_drops_nothing(cluster: Cluster, releases: Rel
     assert after["assets"] == {url: {"status": 200, "same": True} for url in old_assets}, after["assets"]
 
 
+def test_the_first_rollout_rolls_back_to_the_release_the_converge_put_live(cluster: Cluster) -> None:
+    listed = cluster.salt(APPS, "django_release.list_releases", ["demo"], tgt_type="list")
+    converged, rolled_out = listed[APPS[0]]["releases"][0], listed[APPS[0]]["current"]
+    back, seconds = orchestrate(cluster, "orch.rollback")
+    timing("orch.rollback to the converge's release", seconds)
+    assert back["retcode"] == 0 and back["release"] == converged, json.dumps(back, indent=1)[:3000]
+    assert live(cluster, APPS) == dict.fromkeys(APPS, converged)
+    again, seconds = orchestrate(cluster, "orch.deploy", {"release": "v2"})
+    timing("orch.deploy v2 again (built: switches only)", seconds)
+    assert again["retcode"] == 0 and again["release"] == rolled_out, json.dumps(again, indent=1)[:3000]
+
+
 BROKEN_CACHE = """
 
 from django.core.cache.backends.redis import RedisCache

@@ -49,6 +49,15 @@ def test_rollback_after_a_failed_rollout_restores_what_served() -> None:
     assert rollout.rollback_target({}) is None
 
 
+def test_the_release_a_converge_put_live_is_adopted_once() -> None:
+    source = {"source": "salt://projects/demo"}
+    entry = rollout.adopted({}, {"app1": "r1", "app2": "r1"}, source)
+    assert entry and entry["id"] == "r1" and entry["servers"] == {"app1": "r1", "app2": "r1"} and entry["source"] == source
+    assert rollout.adopted({"current": entry}, {"app1": "r2"}, source) is None, "a master's own record wins"
+    assert rollout.adopted({}, {"app1": "r1", "app2": "r2"}, source) is None, "servers that disagree: nothing to adopt"
+    assert rollout.adopted({}, {"app1": None}, source) is None, "nothing live yet"
+
+
 def test_error_names_step_server_and_cause() -> None:
     exc = rollout.RolloutError("switch", "release X did not become healthy", "app1")
     assert str(exc) == "switch on app1: release X did not become healthy"
