@@ -91,6 +91,11 @@ def _live(host: Host) -> str:
     return host.run("readlink /srv/demo/current").stdout.strip().rsplit("/", 1)[1]
 
 
+def _backups(host: Host) -> list[dict]:
+    """``make backups``: one JSON document per backup."""
+    return [json.loads(line) for line in run_make(host, "backups")[1].splitlines() if line.startswith("{")]
+
+
 def _releases(host: Host) -> list[str]:
     return json.loads(run_make(host, "releases")[1].splitlines()[-1])["releases"]
 
@@ -181,25 +186,31 @@ def test_backup_then_restore_brings_back_exactly_the_backed_up_rows(host: Host) 
     assert psql(host, "SELECT count(*) FROM visits_visit WHERE note = 'before-backup'") == "1"
     assert fetch(host, f"https://{DOMAIN}/").status == 200
     # what the restore replaced was backed up first, and the restored tables belong to the project's role
-    replaced = [b["file"] for b in json.loads(run_make(host, "backups")[1].splitlines()[-1]) if b["file"].endswith("-before-restore.dump")]
+    replaced = [b["file"] for b in _backups(host) if b["file"].endswith("-before-restore.dump")]
     assert len(replaced) == 1, replaced
     assert psql(host, "SELECT tableowner FROM pg_tables WHERE tablename = 'visits_visit'") == "demo"
 
 
 def test_a_backup_whose_job_is_killed_leaves_no_file_that_lists_as_a_backup(host: Host) -> None:
-    psql(host, "CREATE TABLE IF NOT EXISTS bulk AS SELECT g, md5(g::text) AS h FROM generate_series(1, 400000) g")
-    before = {b["file"] for b in json.loads(run_make(host, "backups")[1].splitlines()[-1])}
-    job = host.run(f"cd {REPO_IN_HOST} && setsid make backup > /dev/null 2>&1 & echo $!").stdout.strip()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        sizes = host.run("find /var/backups/salt-django/demo -name '*.partial' -size +1k", check=False).stdout.split()
-        if sizes:
-            break
-        time.sleep(0.05)
-    assert sizes, "the dump started"
-    host.run(f"kill -KILL -- -{job}")
+    psql(host, "CREATE TABLE IF NOT EXISTS bulk AS SELECT g, md5(g::text) AS h FROM generate_series(1, 1000000) g")
+    before = {b["file"] for b in _backups(host)}
+    # Polled inside the host (every 10 ms): the whole job (its own session: make, salt-call,
+    # pg_dump) is killed once its dump has grown.
+    killer = f"""
+        cd {REPO_IN_HOST}
+        setsid make backup > /dev/null 2>&1 &
+        job=$!
+        for i in $(seq 1 6000); do
+            if [ -n "$(find /var/backups/salt-django/demo -name '*.partial' -size +64k)" ]; then
+                kill -KILL -- -$job; echo killed; exit 0
+            fi
+            sleep 0.01
+        done
+        echo "the dump never grew"; exit 1
+    """
+    assert host.run(killer, check=False).stdout.strip() == "killed"
     time.sleep(3)
-    listed = json.loads(run_make(host, "backups")[1].splitlines()[-1])
+    listed = _backups(host)
     assert {b["file"] for b in listed} == before, "the killed job's dump is not a backup"
     for entry in listed:
         assert host.run(["pg_restore", "--list", entry["file"]], check=False).returncode == 0, entry
