@@ -46,6 +46,7 @@ _ALPHABET = string.ascii_letters + string.digits
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _PROJECT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 _ENV_KEY = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_SQL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 def __virtual__() -> str:
@@ -154,6 +155,11 @@ def _build_problems(key: str, project: dict[str, Any]) -> list[str]:
     path = health.get("path") if isinstance(health, dict) else ""
     if path is not None and not (isinstance(path, str) and re.match(r"^/\S*$", path)):
         errors.append(f"{key}:health:path: must be a URL path of the project, e.g. /health/")
+    database = project.get("database") or {}
+    for field in ("name", "user"):
+        value = database.get(field) if isinstance(database, dict) else None
+        if value is not None and not _SQL_NAME.match(str(value)):
+            errors.append(f"{key}:database:{field}: {value!r} must match {_SQL_NAME.pattern} (it is written into SQL and pg_hba.conf)")
     static = project.get("static") or {}
     keep = (static.get("keep") or {}) if isinstance(static, dict) else None
     if not isinstance(keep, dict):

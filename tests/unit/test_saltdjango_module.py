@@ -101,6 +101,12 @@ def test_a_bad_static_retention_window_names_its_key(static: object, fragment: s
     assert fragment in saltdjango.validate({"projects": {"demo": project(static=static)}})
 
 
+@pytest.mark.parametrize("field", ["name", "user"])
+def test_a_database_name_that_is_not_a_plain_identifier_is_refused(field: str) -> None:
+    errors = saltdjango.validate({"projects": {"demo": project(database={field: "demo'; DROP TABLE x; --"})}})
+    assert len(errors) == 1 and errors[0].startswith(f"projects:demo:database:{field}: "), errors
+
+
 def test_a_static_retention_window_of_numbers_passes() -> None:
     assert saltdjango.validate({"projects": {"demo": project(static={"keep": {"releases": 0, "days": 0.5}})}}) == []
 
