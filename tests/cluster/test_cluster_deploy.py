@@ -5,8 +5,9 @@
 One cluster serves the whole module, and the tests build on each other in
 file order, as an operator's day would: converge from nothing, converge
 again, check who may reach the database and cache, roll out a release under
-load, roll out a broken one and roll back, lose an app server, add one,
-and try two rollouts at once. Releases come from a git repository served
+load (a browser, long requests, form posts), roll it back and out again,
+roll out a broken one and roll back, lose an app server, let one forge its
+mine address, add one, and try two rollouts at once. Releases come from a git repository served
 to the cluster by ``git daemon`` on this machine's bridge address.
 
 Timings are printed (run with -s) as ``[lab timing]`` lines.
