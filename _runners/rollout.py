@@ -107,11 +107,13 @@ def rollback_target(record: dict[str, Any]) -> dict[str, Any] | None:
 def adopted(record: dict[str, Any], live: dict[str, str | None], source: dict[str, Any]) -> dict[str, Any] | None:
     """The record's ``current`` entry for what the servers serve, when the master
     has none yet (the first converge released the pillar ``source``): every
-    answering server serves one same release. None when there is nothing to adopt."""
+    answering server serves a build of one same source (the id's suffix).
+    None when there is nothing to adopt."""
     ids = set(live.values())
-    if record.get("current") or len(ids) != 1 or None in ids:
+    # Each server built the pillar source itself: one content, ids that may differ in the second.
+    if record.get("current") or not ids or None in ids or len({rid.rsplit("-", 1)[-1] for rid in ids}) != 1:
         return None
-    return {"id": ids.pop(), "digest": None, "servers": dict(live), "source": source, "at": _now()}
+    return {"id": live[min(live)], "digest": None, "servers": dict(live), "source": source, "at": _now()}
 
 
 # ------------------------------------------------------------------ the master
@@ -226,8 +228,7 @@ class _Cluster:
         naming a minion that did not answer or whose function failed."""
         if not tgt:
             return {}
-        wait = self.settings["timeout"]
-        ret = self.client.cmd(tgt, fun, list(args), tgt_type="list", kwarg=kwargs, timeout=wait, full_return=True)
+        ret = self._returns(tgt, fun, list(args), kwargs)
         for minion in tgt:
             if minion not in ret:
                 raise RolloutError(step, f"no answer to {fun}", minion)
@@ -237,6 +238,31 @@ class _Cluster:
                     out = "; ".join(f"{sid}: {c}" for sid, c in failed_states(out).items())
                 raise RolloutError(step, f"{fun}: {str(out)[-800:]}", minion)
         return {minion: ret[minion]["ret"] for minion in tgt}
+
+    def _returns(self, tgt: list[str], fun: str, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Each minion's full return (``ret``, ``retcode``) of one job.
+
+        Salt's event bus can drop a return that the master wrote to its job
+        cache (saltstack/salt#57954): waiting for the event then lasts the
+        whole timeout, 15 minutes of a stalled rollout. So the minions are
+        asked every 30 s whether the job still runs (a long build keeps it
+        waiting), and a return the events missed is read from the job cache.
+        """
+        pub = self.client.run_job(tgt, fun, args, tgt_type="list", kwarg=kwargs, timeout=self.settings["timeout"], listen=True)
+        if not pub:
+            return {}
+        ret: dict[str, Any] = {}
+        interval = min(float(self.settings["timeout"]), 30.0)
+        for chunk in self.client.get_cli_event_returns(pub["jid"], pub["minions"], interval, tgt, "list"):
+            for minion, data in (chunk or {}).items():
+                if isinstance(data, dict) and not data.get("failed"):
+                    ret[minion] = data
+        missing = set(tgt) - set(ret)
+        if missing:
+            cached = self.client.returners[f"{self.client.opts['master_job_cache']}.get_jid"](pub["jid"]) or {}
+            for minion in missing & set(cached):
+                ret[minion] = {"ret": cached[minion].get("return"), "retcode": cached[minion].get("retcode", 0)}
+        return ret
 
     def ping(self) -> list[str]:
         """Ping every server of the topology once (a silent one costs the

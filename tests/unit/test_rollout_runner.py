@@ -54,7 +54,9 @@ def test_the_release_a_converge_put_live_is_adopted_once() -> None:
     entry = rollout.adopted({}, {"app1": "r1", "app2": "r1"}, source)
     assert entry and entry["id"] == "r1" and entry["servers"] == {"app1": "r1", "app2": "r1"} and entry["source"] == source
     assert rollout.adopted({"current": entry}, {"app1": "r2"}, source) is None, "a master's own record wins"
-    assert rollout.adopted({}, {"app1": "r1", "app2": "r2"}, source) is None, "servers that disagree: nothing to adopt"
+    assert rollout.adopted({}, {"app1": "t1-aaaaaaa", "app2": "t1-bbbbbbb"}, source) is None, "different sources: nothing to adopt"
+    apart = rollout.adopted({}, {"app1": "t1-aaaaaaa", "app2": "t2-aaaaaaa"}, source)
+    assert apart and apart["id"] == "t1-aaaaaaa" and apart["servers"]["app2"] == "t2-aaaaaaa", "one source built a second apart"
     assert rollout.adopted({}, {"app1": None}, source) is None, "nothing live yet"
 
 
