@@ -25,6 +25,23 @@ import yaml
 __virtualname__ = "saltdjango"
 
 KNOWN_ROLES = frozenset({"db", "cache", "app", "worker", "web", "lb"})
+#: The roles of a single server (masterless ``make deploy``): all but ``lb``.
+SINGLE_SERVER_ROLES = ("db", "cache", "app", "web")
+#: Secrets of a project that no app process needs: the key of the off-host
+#: backup copies (_modules/django_db.py). They never reach the app's env file.
+SERVER_SECRETS = frozenset({"BACKUP_KEY"})
+#: The secrets of a project (``projects:<p>:secrets``) that a role needs; None: every
+#: one but ``SERVER_SECRETS``. A role not listed needs none. TLS material goes to
+#: whatever ends TLS (``role_view``).
+ROLE_SECRETS: dict[str, frozenset[str] | None] = {
+    "app": None,
+    "worker": None,
+    "db": frozenset({"DB_PASSWORD", "BACKUP_KEY"}),
+    "cache": frozenset({"REDIS_PASSWORD"}),
+}
+#: The pillar files, in pillar_roots, that hold secrets: salt-django's generated
+#: passwords, then the operator's local.sls, which wins (pillar/role_secrets.sls).
+SECRET_FILES = ("generated.sls", "local.sls")
 #: Mine function (pillar/topology.sls) through which each server publishes its private address.
 MINE_ADDRESS = "salt_django_address"
 #: Where a server's private address must lie when topology:private_network is null (RFC 1918, ULA).
@@ -96,8 +113,11 @@ def domain_problems(domain: Any) -> list[str]:
     return []
 
 
-def validate_project(name: str, project: Any) -> list[str]:
-    """Errors in one project's pillar, each naming the pillar key it is about."""
+def validate_project(name: str, project: Any, roles: list[str] | None = None) -> list[str]:
+    """Errors in one project's pillar, each naming the pillar key it is about.
+
+    ``roles``: this server's; only the secrets they receive (``needs_secret``)
+    can be missing. None: a single server's."""
     key = f"projects:{name}"
     if not _PROJECT_NAME.match(str(name)):
         return [f"{key}: project name must match {_PROJECT_NAME.pattern}"]
@@ -113,7 +133,7 @@ def validate_project(name: str, project: Any) -> list[str]:
     secret_values = project.get("secrets") or {}
     if not isinstance(secret_values, dict):
         return [*errors, f"{key}:secrets: must be a mapping"]
-    for secret in REQUIRED_SECRETS:
+    for secret in [r for r in REQUIRED_SECRETS if needs_secret(list(SINGLE_SERVER_ROLES) if roles is None else roles, r)]:
         errors.extend(f"{key}:secrets:{secret} {p}" for p in password_problems(secret_values.get(secret)))
     secret_key = secret_values.get("SECRET_KEY")
     if secret_key is not None:
@@ -231,6 +251,77 @@ def topology(pillar: dict[str, Any] | None = None) -> dict[str, list[str]]:
     return {str(name): list((spec or {}).get("roles") or []) if isinstance(spec, dict) else [] for name, spec in hosts.items()}
 
 
+def roles_of(hosts: Any, minion: str, masterless: bool) -> list[str]:
+    """The roles of ``minion`` by ``topology:hosts`` (pillar/topology.yaml): what
+    pillar/topology.sls and pillar/role_secrets.sls give it. A single server
+    (masterless, or no topology) holds every role but ``lb``; a minion the
+    topology does not list, none."""
+    if masterless or not hosts:
+        return list(SINGLE_SERVER_ROLES)
+    spec = hosts.get(minion) if isinstance(hosts, dict) else None
+    roles = spec.get("roles") if isinstance(spec, dict) else None
+    return [str(role) for role in roles] if isinstance(roles, list) else []
+
+
+def needs_secret(roles: list[str], secret: str) -> bool:
+    """Whether a server holding ``roles`` gets the project secret named ``secret``."""
+    for role in roles:
+        named = ROLE_SECRETS.get(role, frozenset())
+        if (named is None and secret not in SERVER_SECRETS) or (named is not None and secret in named):
+            return True
+    return False
+
+
+def ends_tls(roles: list[str], has_lb: bool) -> bool:
+    """Whether a server holding ``roles`` serves the projects' certificates:
+    a load balancer, or the web server of a deployment that has none."""
+    return "lb" in roles or ("web" in roles and not has_lb)
+
+
+def role_view(data: Any, roles: list[str], has_lb: bool) -> dict[str, Any]:
+    """The secrets pillar ``data`` as a server holding ``roles`` may see it.
+
+    Only ``projects:<p>:secrets`` (filtered by ``needs_secret``) and
+    ``projects:<p>:tls`` (kept where ``ends_tls``) are cut; every other key
+    the operator wrote beside them passes, whatever the role.
+    """
+    if not isinstance(data, dict):
+        return {}
+    view = copy.deepcopy(data)
+    projects = view.get("projects") if isinstance(view.get("projects"), dict) else {}
+    for project in (p for p in projects.values() if isinstance(p, dict)):
+        kept = project.get("secrets")
+        if isinstance(kept, dict):
+            project["secrets"] = {k: v for k, v in kept.items() if needs_secret(roles, str(k))}
+        elif kept is not None and not needs_secret(roles, "SECRET_KEY"):
+            # Not a mapping: validation names it where it is needed; elsewhere it goes.
+            project["secrets"] = {}
+        if project.get("secrets") == {}:
+            del project["secrets"]
+        if "tls" in project and not ends_tls(roles, has_lb):
+            del project["tls"]
+    return view
+
+
+def read_secret_files(roots: list[str]) -> dict[str, Any]:
+    """``SECRET_FILES`` merged, each the first found in ``roots`` (as Salt finds
+    an SLS), the later winning. They are plain YAML: no renderer runs them."""
+    merged: dict[str, Any] = {}
+    for name in SECRET_FILES:
+        found = next((os.path.join(root, name) for root in roots if os.path.isfile(os.path.join(root, name))), None)
+        if not found:
+            continue
+        with open(found, encoding="utf-8") as handle:
+            try:
+                data = yaml.safe_load(handle) or {}
+            except yaml.YAMLError as exc:
+                raise ValueError(f"{found}: not plain YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{found}: must hold a mapping")
+        _merge(merged, data)
+    return merged
+
+
 def members(roles: str | list[str], pillar: dict[str, Any] | None = None) -> list[str]:
     """Minion ids, sorted, of the cluster's servers that hold any of ``roles``."""
     wanted = {roles} if isinstance(roles, str) else set(roles)
@@ -333,7 +424,7 @@ def validate_cluster(data: dict[str, Any], minion: str) -> list[str]:
     for role in ("db", "cache", "app"):
         if not members(role, data):
             errors.append(f"topology:hosts: no server has the role {role}")
-    if len(members("app", data)) > 1:
+    if len(members("app", data)) > 1 and needs_secret(hosts.get(minion, []), "SECRET_KEY"):
         for name, project in (data.get("projects") or {}).items():
             if isinstance(project, dict) and not (project.get("secrets") or {}).get("SECRET_KEY"):
                 errors.append(f"projects:{name}:secrets:SECRET_KEY is missing: every app server must sign with the same key")
@@ -349,17 +440,22 @@ def validate(pillar: dict[str, Any] | None = None, minion: str | None = None) ->
     """
     data = __pillar__ if pillar is None else pillar  # noqa: F821 - injected by the Salt loader
     minion = minion or __opts__.get("id", "")  # noqa: F821
-    errors = validate_roles(data.get("salt_django", {}).get("roles", []))
+    roles = (data.get("salt_django") or {}).get("roles")
+    errors = validate_roles([] if roles is None else roles)
     errors += validate_cluster(data, minion)
+    # pillar/topology.sls always sets the roles; without them (a pillar passed in): a single server's.
+    held = [str(r) for r in roles] if isinstance(roles, list) else None
     projects = data.get("projects")
     if not isinstance(projects, dict) or not projects:
         return [*errors, "projects: must define at least one project"]
     # Schedules are read by django_schedule, as salt/schedule renders them.
-    job_problems = globals().get("__salt__", {}).get("django_schedule.job_problems")
+    mods = globals().get("__salt__", {})
+    checks = [(mods.get(f"django_schedule.{check}"), key) for check, key in (("job_problems", "schedule"), ("backup_problems", "backups"))]
     for name, project in projects.items():
-        errors.extend(validate_project(name, project))
-        if job_problems and isinstance(project, dict):
-            errors.extend(job_problems(f"projects:{name}", project.get("schedule")))
+        errors.extend(validate_project(name, project, held))
+        for check, key in checks:
+            if check and isinstance(project, dict):
+                errors.extend(check(f"projects:{name}", project.get(key)))
     if pillar is None and topology() and {"app", "worker"} & set(data.get("salt_django", {}).get("roles", [])):
         for role in ("db", "cache"):
             if members(role) and not addresses(role):
@@ -494,13 +590,15 @@ def secret_variables(name: str, pillar: dict[str, Any] | None = None) -> dict[st
     """Env variable -> pillar key under ``projects:<name>:secrets``, for every secret of the project.
 
     The three salt-django knows (SECRET_KEY, DB_PASSWORD, REDIS_PASSWORD)
-    get their Django-side names; any other secret keeps its own name.
+    get their Django-side names; any other secret keeps its own name, but
+    ``SERVER_SECRETS``, which no app process needs.
     """
     data = __pillar__ if pillar is None else pillar  # noqa: F821
     raw = (((data.get("projects") or {}).get(name) or {}).get("secrets")) or {}
     found = {var: key for key, var in SECRET_VARIABLES.items()}
     if isinstance(raw, dict):
-        found.update({str(key): str(key) for key in raw if str(key) not in SECRET_VARIABLES and _ENV_KEY.match(str(key))})
+        others = [str(key) for key in raw if str(key) not in SECRET_VARIABLES and str(key) not in SERVER_SECRETS]
+        found.update({key: key for key in others if _ENV_KEY.match(key)})
     return found
 
 

@@ -1,25 +1,39 @@
-# Roles by minion id, from topology.yaml. A minion cannot choose its roles:
-# grains are set by the minion itself, pillar by the master (or, masterless,
-# by this repository).
-# Masterless (`make deploy`, salt-call --local): one server, every role but lb.
-{%- import_yaml 'topology.yaml' as topology %}
-{%- set masterless = opts.get('__role') == 'minion' %}
-{%- set hosts = {} if masterless else topology.get('hosts') or {} %}
-{%- set network = topology.get('private_network') %}
-topology:
-  hosts: {{ hosts | json }}
-  private_network: {{ network | json }}
-salt_django:
-  roles: {{ ((hosts.get(opts['id']) or {}).get('roles', []) if hosts else ['db', 'cache', 'app', 'web']) | json }}
-{%- if hosts %}
-# Every server publishes its private address; the others find it with
-# mine.get (see _modules/saltdjango.py: addresses).
-mine_functions:
-  salt_django_address:
-    - mine_function: network.ip_addrs
-{%- if network %}
-    - cidr: {{ network | json }}
-{%- else %}
-    - type: private
-{%- endif %}
-{%- endif %}
+#!py
+"""Roles by minion id, from topology.yaml (beside this file).
+
+A minion cannot choose its roles: grains are set by the minion itself,
+pillar by the master (or, masterless, by this repository). Masterless
+(`make deploy`, salt-call --local): one server, every role but lb. Every
+server of a cluster publishes its private address through the mine; the
+others find it with mine.get (_modules/saltdjango.py: addresses).
+"""
+
+import importlib.util
+import os
+
+import yaml
+
+
+def _saltdjango():
+    """_modules/saltdjango.py of this repository: the one rule for roles."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "_modules", "saltdjango.py")
+    spec = importlib.util.spec_from_file_location("salt_django_pillar_saltdjango", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run():
+    with open(os.path.join(os.path.dirname(os.path.realpath(__file__)), "topology.yaml"), encoding="utf-8") as handle:
+        topology = yaml.safe_load(handle) or {}
+    masterless = __opts__.get("__role") == "minion"
+    hosts = {} if masterless else topology.get("hosts") or {}
+    network = topology.get("private_network")
+    pillar = {
+        "topology": {"hosts": hosts, "private_network": network},
+        "salt_django": {"roles": _saltdjango().roles_of(hosts, __opts__["id"], masterless)},
+    }
+    if hosts:
+        scope = {"cidr": network} if network else {"type": "private"}
+        pillar["mine_functions"] = {"salt_django_address": [{"mine_function": "network.ip_addrs"}, scope]}
+    return pillar

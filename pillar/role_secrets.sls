@@ -1,0 +1,38 @@
+#!py
+"""The secrets (generated.sls, then local.sls, from the other pillar roots),
+cut to what this minion's roles need, by _modules/saltdjango.py:
+role_view: app and worker servers get their projects' secrets, db the
+database passwords, cache the Redis passwords, and whatever ends TLS (the
+load balancer, or the web server where there is none) the TLS material.
+The roles come from topology.yaml as pillar/topology.sls reads them, so the
+targeting cannot drift from the topology.
+
+(Not named secrets.sls: Salt's py renderer registers the file as a module
+under its name, which would shadow Python's own ``secrets``.)
+"""
+
+import importlib.util
+import os
+
+import yaml
+
+
+def _saltdjango():
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "_modules", "saltdjango.py")
+    spec = importlib.util.spec_from_file_location("salt_django_pillar_saltdjango", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run():
+    here = os.path.dirname(os.path.realpath(__file__))
+    with open(os.path.join(here, "topology.yaml"), encoding="utf-8") as handle:
+        topology = yaml.safe_load(handle) or {}
+    masterless = __opts__.get("__role") == "minion"
+    hosts = {} if masterless else topology.get("hosts") or {}
+    saltdjango = _saltdjango()
+    roles = saltdjango.roles_of(hosts, __opts__["id"], masterless)
+    has_lb = any("lb" in ((spec or {}).get("roles") or []) for spec in hosts.values())
+    roots = [root for root in __opts__["pillar_roots"].get(saltenv, []) if os.path.realpath(root) != here]
+    return saltdjango.role_view(saltdjango.read_secret_files(roots), roles, has_lb)
