@@ -1,13 +1,8 @@
-# salt-django/deploy, sent on the master (e.g. by CI through salt-api or
-# `salt-run event.send salt-django/deploy '{"release": "v2"}'`): orch.deploy.
-# An event a minion sent carries its id and is ignored: a minion must not
-# be able to start a rollout.
-{%- if 'id' not in data %}
+# salt-django/deploy: a rollout requested with `salt-run rollout.request`
+# (on the master, or by CI through salt-api), which signs the event with the
+# master's key. Any minion can put any data under this tag, so the runner
+# checks the signature and refuses anything else (rollout.requested).
 salt-django-release-requested:
-  runner.state.orchestrate:
+  runner.rollout.requested:
     - args:
-      - mods: orch.deploy
-      - pillar:
-          release: {{ data.get('release') | json }}
-          project: {{ data.get('project') | json }}
-{%- endif %}
+      - request: {{ data | json }}

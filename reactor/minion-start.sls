@@ -1,8 +1,8 @@
-# salt/minion/<id>/start: a server (re)started. orch.join converges it and,
-# for an app server, lets HAProxy route to it.
+# salt/minion/<id>/start: a server (re)started, or so says an event that any
+# minion can forge. rollout.join converges a server only if it never
+# converged (or, an app server, serves another release than the cluster),
+# at most once per 5 minutes: a reconnect storm converges nobody twice.
 salt-django-server-joins:
-  runner.state.orchestrate:
+  runner.rollout.join:
     - args:
-      - mods: orch.join
-      - pillar:
-          minion: {{ data['id'] | json }}
+      - minion: {{ (tag.split('/') + ['', '', ''])[2] | json }}

@@ -24,3 +24,12 @@ common-packages-installed:
     - pkgs: {{ common.packages | json }}
     - require:
       - file: common-apt-lock-timeout-configured
+
+# The mark a join looks for (_runners/rollout.py: join): a start event, which
+# any minion can forge, converges only a server without it.
+common-converged-marked:
+  file.managed:
+    - name: {{ common.converged_mark }}
+    - contents: This server was converged by salt-django.
+    - makedirs: True
+    - mode: '0644'

@@ -1,4 +1,5 @@
 # salt-run state.orchestrate orch.deploy pillar='{"release": "<git ref or release id>"}'
+# (add "allow_partial": true to go on while an app server does not answer)
 #
 # Rolls the release out to every app server, batch by batch (pillar
 # rollout:batch), with no request dropped. The steps run in the rollout
@@ -9,3 +10,4 @@ salt-django-release-rolled-out:
     - name: rollout.deploy
     - release: {{ salt['pillar.get']('release') | json }}
     - project: {{ salt['pillar.get']('project') | json }}
+    - allow_partial: {{ salt['pillar.get']('allow_partial') | json }}
