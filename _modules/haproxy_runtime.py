@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import socket
 import time
@@ -139,3 +140,28 @@ def wait_up(backend: str, names: list[str], timeout: float = 15, interval: float
         if not down or time.monotonic() - started >= timeout:
             return {"down": down, "seconds": round(time.monotonic() - started, 2)}
         time.sleep(interval)
+
+
+def save_state(path: str, socket_path: str | None = None) -> dict[str, Any]:
+    """Write ``show servers state`` to ``path`` (mode 0600, replaced at once),
+    where the next HAProxy process reads it (``server-state-file``), so that
+    a reload keeps servers drained or in maintenance. Returns ``{"saved",
+    "servers"}``; ``saved`` is False when HAProxy does not run (nothing to keep).
+
+    CLI example::
+
+        salt-call haproxy_runtime.save_state /var/lib/haproxy-admin/server-state
+    """
+    try:
+        text = command("show servers state", socket_path)
+    except HAProxyError:
+        return {"saved": False, "servers": 0}
+    lines = text.splitlines()
+    if not lines or not lines[0].strip().isdigit():
+        raise HAProxyError(f"unexpected answer to show servers state: {text[:200]!r}")
+    temp = f"{path}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text if text.endswith("\n") else text + "\n")
+    os.replace(temp, path)
+    return {"saved": True, "servers": sum(1 for line in lines[1:] if line.strip() and not line.startswith("#"))}

@@ -49,6 +49,14 @@ haproxy-config-managed:
       - tls-{{ name }}-certificate-managed
 {%- endfor %}
 
+# Before a reload, what the runtime API set (a server drained or in
+# maintenance during a rollout) is written where the new process reads it.
+haproxy-server-state-saved:
+  haproxy_runtime.state_saved:
+    - name: {{ haproxy.server_state_file }}
+    - prereq:
+      - file: haproxy-config-managed
+
 # A reload starts new workers with the new backends; the old ones finish
 # their requests.
 haproxy-service-running:
