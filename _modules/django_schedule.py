@@ -15,8 +15,9 @@ both do, so an expression that restricts both is refused rather than read
 differently by the two.
 
 In a cluster each job runs on exactly one server: the first app server of the
-topology by minion id (the master's pillar, not anything a minion says). Other
-periodic work (backups, certificate renewal) adds its jobs to :func:`jobs`.
+topology by minion id (the master's pillar, not anything a minion says). The
+database server also runs each project's scheduled backup (``backups:
+schedule``, :func:`backup_jobs`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
+import sys
 from typing import Any
 
 from salt.exceptions import CommandExecutionError
@@ -162,6 +165,18 @@ def job_problems(key: str, schedule: Any) -> list[str]:
     return errors
 
 
+def backup_problems(key: str, backups: Any) -> list[str]:
+    """Errors in one project's pillar ``backups:schedule`` (``key`` is ``projects:<name>``)."""
+    when = backups.get("schedule") if isinstance(backups, dict) else None
+    if not when:
+        return []
+    try:
+        parse_when(when)
+    except ValueError as exc:
+        return [f"{key}:backups:schedule:{exc}"]
+    return []
+
+
 def runs_here(minion: str, topology: dict[str, list[str]]) -> bool:
     """Whether ``minion`` runs the projects' jobs: on a single server (no
     topology) it does; in a cluster only the first app server by id does."""
@@ -192,6 +207,43 @@ def project_jobs(projects: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
     return jobs
 
 
+def _salt_call() -> list[str]:
+    """How a job runs an execution module of this minion, as ``salt-call``
+    with this minion's own configuration (masterless: ``--local``)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "salt-call")
+    argv = [beside if os.path.exists(beside) else shutil.which("salt-call") or "salt-call"]
+    argv += ["-c", os.path.dirname(__opts__["conf_file"])]  # noqa: F821
+    if __opts__.get("file_client") == "local":  # noqa: F821
+        argv.append("--local")
+    return [*argv, "--retcode-passthrough", "--out=quiet"]
+
+
+def backup_jobs(projects: dict[str, dict[str, Any]], cluster: bool) -> list[dict[str, str]]:
+    """The database server's scheduled backup of each project (pillar
+    ``backups:schedule``; null: none). In a cluster each is copied off the
+    server, and a failed copy fails the job."""
+    jobs = []
+    for name, project in sorted(projects.items()):
+        when = (project.get("backups") or {}).get("schedule")
+        if not when:
+            continue
+        unit = f"{UNIT_PREFIX}{name}-backup"
+        command = [*_salt_call(), "django_db.backup", name, "reason=scheduled", f"offsite={cluster}"]
+        jobs.append(
+            {
+                "id": f"{name}-backup",
+                "unit": unit,
+                "description": f"salt-django {name}: scheduled backup",
+                "command": shlex.join(command),
+                "script": f"{SCRIPT_DIR}/{unit}",
+                "on_calendar": on_calendar(when),
+                "cron": cron_fields(when),
+                "log": f"/var/log/salt-django-{name}-backup.log",
+            }
+        )
+    return jobs
+
+
 def backend() -> str:
     """``systemd`` where PID 1 is systemd (sd_booted's test), else ``cron``."""
     return "systemd" if os.path.isdir("/run/systemd/system") else "cron"
@@ -210,11 +262,13 @@ def jobs() -> list[dict[str, str]]:
     """
     projects = __salt__["saltdjango.projects"](__salt__["saltdjango.defaults"]()["project"])  # noqa: F821
     errors = [e for name, project in projects.items() for e in job_problems(f"projects:{name}", project.get("schedule"))]
+    errors += [e for name, project in projects.items() for e in backup_problems(f"projects:{name}", project.get("backups"))]
     if errors:
         raise CommandExecutionError("; ".join(errors))
     roles = __pillar__.get("salt_django", {}).get("roles", [])  # noqa: F821
-    here = "app" in roles and runs_here(__grains__["id"], __salt__["saltdjango.topology"]())  # noqa: F821
-    return project_jobs(projects) if here else []
+    topology = __salt__["saltdjango.topology"]()  # noqa: F821
+    here = "app" in roles and runs_here(__grains__["id"], topology)  # noqa: F821
+    return (project_jobs(projects) if here else []) + (backup_jobs(projects, bool(topology)) if "db" in roles else [])
 
 
 def stale(wanted: list[str], dirs: tuple[str, ...] = (SYSTEMD_DIR, CRON_DIR, SCRIPT_DIR)) -> dict[str, dict[str, Any]]:

@@ -6,6 +6,7 @@ base:
   'I@salt_django:roles:db':
     - match: compound
     - postgres
+    - schedule
   'I@salt_django:roles:cache':
     - match: compound
     - redis

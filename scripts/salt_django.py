@@ -31,7 +31,9 @@ def salt_call(conf: str, *args: str) -> subprocess.CompletedProcess[str]:
 REQUIRED_SECRETS = ("DB_PASSWORD", "REDIS_PASSWORD")
 
 
-def plan_secrets(projects: dict[str, Any], generated: dict[str, Any], deployed: set[str]) -> tuple[dict[str, Any], list[str], list[str]]:
+def plan_secrets(
+    projects: dict[str, Any], generated: dict[str, Any], deployed: set[str], always: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], list[str], list[str]]:
     """What ``generated.sls`` should hold: ``(data, added keys, dropped projects)``.
 
     ``projects`` is pillar as compiled (generated.sls included), ``generated``
@@ -40,7 +42,9 @@ def plan_secrets(projects: dict[str, Any], generated: dict[str, Any], deployed: 
     gets none (a password that vanished from pillar is an error for
     validation to name, never a silent change). A project whose only pillar
     is what this file gives was removed by the operator: its entry goes too,
-    else it would stay a project without domains.
+    else it would stay a project without domains. The keys of ``always``
+    (which nothing outside salt-django holds yet, such as the key of the
+    off-host backup copies) are generated for deployed projects too.
     """
     data = {**generated, "projects": dict(generated.get("projects") or {})}
     added, dropped = [], []
@@ -50,10 +54,8 @@ def plan_secrets(projects: dict[str, Any], generated: dict[str, Any], deployed: 
             del data["projects"][name]
             dropped.append(name)
             continue
-        if name in deployed:
-            continue
         have = project.get("secrets") or {}
-        for key in REQUIRED_SECRETS:
+        for key in (*always,) if name in deployed else (*REQUIRED_SECRETS, *always):
             if key not in have:
                 data["projects"].setdefault(name, {}).setdefault("secrets", {})[key] = "".join(secrets.choice(ALPHABET) for _ in range(40))
                 added.append(f"projects:{name}:secrets:{key}")
@@ -62,12 +64,14 @@ def plan_secrets(projects: dict[str, Any], generated: dict[str, Any], deployed: 
     return data, added, dropped
 
 
-def update_generated(path: Path, projects: dict[str, Any], deployed: set[str], origin: str) -> tuple[list[str], list[str]]:
+def update_generated(
+    path: Path, projects: dict[str, Any], deployed: set[str], origin: str, always: tuple[str, ...] = ()
+) -> tuple[list[str], list[str]]:
     """Bring the generated pillar file at ``path`` up to date (:func:`plan_secrets`):
     rewritten at once, mode 0600, only when something was added or dropped.
     ``origin`` names what wrote it. Returns the keys added and the projects dropped."""
     current = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
-    data, added, dropped = plan_secrets(projects, current, deployed)
+    data, added, dropped = plan_secrets(projects, current, deployed, always)
     if added or dropped:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         temp = path.with_suffix(".tmp")

@@ -368,6 +368,8 @@ def test_schedule_runs_each_minute_as_the_app_user_until_removed(host: Host) -> 
     set_local_pillar(host, pillar(schedule={}))
     removed = make(host)
     assert {"schedule-mysite-tick-timer-stopped", "schedule-mysite-tick-files-removed"} <= removed.changed_ids, removed.output[-2000:]
-    leftovers = host.run("ls /etc/systemd/system /usr/local/lib/salt-django/jobs 2>/dev/null | grep salt-django-job-", check=False)
+    leftovers = host.run(
+        "ls /etc/systemd/system /usr/local/lib/salt-django/jobs 2>/dev/null | grep salt-django-job-mysite-tick", check=False
+    )
     assert leftovers.stdout == "", leftovers.stdout
     assert host.run("systemctl is-active salt-django-job-mysite-tick.timer", check=False).stdout.strip() != "active"

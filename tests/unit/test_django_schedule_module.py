@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,27 @@ def test_pillar_validation_names_a_bad_schedule(monkeypatch: pytest.MonkeyPatch)
     project["schedule"] = {"tick": {"manage": "clearsessions", "when": "@often"}}
     errors = saltdjango.validate({"projects": {"site": project}}, minion="single")
     assert len(errors) == 1 and errors[0].startswith("projects:site:schedule:tick:when: '@often' is not one of @hourly, @daily"), errors
+
+
+def test_pillar_validation_names_a_bad_backup_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(saltdjango, "__salt__", {"django_schedule.backup_problems": django_schedule.backup_problems}, raising=False)
+    project = {"domains": ["example.org"], "secrets": {"DB_PASSWORD": "a" * 20, "REDIS_PASSWORD": "b" * 20}}
+    project["backups"] = {"schedule": "61 * * * *"}
+    errors = saltdjango.validate({"projects": {"site": project}}, minion="single")
+    assert len(errors) == 1 and errors[0].startswith("projects:site:backups:schedule:"), errors
+    project["backups"] = {"schedule": None}
+    assert saltdjango.validate({"projects": {"site": project}}, minion="single") == []
+
+
+def test_the_backup_job_calls_salt_with_this_minions_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(django_schedule, "__opts__", {"conf_file": "/etc/salt-django/minion", "file_client": "local"}, raising=False)
+    [job] = django_schedule.backup_jobs(
+        {"site": {"backups": {"schedule": "@daily"}}, "quiet": {"backups": {"schedule": None}}}, cluster=False
+    )
+    argv = shlex.split(job["command"])
+    assert argv[0].endswith("salt-call") and argv[1:4] == ["-c", "/etc/salt-django", "--local"], argv
+    assert argv[-4:] == ["django_db.backup", "site", "reason=scheduled", "offsite=False"], argv
+    assert job["unit"] == "salt-django-job-site-backup" and job["cron"] == "0 0 * * *"
+    monkeypatch.setattr(django_schedule, "__opts__", {"conf_file": "/etc/salt/minion"}, raising=False)
+    [job] = django_schedule.backup_jobs({"site": {"backups": {"schedule": "@daily"}}}, cluster=True)
+    assert "--local" not in job["command"] and job["command"].endswith("offsite=True")
