@@ -1,8 +1,9 @@
 """Cluster rollouts, run on the salt-master: deploy, rollback, join.
 
 ``salt-run state.orchestrate orch.deploy pillar='{"release": "v2"}'`` hands
-off to :func:`deploy`, ``orch.rollback`` to :func:`rollback`, and the
-reactor's ``orch.join`` (a minion started) to :func:`join`. They live in
+off to :func:`deploy`, ``orch.rollback`` to :func:`rollback`; the reactor
+calls :func:`join` (a minion started) and :func:`requested` (a signed
+deploy request, made by :func:`request`). They live in
 Python, not in orchestrate SLS, because a rollout must hold one lock for
 its whole run, stop at the first failure and say which server failed and
 why: an orchestrate SLS cannot release a lock whatever happens.
@@ -27,22 +28,48 @@ from __future__ import annotations
 import datetime
 import fcntl
 import getpass
+import hashlib
+import hmac
 import importlib.util
 import json
+import logging
 import os
 import pathlib
 import re
+import secrets
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 __virtualname__ = "rollout"
+log = logging.getLogger(__name__)
 
 RELEASE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7}$")
 #: HAProxy backend of a project (salt/haproxy/files/haproxy.cfg.jinja).
 BACKEND = "{project}_app"
-DEFAULTS = {"batch": 1, "drain_timeout": 30, "timeout": 900, "smoke_timeout": 15, "join_wait": 600}
+DEFAULTS = {
+    "batch": 1,
+    "drain_timeout": 30,
+    "timeout": 900,
+    "smoke_timeout": 15,
+    "join_wait": 600,
+    "allow_partial": False,
+}
+#: The event that asks for a rollout (reactor/deploy.sls), signed by ``request``.
+DEPLOY_TAG = "salt-django/deploy"
+#: Seconds a signed deploy request stays valid; its nonce is remembered twice as long.
+REQUEST_TTL = 300
+#: Seconds between two joins of one server: a start event storm (a master restart,
+#: or a minion forging them) converges nobody twice.
+JOIN_DEBOUNCE = 300
+#: Written by every highstate (salt/common): a join converges only a server without it.
+CONVERGED_MARK = "/var/lib/salt-django/converged"
+#: Secrets the master generates for every project, running or not (see _modules/django_db.py).
+BACKUP_SECRETS = ("BACKUP_KEY",)
+_MINION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class RolloutError(RuntimeError):
@@ -65,6 +92,13 @@ def batches(servers: list[str], size: int) -> list[list[str]]:
     """``servers`` in rollout order, ``size`` at a time (at least one)."""
     size = max(int(size or 1), 1)
     return [servers[i : i + size] for i in range(0, len(servers), size)]
+
+
+def batch_size(wanted: Any, servers: int) -> int:
+    """Servers switched at a time: ``rollout:batch``, but never all of several,
+    so that one always stays in rotation and no request meets an empty backend."""
+    size = max(int(wanted or 1), 1)
+    return min(size, servers - 1) if servers > 1 else size
 
 
 def failed_states(ret: Any) -> dict[str, str]:
@@ -116,6 +150,39 @@ def adopted(record: dict[str, Any], live: dict[str, str | None], source: dict[st
     return {"id": live[min(live)], "digest": None, "servers": dict(live), "source": source, "at": _now()}
 
 
+def signature(key: bytes, request: dict[str, Any]) -> str:
+    """HMAC-SHA256 of a deploy request's fields, with the master's key."""
+    body = json.dumps({k: request.get(k) for k in ("release", "project", "at", "nonce")}, sort_keys=True, separators=(",", ":"))
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def request_problem(key: bytes, data: Any, now: float, seen: dict[str, float]) -> str | None:
+    """Why the event ``data`` is not a deploy request ``request`` signed (None: it is).
+
+    Any minion can put any data on the master's event bus under any tag
+    (``event.fire_master`` with the ``events`` list form carries no ``id``),
+    so only a signature with the key in the master's state dir counts. A
+    request is good for ``REQUEST_TTL`` seconds and once (``seen``: nonces).
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("sig"), str):
+        return "not signed"
+    for field, kinds in (("release", (str, type(None))), ("project", (str, type(None))), ("at", (int, float)), ("nonce", (str,))):
+        if not isinstance(data.get(field), kinds) or isinstance(data.get(field), bool):
+            return f"field {field} missing or malformed"
+    if not hmac.compare_digest(signature(key, data), data["sig"]):
+        return "bad signature"
+    if not -60 <= now - data["at"] <= REQUEST_TTL:
+        return f"expired: signed {now - data['at']:.0f}s ago"
+    if data["nonce"] in seen:
+        return "replayed"
+    return None
+
+
+def join_due(joins: dict[str, float], minion: str, now: float, debounce: float) -> bool:
+    """Whether a join of ``minion`` may start now: none started in the last ``debounce`` seconds."""
+    return now - joins.get(minion, float("-inf")) >= debounce
+
+
 # ------------------------------------------------------------------ the master
 
 
@@ -159,11 +226,44 @@ def _save(records: dict[str, Any]) -> None:
     _write(os.path.join(_state_dir(), "pillar", "releases.sls"), json.dumps(release_pillar(records), indent=1, sort_keys=True))
 
 
+@contextmanager
+def _state_file(name: str) -> Iterator[dict[str, Any]]:
+    """``<state dir>/<name>.json``, read and written back under its own lock
+    (the reactor runs runners in threads: one flock per open file)."""
+    path = os.path.join(_state_dir(), f"{name}.json")
+    with open(path + ".lock", "a+", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (FileNotFoundError, ValueError):
+            data = {}
+        yield data
+        _write(path, json.dumps(data, sort_keys=True))
+
+
+def _deploy_key() -> bytes:
+    """The master's key for deploy requests (``<state dir>/deploy.key``, 0600), made once."""
+    path = os.path.join(_state_dir(), "deploy.key")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(path, "rb") as handle:
+            key = handle.read()
+        if len(key) != 32:
+            raise RolloutError("request", f"{path} is not a 32-byte key: remove it, a new one is made") from None
+        return key
+    with os.fdopen(fd, "wb") as handle:
+        key = secrets.token_bytes(32)
+        handle.write(key)
+    return key
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-JOIN = "orch.join"
+JOIN = "rollout.join"
 
 
 @contextmanager
@@ -318,30 +418,68 @@ def _health(cluster: _Cluster, lbs: list[str], server: str, address: str, domain
 
 def _roll(cluster: _Cluster, project: str, conf: dict[str, Any], targets: dict[str, str], operation: str) -> None:
     """Switch each app server to its release id in ``targets``, batch by batch,
-    out of HAProxy's rotation meanwhile."""
+    out of HAProxy's rotation meanwhile. A failure puts its batch back as it
+    was (``_restore_batch``): earlier batches keep the new release."""
     lbs = cluster.members_up("lb")
     backend = BACKEND.format(project=project)
     addresses = _mine_addresses(cluster)[0]
-    for batch in batches(sorted(targets), cluster.settings["batch"]):
-        for server in batch:
-            cluster.call("drain", lbs, "haproxy_runtime.set_state", backend, server, "drain")
-            drained = cluster.call("drain", lbs, "haproxy_runtime.wait_drained", backend, server, timeout=cluster.settings["drain_timeout"])
-            cluster.log(f"drain {server}", f"sessions left: {max((d['sessions'] for d in drained.values()), default=0)}")
-        for server in batch:
-            hooks = operation == "switch"
-            outcome = cluster.call(operation, [server], "django_release.activate", project, targets[server], hooks=hooks)[server]
-            if not outcome["ok"]:
-                # Blue/green: the server still serves its old release; back into rotation.
-                cluster.call("ready", lbs, "haproxy_runtime.set_state", backend, server, "ready")
-                raise RolloutError(operation, outcome["comment"], server)
-            try:
+    for batch in batches(sorted(targets), batch_size(cluster.settings["batch"], len(targets))):
+        before = cluster.call("plan", batch, "django_release.current", project)
+        drained: list[str] = []
+        switched: list[str] = []
+        try:
+            for server in batch:
+                drained.append(server)
+                cluster.call("drain", lbs, "haproxy_runtime.set_state", backend, server, "drain")
+                waited = cluster.call(
+                    "drain", lbs, "haproxy_runtime.wait_drained", backend, server, timeout=cluster.settings["drain_timeout"]
+                )
+                cluster.log(f"drain {server}", f"sessions left: {max((d['sessions'] for d in waited.values()), default=0)}")
+            for server in batch:
+                hooks = operation == "switch"
+                outcome = cluster.call(operation, [server], "django_release.activate", project, targets[server], hooks=hooks)[server]
+                if not outcome["ok"]:
+                    # Blue/green: the server still serves its old release.
+                    raise RolloutError(operation, outcome["comment"], server)
+                switched.append(server)
                 _health(cluster, lbs, server, addresses.get(server, ""), conf["domains"][0], targets[server])
-            except RolloutError:
-                # It serves the new release and that is broken: out of rotation until a rollback.
-                cluster.call("maint", lbs, "haproxy_runtime.set_state", backend, server, "maint")
-                raise
-            cluster.call("ready", lbs, "haproxy_runtime.set_state", backend, server, "ready")
-            cluster.log(f"{operation} {server}", outcome["comment"])
+                cluster.call("ready", lbs, "haproxy_runtime.set_state", backend, server, "ready")
+                drained.remove(server)
+                cluster.log(f"{operation} {server}", outcome["comment"])
+        except RolloutError:
+            _restore_batch(cluster, project, lbs, backend, before, switched, drained)
+            raise
+
+
+def _restore_batch(
+    cluster: _Cluster, project: str, lbs: list[str], backend: str, before: dict[str, str | None], switched: list[str], drained: list[str]
+) -> None:
+    """After a failure in a batch: each of its servers that switched goes back
+    to the release it served before (blue/green, so without a drain), and
+    each one back into rotation.
+    One that cannot go back (no release before, or the switch back fails)
+    stays in maintenance, named in the log. Never raises: every server gets
+    its turn."""
+    for server in dict.fromkeys([*switched, *drained]):
+        state = "ready"
+        if server in switched:
+            if not before.get(server):
+                state = "maint"
+            else:
+                try:
+                    back = cluster.call("restore", [server], "django_release.activate", project, before[server], hooks=False)[server]
+                    state = "ready" if back["ok"] else "maint"
+                except RolloutError:
+                    state = "maint"
+                cluster.log(
+                    f"restore {server}", f"back to {before[server]}" if state == "ready" else f"could not go back to {before[server]}"
+                )
+        try:
+            cluster.call("ready" if state == "ready" else "maint", lbs, "haproxy_runtime.set_state", backend, server, state)
+        except RolloutError as exc:
+            cluster.log(f"restore {server}", f"HAProxy state {state} not set: {exc}")
+        if state == "maint":
+            cluster.log(f"restore {server}", "left in maintenance: it serves a release that failed; run orch.rollback")
 
 
 def _smoke(cluster: _Cluster, project: str, conf: dict[str, Any], expect: dict[str, str]) -> None:
@@ -365,11 +503,13 @@ def _smoke(cluster: _Cluster, project: str, conf: dict[str, Any], expect: dict[s
 # ------------------------------------------------------------------ entry points
 
 
-def deploy(release: str | None = None, project: str | None = None) -> dict[str, Any]:
+def deploy(release: str | None = None, project: str | None = None, allow_partial: bool | None = None) -> dict[str, Any]:
     """Roll a release out to every app server, batch by batch, no request dropped.
 
     ``release``: a git ref of ``projects:<p>:repo``, a release id already
-    built everywhere, or nothing for the pillar's ``source``.
+    built everywhere, or nothing for the pillar's ``source``. An app server
+    that connected before and does not answer now stops it before anything
+    is built, unless ``allow_partial`` (default: pillar ``rollout:allow_partial``).
 
     CLI example::
 
@@ -387,6 +527,15 @@ def deploy(release: str | None = None, project: str | None = None) -> dict[str, 
             if not apps:
                 raise RolloutError("plan", "no app server answers")
             skipped = sorted(set(cluster.members("app")) - set(apps))
+            # One that never connected (not started yet) builds the cluster's release when it joins.
+            behind = [server for server in skipped if _ever_connected(server)]
+            if behind and not (cluster.settings["allow_partial"] if allow_partial is None else allow_partial):
+                raise RolloutError(
+                    "plan",
+                    "does not answer: nothing is built or migrated while an app server would be left behind"
+                    " (allow_partial=True, or pillar rollout:allow_partial, to go on without it)",
+                    behind[0],
+                )
             for role in ("db", "cache"):
                 missing = sorted(set(cluster.members(role)) - set(everyone))
                 if missing:
@@ -422,11 +571,12 @@ def deploy(release: str | None = None, project: str | None = None) -> dict[str, 
             _once_hooks(cluster, name, "before_switch", first, targets[first])
             try:
                 _roll(cluster, name, conf, targets, "switch")
+                cluster.converge("refresh load balancer", cluster.members_up("lb"), "haproxy")
+                _smoke(cluster, name, conf, targets)
             except RolloutError:
+                # Some servers may serve the new release: a rollback goes back to the one before.
                 _remember(name, targets, source, digest, ok=False)
                 raise
-            cluster.converge("refresh load balancer", cluster.members_up("lb"), "haproxy")
-            _smoke(cluster, name, conf, targets)
             _remember(name, targets, source, digest, ok=True)
             _once_hooks(cluster, name, "after_switch", first, targets[first])
     except RolloutError as exc:
@@ -501,7 +651,15 @@ def _generate_secrets(cluster: _Cluster) -> dict[str, Any]:
     """
     cli = _cli()
     raw = cluster.pillar.get("projects") or {}
-    projects = {n: p for n, p in raw.items() if isinstance(p, dict) and _PROJECT_NAME.match(str(n))} if isinstance(raw, dict) else {}
+    projects = {n: dict(p) for n, p in raw.items() if isinstance(p, dict) and _PROJECT_NAME.match(str(n))} if isinstance(raw, dict) else {}
+    # The master holds no role: its pillar has no secrets (pillar/role_secrets.sls); the files have them.
+    try:
+        stored = _repo_module("_modules/saltdjango.py").read_secret_files(__opts__["pillar_roots"].get("base", []))  # noqa: F821
+    except ValueError as exc:
+        raise RolloutError("secrets", str(exc)) from None
+    for name, project in projects.items():
+        kept = ((stored.get("projects") or {}).get(name) or {}).get("secrets")
+        project["secrets"] = dict(kept) if isinstance(kept, dict) else {}
     lacking = sorted(n for n, p in projects.items() if set(cli.REQUIRED_SECRETS) - set(p.get("secrets") or {}))
     deployed = {name for name, record in _records().items() if record.get("current")}
     apps = cluster.members("app")
@@ -515,7 +673,8 @@ def _generate_secrets(cluster: _Cluster) -> dict[str, Any]:
         if any(cluster.call("secrets", answering, "file.file_exists", f"/etc/{name}/env").values()):
             deployed.add(name)
     path = os.path.join(_state_dir(), "pillar", "generated.sls")
-    added, dropped = cli.update_generated(pathlib.Path(path), projects, deployed, "rollout.init_secrets")
+    # The key of the off-host backup copies: new to every project, so generated for running ones too.
+    added, dropped = cli.update_generated(pathlib.Path(path), projects, deployed, "rollout.init_secrets", always=BACKUP_SECRETS)
     cluster.log("secrets", f"generated {', '.join(added) or 'nothing'}; dropped {', '.join(dropped) or 'nothing'}")
     return {"added": added, "dropped": dropped, "file": path}
 
@@ -624,23 +783,272 @@ def rollback(project: str | None = None) -> dict[str, Any]:
     return _finish(cluster, True, f"release {target['id']} of {name} serves on {', '.join(apps)}", project=name, release=target["id"])
 
 
-def join(minion: str) -> dict[str, Any]:
-    """A server started: converge it; HAProxy routes to an app server once it is healthy.
+#: Where Salt keeps what a minion pushed (cp.push), under the master's cache: the backup copies.
+COPIES = "salt-django-backups"
+_COPY_NAME = re.compile(r"^\d{8}T\d{12}Z-[A-Za-z0-9_.-]{1,60}\.dump\.sdbk$")
 
-    Its highstate builds the release the cluster serves (pillar
-    ``projects:<p>:release``), not the pillar's ``source``. Waits for a
-    running rollout or join to finish (``rollout:join_wait`` seconds, 600).
-    Does nothing for a minion the topology does not list. Called by the
-    reactor (``salt/minion/*/start`` -> ``orch.join``).
+
+def _copies(project: str, db: str) -> list[dict[str, Any]]:
+    """The off-host copies of ``project``'s backups that ``db`` pushed, oldest first."""
+    directory = os.path.join(__opts__["cachedir"], "minions", db, "files", COPIES, project)  # noqa: F821
+    if not os.path.isdir(directory):
+        return []
+    now = time.time()
+    found = sorted(name for name in os.listdir(directory) if _COPY_NAME.match(name))
+    return [
+        {
+            "copy": name,
+            "path": os.path.join(directory, name),
+            "bytes": os.path.getsize(os.path.join(directory, name)),
+            "age_days": round((now - os.path.getmtime(os.path.join(directory, name))) / 86400, 2),
+        }
+        for name in found
+    ]
+
+
+def backups(project: str | None = None) -> dict[str, Any]:
+    """The off-host copies of a project's backups on this master (encrypted;
+    the db server pushes one after each backup): what ``restore copy=...`` takes.
+
+    CLI example::
+
+        salt-run rollout.backups
     """
+    try:
+        pillar = _pillar()
+        name, _ = _project(pillar, project)
+    except RolloutError as exc:
+        return _failure(None, exc)
+    hosts = (pillar.get("topology") or {}).get("hosts") or {}
+    dbs = sorted(h for h, spec in hosts.items() if "db" in ((spec or {}).get("roles") or []))
+    copies = [{**copy, "db": db} for db in dbs for copy in _copies(name, db)]
+    return _finish(None, True, f"{len(copies)} off-host copies of {name}'s backups", project=name, copies=copies)
+
+
+@contextmanager
+def _served_once(path: str) -> Iterator[tuple[int, str]]:
+    """``path`` at one unguessable URL path of a short-lived HTTP listener on
+    the master (``interface``, a free port), for the db server to fetch:
+    ``(port, token)``. The file is ciphertext; the listener lives for the
+    block only."""
+    token = secrets.token_hex(16)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != f"/{token}":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(os.path.getsize(path)))
+            self.end_headers()
+            with open(path, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    self.wfile.write(chunk)
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer((__opts__.get("interface") or "0.0.0.0", 0), Handler)  # noqa: F821, S104
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], token
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def restore(file: str | None = None, copy: str | None = None, project: str | None = None, confirm: bool = False) -> dict[str, Any]:
+    """Replace a project's database with a backup on the db server (``file``,
+    a name from ``salt <db> django_db.list_backups``) or with an off-host
+    copy from this master (``copy``, a name from ``rollout.backups``), the
+    cluster held still: under the rollout lock (no rollout, rollback or join
+    meanwhile) and every app server in maintenance in HAProxy, its sessions
+    ended, for the duration (the site answers 503). The db server backs up
+    what it replaces first. Needs ``confirm=True``: rows written since the
+    backup are lost.
+
+    CLI example::
+
+        salt-run rollout.restore copy=<name> confirm=True
+    """
+    cluster: _Cluster | None = None
+    name = project
+    try:
+        cluster = _Cluster(_pillar())
+        with _lock(f"rollout.restore of {file or copy}", wait_for_joins=cluster.settings["join_wait"]):
+            name, _ = _project(cluster.pillar, project)
+            if bool(file) == bool(copy):
+                raise RolloutError("plan", "name one backup: file=<backup on the db server> or copy=<off-host copy>")
+            cluster.ping()
+            db = cluster.members_up("db")[:1]
+            if not db:
+                raise RolloutError("plan", "no db server answers")
+            if copy:
+                found = [c for c in _copies(name, db[0]) if c["copy"] == copy]
+                if not found:
+                    raise RolloutError("plan", f"no off-host copy {copy!r} of {name} from {db[0]}: see salt-run rollout.backups")
+            if not confirm:
+                raise RolloutError("plan", f"restoring replaces every row of {name}'s database: pass confirm=True")
+            # The db server reads the database password and the copy's key from its pillar, as the master has it now.
+            cluster.call("pillar", db, "saltutil.refresh_pillar", wait=True)
+            if copy:
+                with _served_once(found[0]["path"]) as (port, token):
+                    fetched = cluster.call("fetch", db, "django_db.fetch_copy", name, copy=copy, port=port, token=token)[db[0]]
+                if not fetched["ok"]:
+                    raise RolloutError("fetch", fetched["comment"], db[0])
+                file = fetched["file"]
+                cluster.log("fetch", fetched["comment"])
+            outcome = _restore_held(cluster, name, db[0], str(file))
+    except RolloutError as exc:
+        return _failure(cluster, exc, project=name)
+    return _finish(cluster, True, outcome["comment"], project=name, file=file, backup=outcome.get("backup"))
+
+
+def _restore_held(cluster: _Cluster, project: str, db: str, file: str) -> dict[str, Any]:
+    """``django_db.restore`` on ``db`` with every app server out of HAProxy's
+    rotation (maint, sessions ended) until it is done, whatever happens."""
+    lbs, apps = cluster.members_up("lb"), cluster.members_up("app")
+    backend = BACKEND.format(project=project)
+    held: list[str] = []
+    try:
+        for server in apps:
+            held.append(server)
+            cluster.call("maintenance", lbs, "haproxy_runtime.set_state", backend, server, "maint")
+        for server in apps:
+            cluster.call("maintenance", lbs, "haproxy_runtime.wait_drained", backend, server, timeout=cluster.settings["drain_timeout"])
+        cluster.log("maintenance", f"{', '.join(apps) or 'no app server'} out of rotation")
+        outcome = cluster.call("restore", [db], "django_db.restore", project, file=file, confirm=True)[db]
+    finally:
+        for server in held:
+            try:
+                cluster.call("ready", lbs, "haproxy_runtime.set_state", backend, server, "ready")
+            except RolloutError as exc:
+                cluster.log("ready", f"{server} not put back into rotation: {exc}")
+    if not outcome["ok"]:
+        raise RolloutError("restore", outcome["comment"], db)
+    cluster.log("restore", outcome["comment"])
+    return outcome
+
+
+def request(release: str | None = None, project: str | None = None) -> dict[str, Any]:
+    """Ask for a rollout without waiting for it: a ``salt-django/deploy``
+    event, signed with the master's key, which the reactor
+    (reactor/deploy.sls) hands to :func:`requested`. For CI through salt-api,
+    allow this one runner (README: running the master).
+
+    CLI example::
+
+        salt-run rollout.request release=v2
+    """
+    now = time.time()
+    payload = {"release": release, "project": project, "at": now, "nonce": secrets.token_hex(16)}
+    payload["sig"] = signature(_deploy_key(), payload)
+    import salt.utils.event
+
+    with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:  # noqa: F821
+        bus.fire_event(payload, DEPLOY_TAG)
+    what = f"{project or 'the project'} at {release or 'the pillar source'}"
+    return {"result": True, "comment": f"rollout of {what} requested", "nonce": payload["nonce"]}
+
+
+def requested(request: Any = None) -> dict[str, Any]:
+    """Run the rollout a ``salt-django/deploy`` event asks for, if :func:`request`
+    signed it; refuse anything else (any minion can fire that event). Every
+    verdict goes to ``<state dir>/requests.log``. Called by the reactor."""
+    now = time.time()
+    with _state_file("requests") as seen:
+        for nonce, at in list(seen.items()):
+            if now - at > 2 * REQUEST_TTL:
+                del seen[nonce]
+        try:
+            problem = request_problem(_deploy_key(), request, now, seen)
+        except RolloutError as exc:
+            problem = str(exc)
+        if problem is None:
+            seen[request["nonce"]] = now
+    verdict = f"refused: {problem}" if problem else f"accepted: release {request['release']} of {request['project'] or 'the project'}"
+    with open(os.path.join(_state_dir(), "requests.log"), "a", encoding="utf-8") as handle:
+        handle.write(f"{_now()} deploy request {verdict}\n")
+    if problem:
+        log.warning("salt-django: deploy request %s", verdict)
+        return _finish(None, False, f"deploy request {verdict}")
+    return deploy(request["release"], request["project"])
+
+
+def _join_claim(minion: str, debounce: float) -> bool:
+    """Take the join of ``minion`` unless one started less than ``debounce`` seconds ago."""
+    now = time.time()
+    with _state_file("joins") as joins:
+        if not join_due(joins, minion, now, debounce):
+            return False
+        joins[minion] = now
+    return True
+
+
+def _join_release(minion: str) -> None:
+    """Let the next start event of ``minion`` join it (this one could not)."""
+    with _state_file("joins") as joins:
+        joins.pop(minion, None)
+
+
+def _join_reason(cluster: _Cluster, minion: str, roles: list[str]) -> str | None:
+    """Why ``minion`` needs converging: it never was, or, an app server, it
+    serves another release than the cluster's. None: it needs nothing."""
+    if not cluster.call("join", [minion], "file.file_exists", CONVERGED_MARK)[minion]:
+        return "never converged"
+    if "app" not in roles:
+        return None
+    for project, record in sorted(_records().items()):
+        current = record.get("current") or {}
+        if not current.get("id") or project not in (cluster.pillar.get("projects") or {}):
+            continue
+        expected = (current.get("servers") or {}).get(minion, current["id"])
+        live = cluster.call("join", [minion], "django_release.current", project)[minion]
+        if live != expected:
+            return f"serves {live} of {project}, the cluster {expected}"
+    return None
+
+
+def join(minion: str) -> dict[str, Any]:
+    """A server started: converge it if it needs it; HAProxy routes to an app
+    server once it is healthy.
+
+    The reactor calls this on every ``salt/minion/<id>/start`` event, which
+    any minion can forge for any other, and which every minion sends when
+    the master restarts. So a join converges only a server that never
+    converged (no ``CONVERGED_MARK``), or an app server that serves another
+    release than the one the cluster serves; and it starts at most once per
+    ``JOIN_DEBOUNCE`` seconds per server. Its highstate builds
+    the release the cluster serves (pillar ``projects:<p>:release``), not
+    the pillar's ``source``. Waits for a running rollout or join
+    (``rollout:join_wait`` seconds, 600). Does nothing for a minion the
+    topology does not list.
+
+    CLI example::
+
+        salt-run rollout.join minion=app3
+    """
+    if not isinstance(minion, str) or not _MINION_ID.match(minion):
+        return _finish(None, False, f"join refused: {str(minion)[:80]!r} is not a minion id")
+    if not _join_claim(minion, JOIN_DEBOUNCE):
+        return _finish(None, True, f"a join of {minion} started less than {JOIN_DEBOUNCE}s ago: nothing to do")
     cluster: _Cluster | None = None
     try:
         cluster = _Cluster(_pillar())
         roles = cluster.roles.get(minion)
         if roles is None:
+            _join_release(minion)
             return _finish(cluster, True, f"{minion} is not in topology:hosts: nothing to do")
         with _lock(f"{JOIN} of {minion}", wait=cluster.settings["join_wait"]):
             cluster.ping()
+            if minion not in cluster.alive:
+                _join_release(minion)
+                return _finish(cluster, True, f"{minion} does not answer: nothing to do")
+            reason = _join_reason(cluster, minion, roles)
+            if reason is None:
+                return _finish(cluster, True, f"{minion} is converged: nothing to do")
+            cluster.log("join", f"{minion}: {reason}")
             cluster.call("sync", [minion], "saltutil.sync_all")
             cluster.call("mine", [minion], "mine.update")
             if {"app", "worker"} & set(roles):
@@ -651,4 +1059,4 @@ def join(minion: str) -> dict[str, Any]:
                 cluster.converge("refresh load balancer", cluster.members_up("lb"), "haproxy")
     except RolloutError as exc:
         return _failure(cluster, exc)
-    return _finish(cluster, True, f"{minion} converged and joined ({', '.join(roles)})")
+    return _finish(cluster, True, f"{minion} converged and joined ({', '.join(roles)}): {reason}")

@@ -59,6 +59,7 @@ def deployed(
     repo: str | None = None,
     ref: str | None = None,
     release: str | None = None,
+    cluster: bool = False,
 ) -> dict[str, Any]:
     """Release ``source`` for project ``name`` when it changed; keep the live release running.
 
@@ -72,22 +73,24 @@ def deployed(
     repo, ref, release
         Instead of ``source``: a git repository at ``ref``, built as release
         id ``release`` (what a cluster serves, recorded by its rollouts).
+    cluster
+        An app server of a cluster: only the rollout runner switches (drain,
+        backup, one migration), so a highstate puts a release live only where
+        none is (a new server) and otherwise keeps the live one running.
     """
     ret = _ret(name)
     mods = __salt__  # noqa: F821
+    live = mods["django_release.current"](name)
+    if cluster and live:
+        return _keep_live(name, live, "in a cluster, orch.deploy switches releases")
     wanted = {"repo": repo, "ref": ref} if repo else {"source": source}
     label = f"{repo}@{ref}" if repo else source
     try:
         digest = mods["django_release.resolve"](name, **wanted)["digest"]
     except RuntimeError as exc:
         return {**ret, "result": False, "comment": f"source {label}: {exc}", "skip_watch": True}
-    live = mods["django_release.current"](name)
     if live and _last_digest(name) == digest:
-        if mods["gunicorn_slots.is_serving"](name, live):
-            return {**ret, "comment": f"release {live} is live; {label} is unchanged since it was last released"}
-        if __opts__["test"]:  # noqa: F821
-            return {**ret, "result": None, "changes": {"started": live}, "comment": f"release {live} is not running and would be started"}
-        return _restart(name)
+        return _keep_live(name, live, f"{label} is unchanged since it was last released")
     if __opts__["test"]:  # noqa: F821
         existing = mods["django_release.find"](name, digest)
         target = existing or release or f"a new release of {label}"
@@ -99,6 +102,20 @@ def deployed(
         return {**ret, "result": False, "comment": outcome["comment"], "skip_watch": True}
     _remember(name, digest)
     return {**ret, "changes": outcome["changes"], "comment": outcome["comment"]}
+
+
+def _keep_live(name: str, live: str, why: str) -> dict[str, Any]:
+    """The live release stays: running, or started again if it is not."""
+    if __salt__["gunicorn_slots.is_serving"](name, live):  # noqa: F821
+        return {**_ret(name), "comment": f"release {live} is live; {why}"}
+    if __opts__["test"]:  # noqa: F821
+        return {
+            **_ret(name),
+            "result": None,
+            "changes": {"started": live},
+            "comment": f"release {live} is not running and would be started",
+        }
+    return _restart(name)
 
 
 def _restart(name: str) -> dict[str, Any]:

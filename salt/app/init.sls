@@ -232,6 +232,7 @@ app-{{ name }}-release-deployed:
     - ref: {{ project.release.ref | json }}
     - release: {{ project.release.id | json }}
 {%- endif %}
+    - cluster: {{ salt['saltdjango.topology']() | length > 0 }}
     - require:
       - file: app-build-cache-present
 {%- if app.installer == 'uv' %}

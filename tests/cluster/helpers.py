@@ -7,7 +7,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +125,32 @@ def write_secrets(cluster: Cluster, repo: str) -> None:
         },
         "rollout": {"drain_timeout": 10},
     }
+    operator_pillar(cluster).write_text(yaml.safe_dump(local))
+
+
+def operator_pillar(cluster: Cluster) -> Path:
+    """The operator's local.sls on the master (write_secrets wrote it)."""
     [secrets] = [p for p in cluster.pillar_roots if p.name == "pillar" and p.parent.name == "etc"]
-    (secrets / "local.sls").write_text(yaml.safe_dump(local))
+    return secrets / "local.sls"
+
+
+@contextmanager
+def pillar_changed(cluster: Cluster, change: Callable[[dict[str, Any]], None]) -> Iterator[None]:
+    """local.sls as ``change`` edits it, for the block; as it was after."""
+    path = operator_pillar(cluster)
+    before = path.read_text()
+    data = yaml.safe_load(before)
+    change(data)
+    path.write_text(yaml.safe_dump(data))
+    try:
+        yield
+    finally:
+        path.write_text(before)
+
+
+def state_dir(cluster: Cluster) -> Path:
+    """The rollout runner's records, lock and request log on the master."""
+    return Path(cluster.master_opts["salt_django_state_dir"])
 
 
 def generated_secrets(cluster: Cluster) -> Path:

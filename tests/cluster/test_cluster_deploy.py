@@ -15,9 +15,12 @@ Timings are printed (run with -s) as ``[lab timing]`` lines.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -43,8 +46,10 @@ from tests.cluster.helpers import (
     master_conf,
     orchestrate,
     passwords,
+    pillar_changed,
     rollout_lock,
     settled,
+    state_dir,
     until,
     up_in_haproxy,
     write_secrets,
@@ -84,7 +89,7 @@ def visitor(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Visit
 def test_the_master_generates_the_passwords_a_new_project_lacks(cluster: Cluster) -> None:
     first = cluster.run_runner("rollout.init_secrets", check=True)
     assert first["result"] is True, first
-    assert first["added"] == [f"projects:demo:secrets:{key}" for key in ("DB_PASSWORD", "REDIS_PASSWORD")], first
+    assert first["added"] == [f"projects:demo:secrets:{key}" for key in ("DB_PASSWORD", "REDIS_PASSWORD", "BACKUP_KEY")], first
     path = generated_secrets(cluster)
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     values = passwords(cluster)
@@ -144,8 +149,9 @@ def test_second_apply_changes_nothing(cluster: Cluster) -> None:
 
 
 def test_secrets_stay_where_they_belong(cluster: Cluster) -> None:
-    """Only the app's env file holds a secret on the hosts (Redis' config holds
-    the password's SHA-256); the master's job cache (every state run's return) holds none."""
+    """Each server's pillar holds only the secrets its roles need; only the
+    app's env file holds a secret on the hosts (Redis' config holds the
+    password's SHA-256); the master's job cache (every state run's return) holds none."""
     secrets = [*passwords(cluster).values(), SECRET_KEY]
     patterns = " ".join(f"-e '{value}'" for value in secrets)
     expected = {name: {"/etc/demo/env"} if name in APPS else set() for name in HOSTS}
@@ -157,6 +163,12 @@ def test_secrets_stay_where_they_belong(cluster: Cluster) -> None:
     jobs = cluster.master_dir / "var" / "cache" / "salt" / "master" / "jobs"
     leaks = [str(path) for path in jobs.rglob("*") if path.is_file() and any(v.encode() in path.read_bytes() for v in secrets)]
     assert list(jobs.rglob("*")) and not leaks, leaks
+    # Last: pillar.items' returns land in the job cache too.
+    named = {"SECRET_KEY": SECRET_KEY, **passwords(cluster)}
+    pillars = cluster.salt(HOSTS, "pillar.items", tgt_type="list", timeout=60)
+    held = {name: sorted(key for key, value in named.items() if value in json.dumps(pillars[name])) for name in HOSTS}
+    need = {"db": ["BACKUP_KEY", "DB_PASSWORD"], "cache": ["REDIS_PASSWORD"], "lb": []}
+    assert held == {name: need.get(name, sorted(set(named) - {"BACKUP_KEY"})) for name in HOSTS}, held
 
 
 def test_db_and_cache_refuse_strangers(cluster: Cluster) -> None:
@@ -307,6 +319,122 @@ def test_release_that_does_not_import_stops_before_any_switch(cluster: Cluster, 
     assert not any(r.endswith(releases.head()) for listing in built.values() for r in listing["releases"]), built
 
 
+REFUSE_FLAG = "/etc/salt-django-lab-refuse-cache"
+REFUSED_WHERE_FLAGGED = f"""
+
+import os
+
+if os.path.exists({REFUSE_FLAG!r}):
+    RedisCache.set = _refuse
+"""
+
+
+def _healthy(changes: dict[str, Callable[[str], str]]) -> dict[str, Callable[[str], str]]:
+    """A commit without the faults earlier tests put in the demo, plus ``changes``."""
+
+    def apps(text: str) -> str:
+        return text.replace(REFUSED_WHERE_FLAGGED, "").replace(BROKEN_CACHE, "")
+
+    def models(text: str) -> str:
+        return text.replace("import a_module_that_does_not_exist  # noqa\n", "")
+
+    fixes = {"visits/apps.py": apps, "visits/models.py": models}
+
+    def then(fix: Callable[[str], str], change: Callable[[str], str]) -> Callable[[str], str]:
+        return lambda text: change(fix(text))
+
+    return {**fixes, **{path: then(fixes.get(path, str), change) for path, change in changes.items()}}
+
+
+def test_a_failure_after_the_switch_is_recorded_and_rolled_back_one_release(cluster: Cluster, releases: Releases) -> None:
+    before = live(cluster, APPS)
+    short = releases.commit("v3-lb-fails", _healthy({CSS: lambda t: t.replace("#8b0000", "#00008b")}))
+
+    def break_haproxy(data: dict) -> None:
+        data["haproxy"] = {"timeout_connect": "not-a-time"}
+
+    # every server switches; then HAProxy's new configuration is refused
+    with pillar_changed(cluster, break_haproxy):
+        result, _ = orchestrate(cluster, "orch.deploy", {"release": "v3-lb-fails"})
+    assert result["retcode"] != 0 and result["step"] == "refresh load balancer", json.dumps(result, indent=1)[:3000]
+    switched = live(cluster, APPS)
+    assert all(rid.endswith(short) for rid in switched.values()), switched
+    back, _ = orchestrate(cluster, "orch.rollback")
+    assert back["retcode"] == 0 and back["release"] == before[APPS[0]], json.dumps(back, indent=1)[:3000]
+    assert live(cluster, APPS) == before
+
+
+def test_a_haproxy_reload_keeps_a_server_in_maintenance(cluster: Cluster) -> None:
+    resting = APPS[1]
+    cluster.salt("lb", "haproxy_runtime.set_state", ["demo_app", resting, "maint"])
+    try:
+        with pillar_changed(cluster, lambda data: data.setdefault("haproxy", {}).update(timeout_client="31s")):
+            ret = cluster.salt("lb", "state.sls", ["haproxy"], timeout=300)["lb"]
+        assert not failed({"lb": ret}), failed({"lb": ret})
+        changed = sorted(sid.split("_|-")[1] for sid, state in ret.items() if state["changes"])
+        assert changed == ["haproxy-config-managed", "haproxy-server-state-saved", "haproxy-service-running"], changed
+        assert haproxy(cluster)[resting]["status"] == "MAINT", haproxy(cluster)
+        assert {get(lb_ip(cluster), DOMAIN).server for _ in range(6)} == {APPS[0]}
+        cluster.salt("lb", "state.sls", ["haproxy"], timeout=300)
+        assert haproxy(cluster)[resting]["status"] == "MAINT", "and again, back to the pillar as it was"
+    finally:
+        cluster.salt("lb", "haproxy_runtime.set_state", ["demo_app", resting, "ready"])
+    until(lambda: up_in_haproxy(cluster) >= set(APPS), 30, f"{resting} back UP")
+
+
+def _rows(cluster: Cluster) -> int:
+    return int(cluster.hosts["db"].run("runuser -u postgres -- psql -At demo -c 'SELECT count(*) FROM visits_visit'").stdout)
+
+
+def test_the_scheduled_backup_is_copied_off_the_db_server_and_restores(cluster: Cluster) -> None:
+    def copies() -> list[dict]:
+        return cluster.run_runner("rollout.backups", check=True)["copies"]
+
+    def every_minute(data: dict) -> None:
+        data["projects"]["demo"]["backups"] = {"schedule": "* * * * *"}
+
+    def converge_db() -> None:
+        ret = cluster.salt("db", "state.apply", timeout=600)
+        assert set(ret) == {"db"} and not failed(ret), failed(ret) or ret
+
+    with pillar_changed(cluster, every_minute):
+        converge_db()
+        seen = {c["copy"] for c in copies()}
+        waited = until(
+            lambda: any(c["copy"].endswith("-scheduled.dump.sdbk") and c["copy"] not in seen for c in copies()),
+            150,
+            "a scheduled backup's copy",
+        )
+    converge_db()
+    timing("scheduled backup -> encrypted copy on the master", waited)
+    [copy] = [c for c in copies() if c["copy"] not in seen]
+    rows = _rows(cluster)
+    # the copy is ciphertext: not a pg_dump archive (PGDMP), not a row of it
+    assert not Path(copy["path"]).read_bytes().startswith(b"PGDMP") and b"visits_visit" not in Path(copy["path"]).read_bytes()
+    for _ in range(3):
+        assert get(lb_ip(cluster), DOMAIN).status == 200  # each page view is a row
+    assert _rows(cluster) == rows + 3
+    # while a rollout holds the master's lock, nobody restores
+    with rollout_lock(cluster).open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        refused = cluster.run_runner("rollout.restore", copy=copy["copy"], confirm=True)
+        fcntl.flock(held, fcntl.LOCK_UN)
+    assert refused["result"] is False and "another rollout is running" in refused["comment"], refused
+    outside = cluster.run_runner("rollout.restore", file="/etc/passwd", confirm=True)
+    assert outside["result"] is False and "is not a backup of demo" in outside["comment"], outside
+    t0 = time.monotonic()
+    restored = cluster.run_runner("rollout.restore", copy=copy["copy"], confirm=True)
+    timing("restore from the off-host copy", time.monotonic() - t0)
+    assert restored["result"] is True, json.dumps(restored, indent=1)[:3000]
+    assert _rows(cluster) == rows, "the rows of the backup, not the three written since"
+    replaced = restored["backup"]
+    assert replaced.endswith("-before-restore.dump"), replaced
+    listing = cluster.salt("db", "django_db.list_backups", ["demo"])["db"]
+    assert replaced in {b["file"] for b in listing}, listing
+    until(lambda: up_in_haproxy(cluster) >= set(APPS), 30, "the app servers back in rotation")
+    assert get(lb_ip(cluster), DOMAIN).status == 200
+
+
 def test_cut_app_server_is_routed_around(cluster: Cluster) -> None:
     victim = APPS[1]
     with Traffic(lb_ip(cluster), DOMAIN) as traffic:
@@ -318,13 +446,18 @@ def test_cut_app_server_is_routed_around(cluster: Cluster) -> None:
             before_down = str(traffic)
             traffic.reset()
             time.sleep(5)
+            during = str(traffic)
+            refused, _ = orchestrate(cluster, "orch.deploy")
         finally:
             cluster.heal(victim)
-    print(f"\n[lab figures] while {victim} was cut, before DOWN: {before_down}; after DOWN: {traffic}", flush=True)
+    print(f"\n[lab figures] while {victim} was cut, before DOWN: {before_down}; after DOWN: {during}", flush=True)
+    # a rollout would leave it behind on the old release while migrating the database
+    assert refused["retcode"] != 0 and refused["step"] == "plan" and refused["server"] == victim, refused
+    assert "allow_partial" in refused["comment"], refused["comment"]
     # A request that was on the victim when its network went is lost with it (no LB can
     # answer it); every request sent once HAProxy knows must be answered.
-    assert not traffic.failures and traffic.sent > 10, str(traffic)
-    assert victim not in traffic.servers, str(traffic)
+    assert not traffic.failures and traffic.sent > 10, during
+    assert victim not in traffic.servers, during
     until(lambda: haproxy(cluster)[victim]["status"].startswith("UP"), 60, f"{victim} back UP after heal")
 
 
@@ -369,11 +502,30 @@ def test_a_forged_mine_address_reaches_no_config_and_names_its_server(cluster: C
     until(lambda: up_in_haproxy(cluster) >= set(APPS), 30, f"{attacker} back in HAProxy once it publishes its real address")
 
 
+def _highstates(cluster: Cluster) -> dict[str, list[str]]:
+    """Every highstate job in the master's job cache: jid -> its targets."""
+    jobs = cluster.run_runner("jobs.list_jobs", search_function="state.apply", check=True)
+    return {jid: job["Target"] if isinstance(job["Target"], list) else [job["Target"]] for jid, job in jobs.items()}
+
+
+def _fire_from(cluster: Cluster, name: str, events: list[dict]) -> None:
+    """Root on ``name`` puts ``events`` on the master's bus: the ``events`` list
+    form of a minion event, which carries no sender id."""
+    preload = json.dumps({"events": events})
+    cluster.hosts[name].run(["salt-call", "event.fire_master", "{}", "salt-django/unused", f"preload={preload}"])
+
+
 def test_new_app_server_joins_by_itself(cluster: Cluster) -> None:
+    """A new server joins once, even while a compromised app server forges a
+    storm of start events for every server; the converged ones get no highstate."""
     timing("master restarted with the reactor", cluster.restart_master(master_conf("salt-django-reactor.conf")))
+    timing("the joins of the master's restart (every minion reconnects) settled", settled(cluster))
+    before = set(_highstates(cluster))
     rid = live(cluster, APPS[:1])[APPS[0]]
     t0 = time.monotonic()
     cluster.add_host(SPARE)
+    storm = [{"tag": f"salt/minion/{name}/start", "data": {"id": name, "data": "Minion started"}} for name in [*HOSTS, SPARE]]
+    _fire_from(cluster, APPS[0], storm * 20)
 
     def served_by_spare() -> bool:
         return any(get(lb_ip(cluster), DOMAIN).server == SPARE for _ in range(3))
@@ -384,23 +536,75 @@ def test_new_app_server_joins_by_itself(cluster: Cluster) -> None:
     assert live(cluster, [SPARE]) == {SPARE: rid}
     pages = [get(lb_ip(cluster), DOMAIN) for _ in range(9)]
     assert {p.release for p in pages} == {rid} and SPARE in {p.server for p in pages}
-    # the master's restart made every minion reconnect (a start event each): those joins end too
-    timing("the reactor's other joins settled", settled(cluster))
+    timing("the storm's joins settled", settled(cluster))
+    converged = Counter(name for jid, targets in _highstates(cluster).items() if jid not in before for name in targets)
+    assert converged == {SPARE: 1}, converged
+
+
+def test_a_batch_whose_second_server_fails_goes_back_whole(cluster: Cluster, releases: Releases) -> None:
+    apps = [*APPS, SPARE]
+    before = live(cluster, apps)
+    # batches [app1, app2], [app3]: healthy on app1; on app2 its cache writes fail, so it never becomes healthy there
+    releases.commit(
+        "v3-fails-on-one",
+        _healthy({"visits/apps.py": lambda t: t + BROKEN_CACHE.replace("RedisCache.set = _refuse\n", "") + REFUSED_WHERE_FLAGGED}),
+    )
+    cluster.hosts[APPS[1]].path(REFUSE_FLAG).write_text("")
+    try:
+        with pillar_changed(cluster, lambda data: data["rollout"].update(batch=2)), Traffic(lb_ip(cluster), DOMAIN) as traffic:
+            result, seconds = orchestrate(cluster, "orch.deploy", {"release": "v3-fails-on-one"})
+    finally:
+        cluster.hosts[APPS[1]].path(REFUSE_FLAG).unlink()
+    timing("orch.deploy, batch 2, second server fails (the batch goes back)", seconds)
+    print(f"\n[lab figures] batch of 2 failing on its second server, under load: {traffic}", flush=True)
+    assert result["retcode"] != 0 and result["step"] == "switch" and result["server"] == APPS[1], result
+    steps = [step["step"] for step in result["steps"]]
+    assert f"switch {APPS[0]}" in steps and f"restore {APPS[0]}" in steps, steps
+    assert live(cluster, apps) == before
+    statuses = {name: server["status"] for name, server in haproxy(cluster).items()}
+    assert all(statuses[name].startswith("UP") for name in apps), statuses
+    assert not traffic.failures, str(traffic)
+
+
+def _requests(cluster: Cluster) -> list[str]:
+    log = state_dir(cluster) / "requests.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_a_minion_cannot_start_a_rollout(cluster: Cluster) -> None:
+    records = (state_dir(cluster) / "releases.json").read_text()
+    seen = len(_requests(cluster))
+    # the plain form (the master adds the sender's id) and the list form (no id at all)
+    cluster.hosts[APPS[0]].run(["salt-call", "event.fire_master", json.dumps({"release": "v2"}), "salt-django/deploy"])
+    forged = {"release": "v2", "project": None, "at": time.time(), "nonce": "forged", "sig": "0" * 64}
+    _fire_from(cluster, APPS[0], [{"tag": "salt-django/deploy", "data": forged}])
+    t0 = time.monotonic()
+    while len(_requests(cluster)) < seen + 2:
+        assert lock_free(cluster), rollout_lock(cluster).read_text()
+        assert time.monotonic() - t0 < 60, _requests(cluster)
+        time.sleep(0.2)
+    verdicts = _requests(cluster)[seen:]
+    assert sorted(v.split(" deploy request ")[1] for v in verdicts) == ["refused: bad signature", "refused: not signed"], verdicts
+    # peer publishing (conf/master.d: peer, peer_run): no other minion's functions, no runner
+    attacker = cluster.hosts[APPS[0]]
+    other = json.loads(attacker.run(["salt-call", "--out=json", "publish.publish", "db", "cmd.run", "id"], check=False).stdout or "{}")
+    assert other.get("local") in ({}, None, False), other
+    runner = attacker.run(["salt-call", "--out=json", "publish.runner", "rollout.deploy"], check=False).stdout
+    assert '"result": true' not in runner.lower(), runner
+    time.sleep(2)
+    assert lock_free(cluster) and (state_dir(cluster) / "releases.json").read_text() == records
 
 
 def test_second_rollout_is_refused_while_one_runs(cluster: Cluster, releases: Releases) -> None:
-    healthy_again = {
-        "visits/apps.py": lambda t: t.replace(BROKEN_CACHE, ""),
-        "visits/models.py": lambda t: t.replace("import a_module_that_does_not_exist  # noqa\n", ""),
-        TEMPLATE: lambda t: t.replace("demo v2</h1>", "demo v4</h1>"),
-    }
-    short = releases.commit("v4", healthy_again)
+    short = releases.commit("v4", _healthy({TEMPLATE: lambda t: t.replace("demo v2</h1>", "demo v4</h1>")}))
     lock = rollout_lock(cluster)
-    cluster.run_runner("event.send", "salt-django/deploy", data={"release": "v4"}, check=True)
+    # the authorised path: a request the master signs, run by the reactor
+    cluster.run_runner("rollout.request", release="v4", check=True)
     until(lambda: "orch.deploy of v4" in lock.read_text(), 60, "the rollout started by the deploy event holds the lock", interval=0.2)
     second, _ = orchestrate(cluster, "orch.deploy", {"release": "v4"})
     assert second["retcode"] != 0 and "another rollout is running: orch.deploy of v4" in second["comment"], second
     until(lambda: lock_free(cluster), 600, "the rollout started by the event ends", interval=2)
+    assert _requests(cluster)[-1].endswith("accepted: release v4 of the project"), _requests(cluster)[-1]
     apps = [*APPS, SPARE]
     served = live(cluster, apps)
     assert len(set(served.values())) == 1 and served[SPARE].endswith(short), served

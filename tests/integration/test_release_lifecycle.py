@@ -138,6 +138,31 @@ def test_releasing_a_built_commit_again_only_switches(host: Host) -> None:
     assert "salt-django demo v2" in fetch(host, f"https://{DOMAIN}/").body
 
 
+NGINX_THAT_FAILS_RELOADS = """#!/bin/sh
+# test fault: Nginx cannot be reloaded (a broken config elsewhere, a full disk...)
+for arg in "$@"; do [ "$arg" = -s ] && echo "nginx: reload refused by the test" >&2 && exit 1; done
+exec /usr/sbin/nginx.real "$@"
+"""
+
+
+def test_a_switch_needs_no_nginx_reload_so_a_failing_one_drops_nothing(host: Host) -> None:
+    host.run("mv /usr/sbin/nginx /usr/sbin/nginx.real")
+    try:
+        host.path("/usr/sbin/nginx").write_text(NGINX_THAT_FAILS_RELOADS)
+        host.run("chmod 755 /usr/sbin/nginx")
+        assert host.run("nginx -s reload", check=False).returncode != 0, "the fault is in place"
+        with Load(host) as load:
+            code, output = run_make(host, f"release REPO={GIT} REF=v1")
+        assert code == 0, output[-2000:]
+        assert load.result["failed"] == 0 and load.result["last"] == _live(host), load.result
+        assert "salt-django demo v2" not in fetch(host, f"https://{DOMAIN}/").body
+    finally:
+        host.run("mv -f /usr/sbin/nginx.real /usr/sbin/nginx")
+    code, output = run_make(host, f"release REPO={GIT} REF=v2")
+    assert code == 0, output[-2000:]
+    assert "salt-django demo v2" in fetch(host, f"https://{DOMAIN}/").body
+
+
 @pytest.mark.parametrize(
     ("ref", "causes"),
     [

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.unit.conftest import load
 
@@ -95,19 +96,37 @@ class _FakeCluster:
         self.steps.append(comment)
 
 
-def test_the_master_generates_passwords_only_for_projects_no_app_server_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def master_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The master's pillar roots: the operator's (local.sls) and the state dir's."""
+    operator = tmp_path / "etc"
+    operator.mkdir()
     monkeypatch.setattr(rollout, "_state_dir", lambda: str(tmp_path))
-    projects = {"new": {"domains": ["new.example.org"]}, "old": {"domains": ["old.example.org"]}}
+    monkeypatch.setattr(rollout, "__opts__", {"pillar_roots": {"base": [str(operator), str(tmp_path / "pillar")]}}, raising=False)
+    return operator
+
+
+def test_the_master_generates_passwords_only_for_projects_no_app_server_runs(tmp_path: Path, master_roots: Path) -> None:
+    # the master's own pillar has no secrets (it holds no role): local.sls is read from its file
+    (master_roots / "local.sls").write_text("projects: {other: {secrets: {DB_PASSWORD: operator-chose-this-one}}}\n")
+    projects = {"new": {"domains": ["new.example.org"]}, "old": {"domains": ["old.example.org"]}, "other": {"domains": ["o.example.org"]}}
     cluster = _FakeCluster(projects, alive={"app1", "app2"}, env_files={("app2", "/etc/old/env")})
     outcome = rollout._generate_secrets(cluster)
-    assert outcome["added"] == ["projects:new:secrets:DB_PASSWORD", "projects:new:secrets:REDIS_PASSWORD"]
+    added = [f"projects:new:secrets:{k}" for k in ("DB_PASSWORD", "REDIS_PASSWORD", "BACKUP_KEY")]
+    # the key of the off-host backup copies is new to every project: old gets one too
+    assert outcome["added"] == [
+        *added,
+        "projects:old:secrets:BACKUP_KEY",
+        *(f"projects:other:secrets:{k}" for k in ("REDIS_PASSWORD", "BACKUP_KEY")),
+    ]
     generated = tmp_path / "pillar" / "generated.sls"
     assert oct(generated.stat().st_mode & 0o777) == "0o600"
-    assert "old" not in generated.read_text(), "old runs on app2 already: its password is not for us to invent"
+    written = yaml.safe_load(generated.read_text())["projects"]
+    assert set(written["old"]["secrets"]) == {"BACKUP_KEY"}, "old runs on app2 already: its passwords are not ours to invent"
 
 
+@pytest.mark.usefixtures("master_roots")
 def test_the_master_generates_nothing_while_an_app_server_is_silent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rollout, "_state_dir", lambda: str(tmp_path))
     monkeypatch.setattr(rollout, "_ever_connected", lambda minion: True)
     cluster = _FakeCluster({"new": {"domains": ["new.example.org"]}}, alive={"app1"}, env_files=set())
     with pytest.raises(rollout.RolloutError, match="cannot tell whether new runs there") as raised:
@@ -115,3 +134,87 @@ def test_the_master_generates_nothing_while_an_app_server_is_silent(tmp_path: Pa
     assert raised.value.server == "app2" and not (tmp_path / "pillar").exists()
     monkeypatch.setattr(rollout, "_ever_connected", lambda minion: minion != "app2")
     assert rollout._generate_secrets(cluster)["added"], "a server that never connected (not started yet) runs nothing"
+
+
+KEY = b"k" * 32
+
+
+def _signed(**fields: object) -> dict:
+    request = {"release": "v2", "project": None, "at": 1000.0, "nonce": "n1", **fields}
+    return {**request, "sig": rollout.signature(KEY, request)}
+
+
+@pytest.mark.parametrize(
+    ("data", "now", "seen", "problem"),
+    [
+        ({"release": "v2"}, 1000.0, {}, "not signed"),
+        ({"events": None, "id": "app1", "tag": "salt-django/deploy", "data": {"release": "v2"}}, 1000.0, {}, "not signed"),
+        ({**_signed(), "release": "v3"}, 1000.0, {}, "bad signature"),
+        ({**_signed(), "sig": rollout.signature(b"x" * 32, _signed())}, 1000.0, {}, "bad signature"),
+        (_signed(at="1000"), 1000.0, {}, "field at missing or malformed"),
+        (_signed(), 1000.0 + rollout.REQUEST_TTL + 1, {}, "expired"),
+        (_signed(), 1000.0, {"n1": 990.0}, "replayed"),
+        (_signed(), 1000.0, {}, None),
+    ],
+)
+def test_only_a_fresh_request_signed_with_the_masters_key_starts_a_rollout(data: dict, now: float, seen: dict, problem: str | None) -> None:
+    found = rollout.request_problem(KEY, data, now, seen)
+    assert (found is None) if problem is None else (found or "").startswith(problem), found
+
+
+def test_joins_of_one_server_are_debounced() -> None:
+    joins = {"app1": 1000.0}
+    assert not rollout.join_due(joins, "app1", 1000.0 + rollout.JOIN_DEBOUNCE - 1, rollout.JOIN_DEBOUNCE)
+    assert rollout.join_due(joins, "app1", 1000.0 + rollout.JOIN_DEBOUNCE, rollout.JOIN_DEBOUNCE)
+    assert rollout.join_due(joins, "app2", 1000.0, rollout.JOIN_DEBOUNCE)
+
+
+class _SwitchingCluster:
+    """App servers that switch (``activate``) and answer health checks, one of them refusing the new release."""
+
+    def __init__(self, serving: dict[str, str], refuses: str) -> None:
+        self.serving, self.refuses = serving, refuses
+        self.states: dict[str, str] = dict.fromkeys(serving, "ready")
+        self.settings = {"batch": 2, "drain_timeout": 1}
+        # a third server stays in rotation while the batch of two switches
+        self.pillar: dict = {}
+        self.steps: list[str] = []
+
+    def members_up(self, role: str) -> list[str]:
+        return ["lb"] if role == "lb" else sorted(self.serving)
+
+    def log(self, step: str, comment: str) -> None:
+        self.steps.append(step)
+
+    def call(self, step: str, tgt: list[str], fun: str, *args: object, **kwargs: object) -> dict:
+        if fun == "django_release.current":
+            return {server: self.serving[server] for server in tgt}
+        if fun == "haproxy_runtime.set_state":
+            self.states[str(args[1])] = str(args[2])
+            return {"lb": True}
+        if fun == "haproxy_runtime.wait_drained":
+            return {"lb": {"sessions": 0}}
+        if fun == "django_release.activate":
+            [server], rid = tgt, str(args[1])
+            if rid == "new" and server == self.refuses:
+                return {server: {"ok": False, "comment": "did not become healthy"}}
+            self.serving[server] = rid
+            return {server: {"ok": True, "comment": f"{rid} live"}}
+        if fun == "django_manage.health":
+            return {tgt[0]: {"ok": True, "body": {"release": "new"}}}
+        raise AssertionError(fun)
+
+
+def test_a_failed_batch_goes_back_to_the_old_release_and_into_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollout, "_mine_addresses", lambda cluster: ({"app1": "10.0.0.1", "app2": "10.0.0.2"}, {}))
+    cluster = _SwitchingCluster({"app1": "old", "app2": "old", "app3": "old"}, refuses="app2")
+    with pytest.raises(rollout.RolloutError) as raised:
+        rollout._roll(cluster, "demo", {"domains": ["d.example"]}, dict.fromkeys(["app1", "app2", "app3"], "new"), "switch")
+    assert raised.value.server == "app2"
+    assert cluster.serving == dict.fromkeys(["app1", "app2", "app3"], "old")
+    assert cluster.states == dict.fromkeys(["app1", "app2", "app3"], "ready")
+    assert "restore app1" in cluster.steps
+
+
+def test_a_batch_never_takes_every_server_out_of_rotation() -> None:
+    assert [rollout.batch_size(b, n) for b, n in ((2, 2), (2, 3), (5, 3), (1, 1), (3, 1), (0, 4))] == [1, 2, 2, 1, 3, 1]
