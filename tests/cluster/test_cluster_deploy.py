@@ -4,11 +4,15 @@
 
 One cluster serves the whole module, and the tests build on each other in
 file order, as an operator's day would: converge from nothing, converge
-again, check who may reach the database and cache, roll out a release under
-load (a browser, long requests, form posts), roll it back and out again,
-roll out a broken one and roll back, lose an app server, let one forge its
-mine address, add one, and try two rollouts at once. Releases come from a git repository served
-to the cluster by ``git daemon`` on this machine's bridge address.
+again, check which secrets each pillar holds and who may reach the database
+and cache, roll out a release under load (a browser, long requests, form
+posts), roll it back and out again, roll out broken ones (unhealthy, not
+importing, HAProxy refused after the switch) and roll back, reload HAProxy
+with a server in maintenance, restore a scheduled backup's off-host copy,
+lose an app server, let one forge its mine address, add one while another
+forges start events, fail a batch of two, forge deploy events, and try two
+rollouts at once. Releases come from a git repository served to the cluster
+by ``git daemon`` on this machine's bridge address.
 
 Timings are printed (run with -s) as ``[lab timing]`` lines.
 """
