@@ -313,6 +313,12 @@ def _pg_restore(project: str, path: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(argv, env=env, capture_output=True, check=False)
 
 
+def _failed(outcome: dict[str, Any]) -> dict[str, Any]:
+    """``outcome`` of a restore that failed, with salt-call's exit code set."""
+    __context__["retcode"] = 1  # noqa: F821
+    return outcome
+
+
 def restore(project: str, file: str, confirm: bool = False) -> dict[str, Any]:
     """Replace the database's content with a backup (all or nothing); needs ``confirm=True``.
 
@@ -330,9 +336,9 @@ def restore(project: str, file: str, confirm: bool = False) -> dict[str, Any]:
     try:
         path = backup_file(project, file)
     except ValueError as exc:
-        return {"ok": False, "comment": str(exc)}
+        return _failed({"ok": False, "comment": str(exc)})
     if not confirm:
-        return {"ok": False, "comment": f"restoring {path} replaces every row of {_database(project)}: pass confirm=True"}
+        return _failed({"ok": False, "comment": f"restoring {path} replaces every row of {_database(project)}: pass confirm=True"})
     mods = __salt__  # noqa: F821
     try:
         with mods["django_release.deploy_lock"](project, "restore"):
@@ -346,11 +352,11 @@ def restore(project: str, file: str, confirm: bool = False) -> dict[str, Any]:
                 for program in stopped:
                     subprocess.run(["supervisorctl", "start", program], capture_output=True, check=False)
     except RuntimeError as exc:
-        return {"ok": False, "comment": str(exc)}
+        return _failed({"ok": False, "comment": str(exc)})
     seconds = time.monotonic() - started
     if proc.returncode != 0:
         error = mods["saltdjango.mask_secrets"](proc.stderr.decode(errors="replace").strip(), project).splitlines()[-1:]
         mods["django_release.record"](project, "restore", "failed", seconds, file=path, error=error, backup=safety)
-        return {"ok": False, "comment": f"pg_restore failed, database unchanged: {error}", "backup": safety}
+        return _failed({"ok": False, "comment": f"pg_restore failed, database unchanged: {error}", "backup": safety})
     mods["django_release.record"](project, "restore", "ok", seconds, file=path, backup=safety)
     return {"ok": True, "comment": f"restored {path}; what it replaced is in {safety}", "backup": safety}

@@ -551,6 +551,13 @@ def _built_and_checked(
     return resolved, changes
 
 
+def _failed(outcome: dict[str, Any]) -> dict[str, Any]:
+    """``outcome`` of an operation that failed, with salt-call's exit code set:
+    scripts and CI that call Salt directly see the failure, not only ``ok``."""
+    __context__["retcode"] = 1  # noqa: F821
+    return outcome
+
+
 def release(
     project: str,
     source: str | None = None,
@@ -593,7 +600,7 @@ def release(
                 changes["pruned"] = pruned
     except (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         record(project, "release", "failed", time.monotonic() - started, error=str(exc), **details)
-        return {"ok": False, "id": details.get("to"), "previous": previous, "changes": {}, "comment": str(exc)}
+        return _failed({"ok": False, "id": details.get("to"), "previous": previous, "changes": {}, "comment": str(exc)})
     record(project, "release", "ok", time.monotonic() - started, **details)
     comment = f"release {rid} is live" if "release" in changes else f"release {rid} was already live"
     return {"ok": True, "id": rid, "previous": previous, "changes": changes, "comment": comment}
@@ -693,7 +700,7 @@ def rollback(project: str, to: str | None = None) -> dict[str, Any]:
             _switch(project, to)
     except (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         record(project, "rollback", "failed", time.monotonic() - started, error=str(exc), **details)
-        return {"ok": False, "id": details.get("to"), "previous": live, "changes": {}, "comment": str(exc)}
+        return _failed({"ok": False, "id": details.get("to"), "previous": live, "changes": {}, "comment": str(exc)})
     record(project, "rollback", "ok", time.monotonic() - started, **details)
     return {"ok": True, "id": to, "previous": live, "changes": {"release": {"old": live, "new": to}}, "comment": f"rolled back to {to}"}
 

@@ -52,3 +52,11 @@ def test_an_altered_copy_is_refused(tmp_path: Path, dump: Path) -> None:
 @pytest.mark.parametrize("copy", ["../../etc/passwd.sdbk", f"{NAME}", "x.dump.sdbk", f"{NAME}.sdbk/.."])
 def test_only_copy_names_are_fetched(copy: str) -> None:
     assert django_db.fetch_copy("demo", copy, 1, "0" * 32)["ok"] is False
+
+
+def test_a_refused_restore_fails_salt_calls_exit_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    context: dict = {}
+    monkeypatch.setattr(django_db, "__context__", context, raising=False)
+    outcome = django_db.restore("demo", "/etc/passwd", confirm=True)
+    assert outcome["ok"] is False and "is not a backup of demo" in outcome["comment"]
+    assert context["retcode"] == 1

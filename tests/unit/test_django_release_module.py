@@ -91,3 +91,14 @@ def test_audit_log_is_appended_and_read_back(monkeypatch: pytest.MonkeyPatch) ->
     summary = [(e["operation"], e["result"], e["trigger"]) for e in entries]
     assert summary == [("release", "ok", "make release"), ("rollback", "failed", "make release")]
     assert entries[0]["seconds"] == 12.3 and entries[0]["to"] == "r2"
+
+
+def test_a_refused_rollback_fails_salt_calls_exit_code(root: Path) -> None:
+    make_release(root, "r1", "2026-01-01T00:00:00")
+    go_live(root, "r1")
+    context: dict = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(django_release, "__context__", context, raising=False)
+        outcome = django_release.rollback("demo")
+    assert outcome["ok"] is False and "no release of demo before r1" in outcome["comment"]
+    assert context["retcode"] == 1
