@@ -316,12 +316,23 @@ class _Cluster:
         hosts = (pillar.get("topology") or {}).get("hosts") or {}
         self.roles = {name: list((spec or {}).get("roles") or []) for name, spec in hosts.items()}
         self.alive: set[str] = set()
+        # Salt injects the job's event channel when it runs a runner (not in unit tests).
+        self.progress = globals().get("__jid_event__")
 
     def members(self, role: str) -> list[str]:
         return sorted(name for name, held in self.roles.items() if role in held)
 
     def log(self, step: str, comment: str, **extra: Any) -> None:
+        """Record a step in the return, and show it now: a ``progress`` event
+        of this runner's job (``salt-run state.event`` shows it as it happens)."""
         self.steps.append({"step": step, "comment": comment, **extra})
+        if self.progress is not None:
+            try:
+                self.progress.fire_event({"message": f"{step}: {comment}", "step": step, **extra}, "progress")
+            except ReferenceError:
+                # The reactor runs runners in threads of one loader, whose globals the
+                # last job started sets: this job's event proxy may be another's, gone.
+                self.progress = None
 
     def call(self, step: str, tgt: list[str], fun: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """``fun(*args, **kwargs)`` on every minion of ``tgt``; raise RolloutError
@@ -423,7 +434,9 @@ def _roll(cluster: _Cluster, project: str, conf: dict[str, Any], targets: dict[s
     lbs = cluster.members_up("lb")
     backend = BACKEND.format(project=project)
     addresses = _mine_addresses(cluster)[0]
-    for batch in batches(sorted(targets), batch_size(cluster.settings["batch"], len(targets))):
+    planned = batches(sorted(targets), batch_size(cluster.settings["batch"], len(targets)))
+    for number, batch in enumerate(planned, 1):
+        cluster.log("batch", f"{operation} {number}/{len(planned)}: {', '.join(batch)}", batch=number, servers=batch)
         before = cluster.call("plan", batch, "django_release.current", project)
         drained: list[str] = []
         switched: list[str] = []
@@ -781,6 +794,87 @@ def rollback(project: str | None = None) -> dict[str, Any]:
     except RolloutError as exc:
         return _failure(cluster, exc, project=name)
     return _finish(cluster, True, f"release {target['id']} of {name} serves on {', '.join(apps)}", project=name, release=target["id"])
+
+
+def plan(release: str | None = None, project: str | None = None) -> dict[str, Any]:
+    """What ``orch.deploy`` of ``release`` would do, server by server, without
+    changing what serves: the release is built and checked on the first app
+    server (as the rollout's first step would, and reused by it), which tells
+    the pending migrations; no migration, backup, switch or HAProxy change
+    happens. Returns ``steps`` in the order the rollout would take them.
+
+    CLI example::
+
+        salt-run rollout.plan release=v2
+    """
+    cluster: _Cluster | None = None
+    name = project
+    try:
+        cluster = _Cluster(_pillar())
+        with _lock(f"rollout.plan of {release or 'the pillar source'}", wait_for_joins=cluster.settings["join_wait"]):
+            name, _ = _project(cluster.pillar, project)
+            source = source_of(release, (cluster.pillar.get("projects") or {})[name], name)
+            cluster.ping()
+            apps = cluster.members_up("app")
+            if not apps:
+                raise RolloutError("plan", "no app server answers")
+            first = apps[0]
+            if "release" in source:
+                rid = source["release"]
+            else:
+                made = cluster.call("build", [first], "django_release.prepare", name, **source)[first]
+                if not made["ok"]:
+                    raise RolloutError("build", made["comment"], first)
+                rid = made["id"]
+            pending = cluster.call("migrations", [first], "django_manage.unapplied_migrations", name, release=rid)[first]
+            if not pending["ok"]:
+                raise RolloutError("migrations", pending["error"], first)
+            live = cluster.call("live", apps, "django_release.current", name)
+    except RolloutError as exc:
+        return _failure(cluster, exc, project=name, release=release)
+    skipped = sorted(set(cluster.members("app")) - set(apps))
+    steps = [{"step": "build", "servers": apps, "release": rid}]
+    if pending["migrations"]:
+        steps += [
+            {"step": "backup", "servers": cluster.members("db")[:1]},
+            {"step": "migrate", "servers": [first], "migrations": pending["migrations"]},
+        ]
+    for number, batch in enumerate(batches(apps, batch_size(cluster.settings["batch"], len(apps))), 1):
+        steps.append({"step": "switch", "batch": number, "servers": batch, "from": {s: live[s] for s in batch}})
+    steps += [
+        {"step": "refresh load balancer", "servers": cluster.members_up("lb")},
+        {"step": "smoke test", "servers": cluster.members_up("lb")},
+    ]
+    comment = f"{len(steps)} steps to put release {rid} of {name} live on {', '.join(apps)}"
+    return _finish(cluster, True, comment, project=name, release=rid, plan=steps, skipped=skipped)
+
+
+def status(project: str | None = None) -> dict[str, Any]:
+    """What the cluster serves: per app server the live release and each slot
+    (release, program state), per load balancer each server's HAProxy state,
+    and what the master recorded.
+
+    CLI example::
+
+        salt-run rollout.status
+    """
+    cluster: _Cluster | None = None
+    name = project
+    try:
+        cluster = _Cluster(_pillar())
+        name, _ = _project(cluster.pillar, project)
+        cluster.ping()
+        apps, lbs = cluster.members_up("app"), cluster.members_up("lb")
+        slots = cluster.call("status", apps, "gunicorn_slots.status", name)
+        live = cluster.call("status", apps, "django_release.current", name)
+        balanced = cluster.call("status", lbs, "haproxy_runtime.servers", BACKEND.format(project=name))
+    except RolloutError as exc:
+        return _failure(cluster, exc, project=name)
+    servers = {server: {"live": live[server], **slots[server]} for server in apps}
+    silent = sorted(set(cluster.roles) - cluster.alive)
+    record = _records().get(name, {})
+    comment = f"{name}: {len(set(live.values()))} release(s) live on {len(apps)} app server(s)"
+    return _finish(cluster, True, comment, project=name, servers=servers, haproxy=balanced, recorded=record, silent=silent)
 
 
 #: Where Salt keeps what a minion pushed (cp.push), under the master's cache: the backup copies.

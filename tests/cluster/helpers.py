@@ -66,10 +66,11 @@ class Releases:
         return f"git://{address}/demo.git"
 
     def commit(self, tag: str, changes: dict[str, Callable[[str], str]]) -> str:
-        """Commit ``changes`` (path -> edit of its text), tag it, push it; return the short commit."""
+        """Commit ``changes`` (path -> edit of its text, "" for a new file), tag it, push it; return the short commit."""
         for rel, edit in changes.items():
             path = self.work / rel
-            path.write_text(edit(path.read_text()))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(edit(path.read_text() if path.exists() else ""))
         _git(self.work, "add", "-A")
         _git(self.work, "commit", "-q", "--allow-empty", "-m", tag)
         _git(self.work, "tag", tag)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -60,7 +61,7 @@ from tests.cluster.helpers import (
 )
 from tests.cluster.traffic import SlowRequests, Traffic, Visitor, get
 from tests.integration.helpers import TICKS, records, three_minutes_of_ticks
-from tests.lab.cluster import Cluster
+from tests.lab.cluster import SALT_BIN, Cluster
 
 pytestmark = pytest.mark.slow
 
@@ -599,15 +600,61 @@ def test_a_minion_cannot_start_a_rollout(cluster: Cluster) -> None:
     assert lock_free(cluster) and (state_dir(cluster) / "releases.json").read_text() == records
 
 
+NOOP_MIGRATION = """from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("visits", "0001_initial")]
+    operations = [migrations.RunSQL("SELECT 1", "SELECT 1")]
+"""
+
+
+def _serving(cluster: Cluster, apps: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """What serves: each app server's live release, each server's state in HAProxy."""
+    return live(cluster, apps), {name: server["status"] for name, server in haproxy(cluster).items()}
+
+
+def test_a_plan_lists_each_step_and_changes_nothing(cluster: Cluster, releases: Releases) -> None:
+    apps = [*APPS, SPARE]
+    changes = {TEMPLATE: lambda t: t.replace("demo v2</h1>", "demo v4</h1>"), "visits/migrations/0002_plan.py": lambda _: NOOP_MIGRATION}
+    releases.commit("v4", _healthy(changes))
+    before = _serving(cluster, apps)
+    planned = cluster.run_runner("rollout.plan", release="v4", check=True)
+    assert planned["result"] is True, planned
+    steps = [(step["step"], step["servers"]) for step in planned["plan"]]
+    assert steps == [
+        ("build", apps),
+        ("backup", ["db"]),
+        ("migrate", [APPS[0]]),
+        *(("switch", [server]) for server in apps),
+        ("refresh load balancer", ["lb"]),
+        ("smoke test", ["lb"]),
+    ], steps
+    assert planned["plan"][2]["migrations"] == ["visits.0002_plan"], planned["plan"][2]
+    assert _serving(cluster, apps) == before
+    pending = cluster.salt(APPS[0], "django_manage.unapplied_migrations", ["demo"])[APPS[0]]
+    assert pending["migrations"] == [], "the plan migrated nothing (the live release knows no 0002)"
+    status = cluster.run_runner("rollout.status", check=True)
+    assert {name: server["live"] for name, server in status["servers"].items()} == before[0], status
+
+
 def test_second_rollout_is_refused_while_one_runs(cluster: Cluster, releases: Releases) -> None:
-    short = releases.commit("v4", _healthy({TEMPLATE: lambda t: t.replace("demo v2</h1>", "demo v4</h1>")}))
+    short = releases.head()
     lock = rollout_lock(cluster)
+    # what an operator watching the master sees: one progress event per batch
+    watch = [str(SALT_BIN / "salt-run"), "-c", str(cluster.conf_dir), "state.event", "salt/run/*/progress", "count=-1", "pretty=False"]
+    watcher = subprocess.Popen(watch, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(2)
     # the authorised path: a request the master signs, run by the reactor
     cluster.run_runner("rollout.request", release="v4", check=True)
     until(lambda: "orch.deploy of v4" in lock.read_text(), 60, "the rollout started by the deploy event holds the lock", interval=0.2)
     second, _ = orchestrate(cluster, "orch.deploy", {"release": "v4"})
     assert second["retcode"] != 0 and "another rollout is running: orch.deploy of v4" in second["comment"], second
     until(lambda: lock_free(cluster), 600, "the rollout started by the event ends", interval=2)
+    watcher.terminate()
+    shown = [json.loads(line.split("\t", 1)[1]) for line in watcher.communicate(timeout=30)[0].splitlines() if "\t" in line]
+    batches = [event["message"] for event in shown if event.get("step") == "batch"]
+    assert batches == [f"switch {n}/3: {server}" for n, server in enumerate([*APPS, SPARE], 1)], shown
     assert _requests(cluster)[-1].endswith("accepted: release v4 of the project"), _requests(cluster)[-1]
     apps = [*APPS, SPARE]
     served = live(cluster, apps)

@@ -183,8 +183,8 @@ class _SwitchingCluster:
     def members_up(self, role: str) -> list[str]:
         return ["lb"] if role == "lb" else sorted(self.serving)
 
-    def log(self, step: str, comment: str) -> None:
-        self.steps.append(step)
+    def log(self, step: str, comment: str, **extra: object) -> None:
+        self.steps.append(step if step != "batch" else comment)
 
     def call(self, step: str, tgt: list[str], fun: str, *args: object, **kwargs: object) -> dict:
         if fun == "django_release.current":
@@ -214,6 +214,7 @@ def test_a_failed_batch_goes_back_to_the_old_release_and_into_rotation(monkeypat
     assert cluster.serving == dict.fromkeys(["app1", "app2", "app3"], "old")
     assert cluster.states == dict.fromkeys(["app1", "app2", "app3"], "ready")
     assert "restore app1" in cluster.steps
+    assert cluster.steps[0] == "switch 1/2: app1, app2" and "switch 2/2: app3" not in cluster.steps, cluster.steps
 
 
 def test_a_batch_never_takes_every_server_out_of_rotation() -> None:
