@@ -1,6 +1,9 @@
 {%- from 'app/map.jinja' import app, projects with context %}
 {%- from 'supervisor/map.jinja' import supervisor with context %}
 
+include:
+  - supervisor
+
 app-packages-installed:
   pkg.installed:
     - pkgs: {{ (app.packages + app.build_packages) | json }}
@@ -248,4 +251,33 @@ app-{{ name }}-release-deployed:
       - django_env: app-{{ name }}-env-managed
       - file: app-{{ name }}-settings-managed
       - file: app-{{ name }}-runner-managed
+{%- endfor %}
+
+{#- Projects that left pillar: their programs stop, their data stays. #}
+{%- for name, conf in salt['django_removed.removed'](supervisor.conf_dir).items() %}
+
+app-{{ name }}-programs-absent:
+  file.absent:
+    - name: {{ conf }}
+
+# update stops and drops the programs of a definition that is gone.
+app-{{ name }}-programs-unloaded:
+  cmd.run:
+    - name: supervisorctl update
+    - require:
+      - service: supervisor-service-running
+    - onchanges:
+      - file: app-{{ name }}-programs-absent
+
+# Reported as a change, once (the next apply finds nothing left): the
+# operator learns what stays.
+app-{{ name }}-data-kept:
+  test.configurable_test_state:
+    - changes: True
+    - result: True
+    - comment: >-
+        {{ name }} left pillar: its programs, site and jobs are removed;
+        its releases and media, its database and its backups are kept
+    - require:
+      - cmd: app-{{ name }}-programs-unloaded
 {%- endfor %}

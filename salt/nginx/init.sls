@@ -4,6 +4,8 @@
 
 include:
   - tls
+  # nginx-<p>-site-healthy checks the release that the app state puts live.
+  - app
 
 nginx-packages-installed:
   pkg.installed:
@@ -70,12 +72,29 @@ nginx-{{ name }}-site-enabled:
       - file: nginx-{{ name }}-site-managed
 {%- endfor %}
 
+{#- Projects that left pillar: their site goes (salt/app says what stays). #}
+{%- set removed = salt['django_removed.removed'](nginx.sites_available) %}
+{%- for name, conf in removed.items() %}
+
+nginx-{{ name }}-site-absent:
+  file.absent:
+    - names:
+      - {{ nginx.sites_enabled }}/{{ name }}.conf
+      - {{ conf }}
+      - {{ nginx.snippets }}/{{ name }}-security-headers.conf
+      - {{ nginx.snippets }}/{{ name }}-proxy.conf
+      - {{ nginx.snippets }}/{{ name }}-locations.conf
+{%- endfor %}
+
 # A broken configuration must not reach the running Nginx.
 nginx-config-tested:
   cmd.run:
     - name: nginx -t
     - onchanges:
       - file: nginx-default-site-absent
+{%- for name in removed %}
+      - file: nginx-{{ name }}-site-absent
+{%- endfor %}
 {%- for name in projects %}
       - file: nginx-{{ name }}-snippets-managed
       - file: nginx-{{ name }}-site-managed
@@ -93,6 +112,9 @@ nginx-service-running:
       - cmd: nginx-config-tested
     - watch:
       - file: nginx-default-site-absent
+{%- for name in removed %}
+      - file: nginx-{{ name }}-site-absent
+{%- endfor %}
 {%- for name in projects %}
       - file: nginx-{{ name }}-snippets-managed
       - file: nginx-{{ name }}-site-managed

@@ -373,3 +373,26 @@ def test_schedule_runs_each_minute_as_the_app_user_until_removed(host: Host) -> 
     )
     assert leftovers.stdout == "", leftovers.stdout
     assert host.run("systemctl is-active salt-django-job-mysite-tick.timer", check=False).stdout.strip() != "active"
+
+
+def test_state_sls_nginx_alone_succeeds_on_a_converged_host(host: Host) -> None:
+    salt_call = "/opt/salt-django/venv/bin/salt-call -c /etc/salt-django --local --retcode-passthrough --out=quiet"
+    alone = host.run(f"{salt_call} state.sls nginx", check=False, timeout=600)
+    assert alone.returncode == 0, (alone.stdout + alone.stderr)[-3000:]
+
+
+def test_a_project_removed_from_pillar_stops_being_served_and_keeps_its_data(host: Host) -> None:
+    data = pillar(schedule={})
+    del data["projects"]["envsite"]
+    set_local_pillar(host, data)
+    removed = make(host)
+    gone = {"app-envsite-programs-absent", "app-envsite-programs-unloaded", "nginx-envsite-site-absent", "app-envsite-data-kept"}
+    assert gone <= removed.changed_ids, removed.output[-3000:]
+    assert "envsite left pillar" in removed.output and "its database and its backups are kept" in removed.output
+    assert "envsite" not in host.run("supervisorctl status", check=False).stdout
+    assert not host.path("/etc/nginx/sites-enabled/envsite.conf").exists()
+    assert host.path("/srv/envsite/current").is_symlink(), "its releases stay"
+    assert psql(host, "SELECT count(*) FROM pg_database WHERE datname = 'envsite'") == "1", "its database stays"
+    assert fetch(host, "https://mysite.localhost/", domain="mysite.localhost").status == 200, "the others keep serving"
+    again = make(host)
+    assert again.changed == 0, again.output[-3000:]
