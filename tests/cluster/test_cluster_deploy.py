@@ -60,7 +60,7 @@ from tests.cluster.helpers import (
     write_secrets,
 )
 from tests.cluster.traffic import SlowRequests, Traffic, Visitor, get
-from tests.integration.helpers import TICKS, records, three_minutes_of_ticks
+from tests.integration.helpers import TICK_MINUTES, TICKS, minutes_of_ticks, records
 from tests.lab.cluster import SALT_BIN, Cluster
 
 pytestmark = pytest.mark.slow
@@ -663,9 +663,9 @@ def test_second_rollout_is_refused_while_one_runs(cluster: Cluster, releases: Re
 
 def test_schedule_runs_on_exactly_one_app_server(cluster: Cluster) -> None:
     apps = [cluster.hosts[name] for name in sorted([*APPS, SPARE])]
-    runs = three_minutes_of_ticks(apps, cluster.applied_at)  # type: ignore[attr-defined]
+    runs = minutes_of_ticks(apps, cluster.applied_at)  # type: ignore[attr-defined]
     uid = int(apps[0].run(["id", "-u", "demo"]).stdout)
-    assert [u for _, u in runs[apps[0].name]] == [uid] * 3, runs
+    assert [u for _, u in runs[apps[0].name]] == [uid] * TICK_MINUTES, runs
     for other in apps[1:]:
         assert records(other, TICKS) == [], f"{other.name} ran the schedule too"
         assert other.run("ls /etc/systemd/system | grep -c salt-django-job-", check=False).stdout.strip() == "0"

@@ -86,13 +86,18 @@ TICKS = "/var/tmp/salt-django-ticks"
 TICK_JOB = {"manage": recorder(TICKS), "when": "* * * * *"}
 
 
-def three_minutes_of_ticks(hosts: list[Host], since: float) -> dict[str, list[tuple[float, int]]]:
-    """The runs on each host in the three minutes from the first minute boundary
-    after ``since`` (a per-minute job runs exactly three times in them), once
-    those three minutes are over."""
+#: Whole minutes a per-minute job is watched for: it runs exactly once in each.
+TICK_MINUTES = 2
+
+
+def minutes_of_ticks(hosts: list[Host], since: float) -> dict[str, list[tuple[float, int]]]:
+    """The runs on each host in the ``TICK_MINUTES`` minutes from the first
+    minute boundary after ``since`` (a per-minute job runs exactly once in
+    each), once those minutes are over."""
     start = (since // 60 + 1) * 60
-    time.sleep(max(0.0, start + 180 - time.time()))
-    return {host.name: [t for t in records(host, TICKS) if start <= t[0] < start + 180] for host in hosts}
+    end = start + 60 * TICK_MINUTES
+    time.sleep(max(0.0, end - time.time()))
+    return {host.name: [t for t in records(host, TICKS) if start <= t[0] < end] for host in hosts}
 
 
 @dataclass

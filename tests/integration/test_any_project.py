@@ -29,7 +29,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.helpers import REPO_IN_HOST, TICK_JOB, env_value, fetch, make, psql, repo_host, run_make, three_minutes_of_ticks
+from tests.integration.helpers import (
+    REPO_IN_HOST,
+    TICK_JOB,
+    TICK_MINUTES,
+    env_value,
+    fetch,
+    make,
+    minutes_of_ticks,
+    psql,
+    repo_host,
+    run_make,
+)
 from tests.lab.hosts import Host
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -362,9 +373,9 @@ def test_failing_hook_refuses_the_release_and_the_old_one_keeps_serving(host: Ho
 
 def test_schedule_runs_each_minute_as_the_app_user_until_removed(host: Host) -> None:
     assert host.run("systemctl is-active salt-django-job-mysite-tick.timer", check=False).stdout.strip() == "active"
-    runs = three_minutes_of_ticks([host], host.deployed_at)[host.name]  # type: ignore[attr-defined]
+    runs = minutes_of_ticks([host], host.deployed_at)[host.name]  # type: ignore[attr-defined]
     app_uid = int(host.run(["id", "-u", "mysite"]).stdout)
-    assert [uid for _, uid in runs] == [app_uid] * 3, runs
+    assert [uid for _, uid in runs] == [app_uid] * TICK_MINUTES, runs
     set_local_pillar(host, pillar(schedule={}))
     removed = make(host)
     assert {"schedule-mysite-tick-timer-stopped", "schedule-mysite-tick-files-removed"} <= removed.changed_ids, removed.output[-2000:]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.helpers import DOMAIN, TICK_JOB, fetch, make, psql, repo_host, three_minutes_of_ticks
+from tests.integration.helpers import DOMAIN, TICK_JOB, TICK_MINUTES, fetch, make, minutes_of_ticks, psql, repo_host
 from tests.lab.hosts import Host
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -59,7 +59,7 @@ def test_second_deploy_changes_nothing(container: Host) -> None:
 def test_schedule_runs_each_minute_from_cron_as_the_app_user(container: Host) -> None:
     assert container.path("/etc/cron.d/salt-django-job-demo-tick").exists()
     assert "cron" in container.run(["ps", "-eo", "comm"]).stdout.split()
-    runs = three_minutes_of_ticks([container], container.deployed_at)[container.name]  # type: ignore[attr-defined]
+    runs = minutes_of_ticks([container], container.deployed_at)[container.name]  # type: ignore[attr-defined]
     app_uid = int(container.run(["id", "-u", "demo"]).stdout)
     log = container.run("tail -n 20 /var/log/demo/schedule-tick.log", check=False).stdout
-    assert [uid for _, uid in runs] == [app_uid] * 3, f"{runs}; the job's log: {log}"
+    assert [uid for _, uid in runs] == [app_uid] * TICK_MINUTES, f"{runs}; the job's log: {log}"

@@ -276,6 +276,9 @@ def test_audit_log_lists_every_operation_with_its_result(host: Host) -> None:
         ("rollback", "ok", "make rollback"),
         ("rollback", "failed", "make rollback"),
         ("release", "ok", "make release"),
+        # while Nginx could not be reloaded, and after
+        ("release", "ok", "make release"),
+        ("release", "ok", "make release"),
         ("release", "failed", "make release"),
         ("backup", "ok", "make release"),
         ("release", "failed", "make release"),
