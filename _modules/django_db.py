@@ -51,7 +51,7 @@ def __virtual__() -> str:
 
 
 def _database(project: str) -> str:
-    return __salt__["pillar.get"](f"projects:{project}:database:name", None) or project  # noqa: F821
+    return __salt__["saltdjango.project"](project)["database"]["name"]  # noqa: F821
 
 
 def backup_dir(project: str) -> str:
@@ -261,13 +261,13 @@ def fetch_copy(project: str, copy: str, port: int, token: str) -> dict[str, Any]
 
 
 def prune_backups(project: str, keep_days: float | None = None) -> list[str]:
-    """Delete backups older than ``keep_days`` (pillar ``projects:<p>:backups:keep_days``, 14); keeps the newest always.
+    """Delete backups older than ``keep_days`` (``backups:keep_days`` of the project's config); keeps the newest always.
 
     Also deletes what a dump that died half-way left behind (a temporary
     file more than a day old: no dump runs that long).
     """
     if keep_days is None:
-        keep_days = float(__salt__["pillar.get"](f"projects:{project}:backups:keep_days", 14))  # noqa: F821
+        keep_days = float(__salt__["saltdjango.project"](project)["backups"]["keep_days"])  # noqa: F821
     backups = list_backups(project)
     old = [b["file"] for b in backups[:-1] if b["age_days"] > keep_days]
     directory = backup_dir(project)
@@ -305,11 +305,11 @@ def _app_programs(project: str) -> list[str]:
 
 def _pg_restore(project: str, path: str) -> subprocess.CompletedProcess[bytes]:
     """``pg_restore`` of ``path`` as the project's role over loopback, in one transaction."""
-    cfg = __salt__["pillar.get"](f"projects:{project}:database", {}) or {}  # noqa: F821
-    role = cfg.get("user") or project
+    cfg = __salt__["saltdjango.project"](project)["database"]  # noqa: F821
+    role = cfg["user"]
     env = {"PATH": "/usr/bin:/bin", "PGPASSWORD": str(__salt__["pillar.get"](f"projects:{project}:secrets:DB_PASSWORD", ""))}  # noqa: F821
     argv = ["pg_restore", "--clean", "--if-exists", "--single-transaction", "--no-owner", "--no-privileges"]
-    argv += ["-h", "127.0.0.1", "-p", str(cfg.get("port") or 5432), "-U", role, "-d", _database(project), path]
+    argv += ["-h", "127.0.0.1", "-p", str(cfg["port"]), "-U", role, "-d", cfg["name"], path]
     return subprocess.run(argv, env=env, capture_output=True, check=False)
 
 

@@ -47,8 +47,8 @@ def env_file(project: str) -> str:
 
 
 def app_user(project: str) -> str:
-    """The system user the app runs as (pillar ``projects:<p>:user``, default the project name)."""
-    return __salt__["pillar.get"](f"projects:{project}:user", project)  # noqa: F821
+    """The system user the app runs as (``user`` of the project's config: by default its name)."""
+    return __salt__["saltdjango.project"](project)["user"]  # noqa: F821
 
 
 def release_dir(project: str, release: str | None = None) -> str:
@@ -134,7 +134,7 @@ def run(project: str, *args: str, release: str | None = None, timeout: int = 900
 
         salt-call django_manage.run demo showmigrations
     """
-    manage = __salt__["pillar.get"](f"projects:{project}:manage_py", "manage.py")  # noqa: F821
+    manage = __salt__["saltdjango.project"](project)["manage_py"]  # noqa: F821
     # Relative to the release directory, which is the command's working directory.
     return _run_in_release(project, [manage, *map(str, args)], release, timeout)
 

@@ -417,15 +417,12 @@ def _format_issues(issues: list[dict[str, str]]) -> str:
     return "; ".join(f"{i['id']} ({i['level']}): {i['message']}" for i in issues)
 
 
-def _health_host(project: str) -> str:
-    domains = _pillar(f"projects:{project}:domains", []) or []
-    return domains[0] if domains else "localhost"
-
-
 def _switch(project: str, rid: str) -> dict[str, Any]:
-    """Blue/green switch to ``rid``; a new slot gets ``projects:<p>:health_timeout`` seconds to be healthy."""
-    timeout = float(_pillar(f"projects:{project}:health_timeout", 60))
-    return __salt__["gunicorn_slots.activate"](project, rid, _health_host(project), timeout=timeout)  # noqa: F821
+    """Blue/green switch to ``rid``; a new slot gets ``health_timeout`` seconds to be
+    healthy, asked with the project's first domain as Host."""
+    config = __salt__["saltdjango.project"](project)  # noqa: F821
+    host = config["primary_domain"] or "localhost"
+    return __salt__["gunicorn_slots.activate"](project, rid, host, timeout=float(config["health_timeout"]))  # noqa: F821
 
 
 def _gate(project: str, rid: str, fail_level: str) -> None:
@@ -738,7 +735,7 @@ def prune(project: str, keep: int | None = None) -> list[str]:
     release before the live one (the rollback target). Then prunes the kept
     static files of earlier releases to their window (``django_static.prune``).
     """
-    keep = int(keep if keep is not None else _pillar(f"projects:{project}:keep_releases", 5))
+    keep = int(keep if keep is not None else __salt__["saltdjango.project"](project)["keep_releases"])  # noqa: F821
     listing = list_releases(project)
     releases, live = listing["releases"], listing["current"]
     protected = {live} | {__salt__["gunicorn_slots.slot_release"](project, s) for s in ("a", "b")}  # noqa: F821

@@ -316,23 +316,24 @@ class _Cluster:
         hosts = (pillar.get("topology") or {}).get("hosts") or {}
         self.roles = {name: list((spec or {}).get("roles") or []) for name, spec in hosts.items()}
         self.alive: set[str] = set()
-        # Salt injects the job's event channel when it runs a runner (not in unit tests).
-        self.progress = globals().get("__jid_event__")
+        # The job id Salt gives a runner when it starts it (none in unit tests), read once:
+        # the reactor runs runners in threads of one loader, whose globals the last job sets.
+        self.jid = globals().get("__jid__")
 
     def members(self, role: str) -> list[str]:
         return sorted(name for name, held in self.roles.items() if role in held)
 
     def log(self, step: str, comment: str, **extra: Any) -> None:
-        """Record a step in the return, and show it now: a ``progress`` event
-        of this runner's job (``salt-run state.event`` shows it as it happens)."""
+        """Record a step in the return, and show it now: a ``salt/run/<jid>/progress``
+        event of this runner's job (``salt-run state.event`` shows it as it happens)."""
         self.steps.append({"step": step, "comment": comment, **extra})
-        if self.progress is not None:
-            try:
-                self.progress.fire_event({"message": f"{step}: {comment}", "step": step, **extra}, "progress")
-            except ReferenceError:
-                # The reactor runs runners in threads of one loader, whose globals the
-                # last job started sets: this job's event proxy may be another's, gone.
-                self.progress = None
+        if self.jid:
+            import salt.utils.event
+
+            # On the master's bus directly: the job's own event channel (__jid_event__)
+            # would also print each event into salt-run's output.
+            with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:  # noqa: F821
+                bus.fire_event({"message": f"{step}: {comment}", "step": step, **extra}, f"salt/run/{self.jid}/progress")
 
     def call(self, step: str, tgt: list[str], fun: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """``fun(*args, **kwargs)`` on every minion of ``tgt``; raise RolloutError

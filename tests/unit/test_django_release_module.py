@@ -22,12 +22,12 @@ def root(tmp_path: Path) -> Path:
 def configure_loader_modules(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setattr(django_release, "AUDIT_ROOT", str(tmp_path / "log"))
     monkeypatch.setattr(django_release, "LOCK_DIR", str(tmp_path / "run"))
-    pillar = {"projects:demo:keep_releases": 2}
     salt = {
+        "saltdjango.project": lambda project: {"keep_releases": 2, "health_timeout": 60},
         "django_manage.project_root": lambda project: str(root),
         "gunicorn_slots.slot_release": lambda project, slot: None,
         "django_static.prune": lambda project: {"releases": [], "files": 0},
-        "pillar.get": lambda key, default=None: pillar.get(key, default),
+        "pillar.get": lambda key, default=None: default,
     }
     return {django_release: {"__salt__": salt}}
 

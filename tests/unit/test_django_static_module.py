@@ -33,8 +33,7 @@ def configure_loader_modules(root: Path, keep: dict, tmp_path: Path, monkeypatch
     salt: dict = {
         "django_manage.project_root": lambda project: str(root),
         "gunicorn_slots.slot_release": lambda project, slot: None,
-        "pillar.get": lambda key, default=None: {"projects:demo:keep_releases": 2}.get(key, default),
-        "saltdjango.project": lambda project: {"static": {"keep": keep}},
+        "saltdjango.project": lambda project: {"static": {"keep": keep}, "keep_releases": 2},
     }
     for name in ("current", "info", "list_releases", "prune"):
         salt[f"django_release.{name}"] = getattr(django_release, name)

@@ -27,3 +27,20 @@ def test_no_file_names_a_path_outside_the_repository() -> None:
             continue
         found += [f"{name}:{number}: {line.strip()}" for number, line in enumerate(text.splitlines(), 1) if OUTSIDE.search(line)]
     assert names and not found, "\n".join(found)
+
+
+#: A module reading a project's setting straight from pillar, with a default of its own.
+OWN_DEFAULT = re.compile(r"""(pillar\.get"?\]?|_pillar)\(\s*f?["']projects:\{\w+\}:(?!secrets)[\w:]+["']\s*,""")
+
+
+def test_modules_take_each_project_default_from_defaults_yaml() -> None:
+    """Every setting of a project has its default once, in salt/app/defaults.yaml:
+    modules read the merged config (saltdjango.project), never pillar with a default of their own."""
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for folder in ("_modules", "_states", "_runners")
+        for path in sorted((ROOT / folder).glob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if OWN_DEFAULT.search(line)
+    ]
+    assert not found, "\n".join(found)
