@@ -303,9 +303,12 @@ def role_view(data: Any, roles: list[str], has_lb: bool) -> dict[str, Any]:
     return view
 
 
-def read_secret_files(roots: list[str]) -> dict[str, Any]:
+def _read_secret_files(roots: list[str]) -> dict[str, Any]:
     """``SECRET_FILES`` merged, each the first found in ``roots`` (as Salt finds
-    an SLS), the later winning. They are plain YAML: no renderer runs them."""
+    an SLS), the later winning. They are plain YAML: no renderer runs them.
+    Private: it returns secrets, which a call through ``salt`` would put in
+    the master's job cache; pillar/role_secrets.sls and the rollout runner
+    load this file and call it directly."""
     merged: dict[str, Any] = {}
     for name in SECRET_FILES:
         found = next((os.path.join(root, name) for root in roots if os.path.isfile(os.path.join(root, name))), None)

@@ -668,7 +668,7 @@ def _generate_secrets(cluster: _Cluster) -> dict[str, Any]:
     projects = {n: dict(p) for n, p in raw.items() if isinstance(p, dict) and _PROJECT_NAME.match(str(n))} if isinstance(raw, dict) else {}
     # The master holds no role: its pillar has no secrets (pillar/role_secrets.sls); the files have them.
     try:
-        stored = _repo_module("_modules/saltdjango.py").read_secret_files(__opts__["pillar_roots"].get("base", []))  # noqa: F821
+        stored = _repo_module("_modules/saltdjango.py")._read_secret_files(__opts__["pillar_roots"].get("base", []))  # noqa: F821
     except ValueError as exc:
         raise RolloutError("secrets", str(exc)) from None
     for name, project in projects.items():

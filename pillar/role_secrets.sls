@@ -35,4 +35,4 @@ def run():
     roles = saltdjango.roles_of(hosts, __opts__["id"], masterless)
     has_lb = any("lb" in ((spec or {}).get("roles") or []) for spec in hosts.values())
     roots = [root for root in __opts__["pillar_roots"].get(saltenv, []) if os.path.realpath(root) != here]
-    return saltdjango.role_view(saltdjango.read_secret_files(roots), roles, has_lb)
+    return saltdjango.role_view(saltdjango._read_secret_files(roots), roles, has_lb)
