@@ -654,7 +654,7 @@ def test_second_rollout_is_refused_while_one_runs(cluster: Cluster, releases: Re
     watcher.terminate()
     shown = [json.loads(line.split("\t", 1)[1]) for line in watcher.communicate(timeout=30)[0].splitlines() if "\t" in line]
     batches = [event["message"] for event in shown if event.get("step") == "batch"]
-    assert batches == [f"switch {n}/3: {server}" for n, server in enumerate([*APPS, SPARE], 1)], shown
+    assert batches == [f"batch: switch {n}/3: {server}" for n, server in enumerate([*APPS, SPARE], 1)], shown
     assert _requests(cluster)[-1].endswith("accepted: release v4 of the project"), _requests(cluster)[-1]
     apps = [*APPS, SPARE]
     served = live(cluster, apps)
