@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -548,11 +548,30 @@ def _built_and_checked(
     return resolved, changes
 
 
-def _failed(outcome: dict[str, Any]) -> dict[str, Any]:
-    """``outcome`` of an operation that failed, with salt-call's exit code set:
-    scripts and CI that call Salt directly see the failure, not only ``ok``."""
-    __context__["retcode"] = 1  # noqa: F821
-    return outcome
+#: What an operation's failure raises: said in its result, never a traceback.
+OPERATION_ERRORS = (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError)
+
+
+def _operation(
+    project: str, operation: str, details: dict[str, Any], work: Callable[[], dict[str, Any]], exit_code: bool = True
+) -> dict[str, Any]:
+    """Run ``work`` as one operation on ``project``: under the deploy lock, with
+    one audit line (``details``, as ``work`` leaves them), and one result
+    shape: ``{"ok", "id", "previous", "changes", "comment", ...}``. A failure
+    is said in ``comment`` and, with ``exit_code``, fails salt-call's exit
+    code too, so that scripts and CI that call Salt directly see it (the
+    rollout runner reads ``ok`` of the operations it drives)."""
+    started = time.monotonic()
+    try:
+        with deploy_lock(project, operation):
+            outcome = work()
+    except OPERATION_ERRORS as exc:
+        record(project, operation, "failed", time.monotonic() - started, error=str(exc), **details)
+        if exit_code:
+            __context__["retcode"] = 1  # noqa: F821
+        return {"ok": False, "id": details.get("to"), "previous": details.get("from"), "changes": {}, "comment": str(exc)}
+    record(project, operation, "ok", time.monotonic() - started, **details)
+    return {"ok": True, "id": details.get("to"), "previous": details.get("from"), "changes": {}, **outcome}
 
 
 def release(
@@ -578,29 +597,25 @@ def release(
 
     Returns ``{"ok", "id", "previous", "changes", "comment"}``.
     """
-    started = time.monotonic()
     previous = current(project)
     if not repo and not source:
         source = __salt__["saltdjango.project"](project)["source"]  # noqa: F821
     details: dict[str, Any] = {"from": previous, "source": repo or source, "ref": ref}
-    try:
-        with deploy_lock(project, "release"):
-            _, changes = _built_and_checked(project, details, source, repo, ref, rid, fail_level, migrate)
-            rid = details["to"]
-            if previous != rid or not __salt__["gunicorn_slots.is_serving"](project, rid):  # noqa: F821
-                ran = _switch_with_hooks(project, rid, previous, "all")
-                changes["release"] = {"old": previous, "new": rid}
-                if ran:
-                    changes["hooks"] = ran
-            pruned = prune(project)
-            if pruned:
-                changes["pruned"] = pruned
-    except (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        record(project, "release", "failed", time.monotonic() - started, error=str(exc), **details)
-        return _failed({"ok": False, "id": details.get("to"), "previous": previous, "changes": {}, "comment": str(exc)})
-    record(project, "release", "ok", time.monotonic() - started, **details)
-    comment = f"release {rid} is live" if "release" in changes else f"release {rid} was already live"
-    return {"ok": True, "id": rid, "previous": previous, "changes": changes, "comment": comment}
+
+    def work() -> dict[str, Any]:
+        _, changes = _built_and_checked(project, details, source, repo, ref, rid, fail_level, migrate)
+        new = details["to"]
+        if previous != new or not __salt__["gunicorn_slots.is_serving"](project, new):  # noqa: F821
+            ran = _switch_with_hooks(project, new, previous, "all")
+            changes["release"] = {"old": previous, "new": new}
+            if ran:
+                changes["hooks"] = ran
+        pruned = prune(project)
+        if pruned:
+            changes["pruned"] = pruned
+        return {"changes": changes, "comment": f"release {new} is live" if "release" in changes else f"release {new} was already live"}
+
+    return _operation(project, "release", details, work)
 
 
 def prepare(
@@ -622,18 +637,14 @@ def prepare(
 
         salt app1 django_release.prepare demo repo=/srv/git/demo.git ref=v2
     """
-    started = time.monotonic()
     details: dict[str, Any] = {"source": repo or source, "ref": ref}
-    try:
-        with deploy_lock(project, "prepare"):
-            resolved, changes = _built_and_checked(project, details, source, repo, ref, release, fail_level, migrate=False)
-            rid = details["to"]
-    except (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        record(project, "prepare", "failed", time.monotonic() - started, error=str(exc), **details)
-        return {"ok": False, "id": details.get("to"), "built": False, "comment": str(exc)}
-    record(project, "prepare", "ok", time.monotonic() - started, **details)
-    comment = f"release {rid} is built and passed its checks"
-    return {"ok": True, "id": rid, "digest": resolved["digest"], "built": "built" in changes, "comment": comment}
+
+    def work() -> dict[str, Any]:
+        resolved, changes = _built_and_checked(project, details, source, repo, ref, release, fail_level, migrate=False)
+        comment = f"release {details['to']} is built and passed its checks"
+        return {"digest": resolved["digest"], "built": "built" in changes, "comment": comment}
+
+    return {"built": False, **_operation(project, "prepare", details, work, exit_code=False)}
 
 
 def activate(project: str, release: str, hooks: bool = True) -> dict[str, Any]:
@@ -647,25 +658,21 @@ def activate(project: str, release: str, hooks: bool = True) -> dict[str, Any]:
 
         salt app1 django_release.activate demo 20261127T120000Z-1a2b3c4
     """
-    started = time.monotonic()
     live = current(project)
-    try:
-        with deploy_lock(project, "activate"):
-            if not is_built(project, release):
-                raise ReleaseError(f"release {release} of {project} is not built on this server")
-            if live == release and __salt__["gunicorn_slots.is_serving"](project, release):  # noqa: F821
-                return {"ok": True, "id": release, "previous": live, "changes": {}, "comment": f"release {release} already serves"}
-            if hooks:
-                _switch_with_hooks(project, release, live, "each")
-            else:
-                _switch(project, release)
-            prune(project)
-    except (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        record(project, "activate", "failed", time.monotonic() - started, error=str(exc), **{"from": live, "to": release})
-        return {"ok": False, "id": release, "previous": live, "changes": {}, "comment": str(exc)}
-    record(project, "activate", "ok", time.monotonic() - started, **{"from": live, "to": release})
-    changes = {"release": {"old": live, "new": release}}
-    return {"ok": True, "id": release, "previous": live, "changes": changes, "comment": f"release {release} is live"}
+
+    def work() -> dict[str, Any]:
+        if not is_built(project, release):
+            raise ReleaseError(f"release {release} of {project} is not built on this server")
+        if live == release and __salt__["gunicorn_slots.is_serving"](project, release):  # noqa: F821
+            return {"comment": f"release {release} already serves"}
+        if hooks:
+            _switch_with_hooks(project, release, live, "each")
+        else:
+            _switch(project, release)
+        prune(project)
+        return {"changes": {"release": {"old": live, "new": release}}, "comment": f"release {release} is live"}
+
+    return _operation(project, "activate", {"from": live, "to": release}, work, exit_code=False)
 
 
 def rollback(project: str, to: str | None = None) -> dict[str, Any]:
@@ -678,28 +685,26 @@ def rollback(project: str, to: str | None = None) -> dict[str, Any]:
 
         salt-call django_release.rollback demo
     """
-    started = time.monotonic()
     live = current(project)
     details: dict[str, Any] = {"from": live}
-    try:
-        with deploy_lock(project, "rollback"):
-            releases = list_releases(project)["releases"]
-            if to is None:
-                earlier = releases[: releases.index(live)] if live in releases else []
-                if not earlier:
-                    raise ReleaseError(f"no release of {project} before {live} to roll back to")
-                to = earlier[-1]
-            elif to not in releases:
-                raise ReleaseError(f"release {to} of {project} is not built; built: {', '.join(releases) or 'none'}")
-            details["to"] = to
-            if to == live:
-                raise ReleaseError(f"release {to} is already live")
-            _switch(project, to)
-    except (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        record(project, "rollback", "failed", time.monotonic() - started, error=str(exc), **details)
-        return _failed({"ok": False, "id": details.get("to"), "previous": live, "changes": {}, "comment": str(exc)})
-    record(project, "rollback", "ok", time.monotonic() - started, **details)
-    return {"ok": True, "id": to, "previous": live, "changes": {"release": {"old": live, "new": to}}, "comment": f"rolled back to {to}"}
+
+    def work() -> dict[str, Any]:
+        releases = list_releases(project)["releases"]
+        target = to
+        if target is None:
+            earlier = releases[: releases.index(live)] if live in releases else []
+            if not earlier:
+                raise ReleaseError(f"no release of {project} before {live} to roll back to")
+            target = earlier[-1]
+        elif target not in releases:
+            raise ReleaseError(f"release {target} of {project} is not built; built: {', '.join(releases) or 'none'}")
+        details["to"] = target
+        if target == live:
+            raise ReleaseError(f"release {target} is already live")
+        _switch(project, target)
+        return {"changes": {"release": {"old": live, "new": target}}, "comment": f"rolled back to {target}"}
+
+    return _operation(project, "rollback", details, work)
 
 
 def restart(project: str) -> dict[str, Any]:
@@ -709,23 +714,18 @@ def restart(project: str) -> dict[str, Any]:
 
         salt-call django_release.restart demo
     """
-    started = time.monotonic()
     live = current(project)
-    try:
+
+    def work() -> dict[str, Any]:
         if live is None:
             raise ReleaseError(f"{project} has no live release to restart")
-        with deploy_lock(project, "restart"):
+        try:
             outcome = _switch(project, live)
-    except (ReleaseError, RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-        record(project, "restart", "failed", time.monotonic() - started, to=live, error=str(exc))
-        return {"ok": False, "id": live, "changes": {}, "comment": f"restart of {live} failed, the running processes keep serving: {exc}"}
-    record(project, "restart", "ok", time.monotonic() - started, to=live)
-    return {
-        "ok": True,
-        "id": live,
-        "changes": {"restarted": outcome},
-        "comment": f"release {live} restarted in slot {outcome['slot']['new']}",
-    }
+        except OPERATION_ERRORS as exc:
+            raise ReleaseError(f"restart of {live} failed, the running processes keep serving: {exc}") from exc
+        return {"changes": {"restarted": outcome}, "comment": f"release {live} restarted in slot {outcome['slot']['new']}"}
+
+    return _operation(project, "restart", {"from": live, "to": live}, work)
 
 
 def prune(project: str, keep: int | None = None) -> list[str]:
