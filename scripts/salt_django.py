@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import string
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,33 @@ def init_secrets(conf: str) -> int:
     return 0
 
 
+_COMPLETED = re.compile(r"Completed state \[(?P<name>.*?)\] at time .*\(duration_in_ms=(?P<ms>[\d.]+)\)")
+
+
+def salt_call_with_progress(conf: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``salt_call``, printing each state as it completes (Salt's info log line
+    for it, read from stderr as it comes), with a running count: a first
+    deploy takes minutes, and silence looks like a hang."""
+    cmd = [str(SALT_CALL), "-c", conf, "--local", "--out=json", "--retcode-passthrough", "-l", "info", *args]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        # The JSON comes at the end, and may not fit in a pipe: read it beside the log.
+        out: list[str] = []
+        reader = threading.Thread(target=lambda: out.append(proc.stdout.read()))  # type: ignore[union-attr]
+        reader.start()
+        errors, done = [], 0
+        for line in proc.stderr:
+            found = _COMPLETED.search(line)
+            if found:
+                done += 1
+                print(f"  [{done:3d}] {found['name'][:90]} ({float(found['ms']) / 1000:.1f} s)", flush=True)
+            elif "[ERROR" in line or "[CRITICAL" in line:
+                errors.append(line)
+        reader.join()
+        proc.wait()
+    return subprocess.CompletedProcess(cmd, proc.returncode, "".join(out), "".join(errors))
+
+
 def summarize(ret: Any) -> tuple[int, int, list[tuple[str, str]], list[tuple[str, str]]]:
     """States run, changed count, changed (id, comment) and failed (id, comment)."""
     if not isinstance(ret, dict):
@@ -131,7 +160,7 @@ def apply(conf: str, test: bool) -> int:
     print("salt-django: applying the state tree" + (" (test=True: nothing is changed)" if test else ""), flush=True)
     started = time.monotonic()
     args = ["state.apply"] + (["test=True"] if test else [])
-    result = salt_call(conf, *args)
+    result = salt_call_with_progress(conf, *args)
     seconds = time.monotonic() - started
     try:
         ret = json.loads(result.stdout)["local"]
