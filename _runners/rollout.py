@@ -44,6 +44,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import yaml
+
 __virtualname__ = "rollout"
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,6 @@ REQUEST_TTL = 300
 #: Seconds between two joins of one server: a start event storm (a master restart,
 #: or a minion forging them) converges nobody twice.
 JOIN_DEBOUNCE = 300
-#: Written by every highstate (salt/common): a join converges only a server without it.
-CONVERGED_MARK = "/var/lib/salt-django/converged"
 #: Secrets the master generates for every project, running or not (see _modules/django_db.py).
 BACKUP_SECRETS = ("BACKUP_KEY",)
 _MINION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -603,11 +603,15 @@ def deploy(release: str | None = None, project: str | None = None, allow_partial
 _PROJECT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
+def _repo_path(relpath: str) -> str:
+    """A file of this repository: the runner runs from a copy of it."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), relpath)
+
+
 def _repo_module(relpath: str) -> Any:
     """A module of this repository, loaded by path, so that the master runs the
-    same code as the minions and ``make deploy`` (the runner runs from a copy
-    of the repository)."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), relpath)
+    same code as the minions and ``make deploy``."""
+    path = _repo_path(relpath)
     spec = importlib.util.spec_from_file_location("salt_django_" + relpath.replace("/", "_").removesuffix(".py"), path)
     if spec is None or spec.loader is None or not os.path.exists(path):
         raise RolloutError("plan", f"cannot load {path}: the runner must run from a copy of the repository")
@@ -813,8 +817,8 @@ def plan(release: str | None = None, project: str | None = None) -> dict[str, An
     try:
         cluster = _Cluster(_pillar())
         with _lock(f"rollout.plan of {release or 'the pillar source'}", wait_for_joins=cluster.settings["join_wait"]):
-            name, _ = _project(cluster.pillar, project)
-            source = source_of(release, (cluster.pillar.get("projects") or {})[name], name)
+            name, conf = _project(cluster.pillar, project)
+            source = source_of(release, conf, name)
             cluster.ping()
             apps = cluster.members_up("app")
             if not apps:
@@ -878,18 +882,16 @@ def status(project: str | None = None) -> dict[str, Any]:
     return _finish(cluster, True, comment, project=name, servers=servers, haproxy=balanced, recorded=record, silent=silent)
 
 
-#: Where Salt keeps what a minion pushed (cp.push), under the master's cache: the backup copies.
-COPIES = "salt-django-backups"
-_COPY_NAME = re.compile(r"^\d{8}T\d{12}Z-[A-Za-z0-9_.-]{1,60}\.dump\.sdbk$")
-
-
 def _copies(project: str, db: str) -> list[dict[str, Any]]:
-    """The off-host copies of ``project``'s backups that ``db`` pushed, oldest first."""
-    directory = os.path.join(__opts__["cachedir"], "minions", db, "files", COPIES, project)  # noqa: F821
+    """The off-host copies of ``project``'s backups that ``db`` pushed (cp.push,
+    kept under the master's cache), oldest first; named as django_db names them."""
+    django_db = _repo_module("_modules/django_db.py")
+    directory = os.path.join(__opts__["cachedir"], "minions", db, "files", django_db.COPIES, project)  # noqa: F821
     if not os.path.isdir(directory):
         return []
     now = time.time()
-    found = sorted(name for name in os.listdir(directory) if _COPY_NAME.match(name))
+    suffix = django_db.COPY_SUFFIX
+    found = sorted(n for n in os.listdir(directory) if n.endswith(suffix) and django_db.BACKUP_NAME.match(n.removesuffix(suffix)))
     return [
         {
             "copy": name,
@@ -1087,10 +1089,16 @@ def _join_release(minion: str) -> None:
         joins.pop(minion, None)
 
 
+def _converged_mark() -> str:
+    """The file every highstate writes (salt/common, ``common:converged_mark``)."""
+    with open(_repo_path("salt/common/defaults.yaml"), encoding="utf-8") as handle:
+        return str(yaml.safe_load(handle)["common"]["converged_mark"])
+
+
 def _join_reason(cluster: _Cluster, minion: str, roles: list[str]) -> str | None:
     """Why ``minion`` needs converging: it never was, or, an app server, it
     serves another release than the cluster's. None: it needs nothing."""
-    if not cluster.call("join", [minion], "file.file_exists", CONVERGED_MARK)[minion]:
+    if not cluster.call("join", [minion], "file.file_exists", _converged_mark())[minion]:
         return "never converged"
     if "app" not in roles:
         return None
@@ -1112,7 +1120,7 @@ def join(minion: str) -> dict[str, Any]:
     The reactor calls this on every ``salt/minion/<id>/start`` event, which
     any minion can forge for any other, and which every minion sends when
     the master restarts. So a join converges only a server that never
-    converged (no ``CONVERGED_MARK``), or an app server that serves another
+    converged (no ``common:converged_mark``), or an app server that serves another
     release than the one the cluster serves; and it starts at most once per
     ``JOIN_DEBOUNCE`` seconds per server. Its highstate builds
     the release the cluster serves (pillar ``projects:<p>:release``), not

@@ -219,3 +219,17 @@ def test_a_failed_batch_goes_back_to_the_old_release_and_into_rotation(monkeypat
 
 def test_a_batch_never_takes_every_server_out_of_rotation() -> None:
     assert [rollout.batch_size(b, n) for b, n in ((2, 2), (2, 3), (5, 3), (1, 1), (3, 1), (0, 4))] == [1, 2, 2, 1, 3, 1]
+
+
+def test_the_copies_on_the_master_are_the_names_django_db_gives_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollout, "__opts__", {"cachedir": str(tmp_path)}, raising=False)
+    pushed = tmp_path / "minions" / "db" / "files" / "salt-django-backups" / "demo"
+    pushed.mkdir(parents=True)
+    for name in ("20261129T005201113576Z-scheduled.dump.sdbk", "20261129T005201113576Z-scheduled.dump", "../x.dump.sdbk", "notes.txt"):
+        (pushed / name.replace("../", "")).write_bytes(b"sealed")
+    assert [c["copy"] for c in rollout._copies("demo", "db")] == ["20261129T005201113576Z-scheduled.dump.sdbk"]
+    assert rollout._copies("demo", "cache") == []
+
+
+def test_a_join_looks_for_the_mark_salt_common_writes() -> None:
+    assert rollout._converged_mark() == "/var/lib/salt-django/converged"
