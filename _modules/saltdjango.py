@@ -263,6 +263,23 @@ def roles_of(hosts: Any, minion: str, masterless: bool) -> list[str]:
     return [str(role) for role in roles] if isinstance(roles, list) else []
 
 
+def read_topology(directory: str, minion: str, masterless: bool) -> dict[str, Any]:
+    """``topology.yaml`` in ``directory`` as ``minion`` sees it: ``hosts`` (none
+    masterless), ``private_network`` and its ``roles`` (``roles_of``). What
+    pillar/topology.sls and pillar/role_secrets.sls both build on.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.read_topology /srv/salt-django/pillar app1 False
+    """
+    with open(os.path.join(directory, "topology.yaml"), encoding="utf-8") as handle:
+        topology = yaml.safe_load(handle) or {}
+    hosts = {} if masterless else topology.get("hosts") or {}
+    return {"hosts": hosts, "private_network": topology.get("private_network"), "roles": roles_of(hosts, minion, masterless)}
+
+
 def needs_secret(roles: list[str], secret: str) -> bool:
     """Whether a server holding ``roles`` gets the project secret named ``secret``."""
     for role in roles:

@@ -14,8 +14,6 @@ under its name, which would shadow Python's own ``secrets``.)
 import importlib.util
 import os
 
-import yaml
-
 
 def _saltdjango():
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "_modules", "saltdjango.py")
@@ -27,12 +25,8 @@ def _saltdjango():
 
 def run():
     here = os.path.dirname(os.path.realpath(__file__))
-    with open(os.path.join(here, "topology.yaml"), encoding="utf-8") as handle:
-        topology = yaml.safe_load(handle) or {}
-    masterless = __opts__.get("__role") == "minion"
-    hosts = {} if masterless else topology.get("hosts") or {}
     saltdjango = _saltdjango()
-    roles = saltdjango.roles_of(hosts, __opts__["id"], masterless)
-    has_lb = any("lb" in ((spec or {}).get("roles") or []) for spec in hosts.values())
+    topology = saltdjango.read_topology(here, __opts__["id"], __opts__.get("__role") == "minion")
+    has_lb = any("lb" in ((spec or {}).get("roles") or []) for spec in topology["hosts"].values())
     roots = [root for root in __opts__["pillar_roots"].get(saltenv, []) if os.path.realpath(root) != here]
-    return saltdjango.role_view(saltdjango._read_secret_files(roots), roles, has_lb)
+    return saltdjango.role_view(saltdjango._read_secret_files(roots), topology["roles"], has_lb)

@@ -11,8 +11,6 @@ others find it with mine.get (_modules/saltdjango.py: addresses).
 import importlib.util
 import os
 
-import yaml
-
 
 def _saltdjango():
     """_modules/saltdjango.py of this repository: the one rule for roles."""
@@ -24,14 +22,12 @@ def _saltdjango():
 
 
 def run():
-    with open(os.path.join(os.path.dirname(os.path.realpath(__file__)), "topology.yaml"), encoding="utf-8") as handle:
-        topology = yaml.safe_load(handle) or {}
-    masterless = __opts__.get("__role") == "minion"
-    hosts = {} if masterless else topology.get("hosts") or {}
-    network = topology.get("private_network")
+    here = os.path.dirname(os.path.realpath(__file__))
+    topology = _saltdjango().read_topology(here, __opts__["id"], __opts__.get("__role") == "minion")
+    hosts, network = topology["hosts"], topology["private_network"]
     pillar = {
         "topology": {"hosts": hosts, "private_network": network},
-        "salt_django": {"roles": _saltdjango().roles_of(hosts, __opts__["id"], masterless)},
+        "salt_django": {"roles": topology["roles"]},
     }
     if hosts:
         scope = {"cidr": network} if network else {"type": "private"}
