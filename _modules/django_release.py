@@ -22,13 +22,11 @@ with ``gunicorn_slots.activate`` (no request dropped).
 from __future__ import annotations
 
 import datetime
-import fcntl
 import getpass
 import hashlib
 import json
 import os
 import pwd
-import re
 import shutil
 import subprocess
 import tempfile
@@ -48,7 +46,6 @@ IGNORED_SUFFIXES = (".pyc", ".pyo", ".sqlite3")
 GIT_CACHE = "/var/cache/salt-django/git"
 AUDIT_ROOT = "/var/log/salt-django"
 LOCK_DIR = "/run/salt-django"
-_RELEASE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7}$")
 _CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/root", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
@@ -295,7 +292,7 @@ def build(project: str, resolved: dict[str, Any], rid: str | None = None) -> dic
     cfg, app = mods["saltdjango.project"](project), mods["saltdjango.app_settings"]()
     started = time.monotonic()
     now = datetime.datetime.now(datetime.UTC)
-    if rid and not (_RELEASE_ID.match(rid) and rid.endswith("-" + resolved["digest"][:7])):
+    if rid and not (__utils__["saltdjango_releases.is_release_id"](rid) and rid.endswith("-" + resolved["digest"][:7])):  # noqa: F821
         raise ReleaseError(f"release id {rid} does not name this source (digest {resolved['digest'][:7]})")
     rid = rid or f"{now:%Y%m%dT%H%M%SZ}-{resolved['digest'][:7]}"
     directory = os.path.join(_root(project), "releases", rid)
@@ -346,30 +343,25 @@ def _actor() -> str:
 def deploy_lock(project: str, operation: str) -> Iterator[None]:
     """One release, rollback or restore at a time per project on this host.
 
-    The lock is an fcntl lock, so it dies with its holder; the file names
-    the holder for the message that refuses a second operation. It lives
-    in root's ``/run/salt-django/`` (0600), where the app user cannot take
-    it to block deploys.
+    The lock (``saltdjango_files.held``) names its holder for the message
+    that refuses a second operation. It lives in root's
+    ``/run/salt-django/`` (0700), where the app user cannot take it to
+    block deploys.
+
+    CLI Example (a context manager for other modules: ``__salt__`` only):
+
+    .. code-block:: python
+
+        with __salt__["django_release.deploy_lock"]("demo", "restore"):
+            ...
     """
     os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-    fd = os.open(os.path.join(LOCK_DIR, f"{project}.deploy.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "r+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise ReleaseError(f"another deploy operation of {project} is running: {holder}") from None
-        handle.seek(0)
-        handle.truncate()
-        since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        handle.write(f"{operation} by {_actor()} (pid {os.getpid()}) since {since}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
+    with __utils__["saltdjango_files.held"](  # noqa: F821
+        os.path.join(LOCK_DIR, f"{project}.deploy.lock"),
+        f"{operation} by {_actor()}",
+        refuse=lambda holder: ReleaseError(f"another deploy operation of {project} is running: {holder}"),
+    ):
+        yield
 
 
 def _audit_path(project: str) -> str:

@@ -119,9 +119,7 @@ def _read_index(project: str) -> dict[str, dict[str, Any]]:
 
 def _write_index(project: str, index: dict[str, dict[str, Any]]) -> None:
     path = os.path.join(_kept(project), "index.json")
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(index, handle, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    __utils__["saltdjango_files.replace"](path, json.dumps(index, sort_keys=True), mode=0o644)  # noqa: F821
 
 
 def _link(source: str, target: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 import socket
 import time
@@ -159,9 +158,5 @@ def save_state(path: str, socket_path: str | None = None) -> dict[str, Any]:
     lines = text.splitlines()
     if not lines or not lines[0].strip().isdigit():
         raise HAProxyError(f"unexpected answer to show servers state: {text[:200]!r}")
-    temp = f"{path}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text if text.endswith("\n") else text + "\n")
-    os.replace(temp, path)
+    __utils__["saltdjango_files.replace"](path, text if text.endswith("\n") else text + "\n")  # noqa: F821
     return {"saved": True, "servers": sum(1 for line in lines[1:] if line.strip() and not line.startswith("#"))}

@@ -49,7 +49,6 @@ import yaml
 __virtualname__ = "rollout"
 log = logging.getLogger(__name__)
 
-RELEASE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7}$")
 #: HAProxy backend of a project (salt/haproxy/files/haproxy.cfg.jinja).
 BACKEND = "{project}_app"
 DEFAULTS = {
@@ -101,26 +100,13 @@ def batch_size(wanted: Any, servers: int) -> int:
     return min(size, servers - 1) if servers > 1 else size
 
 
-def failed_states(ret: Any) -> dict[str, str]:
-    """State IDs that did not succeed in a ``state.apply`` return, with their comments."""
-    if not isinstance(ret, dict):
-        return {"(no state data)": str(ret)[-500:]}
-    failed = {}
-    for key, state in ret.items():
-        if not isinstance(state, dict) or state.get("result") is not True:
-            sid = key.split("_|-")[1] if "_|-" in key else key
-            comment = state.get("comment", state) if isinstance(state, dict) else state
-            failed[sid] = str(comment)[-500:]
-    return failed
-
-
 def source_of(release: str | None, project: dict[str, Any], name: str) -> dict[str, Any]:
     """What to build: a git ref of ``projects:<p>:repo``, or the pillar ``source``.
 
     A release id (``<UTC time>-<digest>``) needs no build: it must be built
     on every app server already.
     """
-    if release and RELEASE_ID.match(release):
+    if __utils__["saltdjango_releases.is_release_id"](release):  # noqa: F821
         return {"release": release}
     if release:
         repo = project.get("repo")
@@ -214,10 +200,7 @@ def release_pillar(records: dict[str, Any]) -> dict[str, Any]:
 def _write(path: str, text: str) -> None:
     """Replace ``path`` at once, readable by root only (its pillar holds secrets)."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(path + ".tmp", path)
+    __utils__["saltdjango_files.replace"](path, text)  # noqa: F821
 
 
 def _save(records: dict[str, Any]) -> None:
@@ -271,29 +254,13 @@ def _lock(what: str, wait: float = 0, wait_for_joins: float = 0) -> Iterator[Non
     """One rollout (deploy, rollback) or join at a time on this master; the
     file names the holder. Waits up to ``wait`` seconds for any holder, up to
     ``wait_for_joins`` for joins (a new server converging), then refuses."""
-    with open(os.path.join(_state_dir(), "rollout.lock"), "a+", encoding="utf-8") as handle:
-        started = time.monotonic()
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
-                patience = max(wait, wait_for_joins if holder.startswith(JOIN) else 0)
-                if time.monotonic() - started < patience:
-                    time.sleep(0.5)
-                    continue
-                raise RolloutError("rollout refused", f"another rollout is running: {holder}") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{what} by {os.environ.get('SUDO_USER') or getpass.getuser()} (pid {os.getpid()}) since {_now()}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
+    with __utils__["saltdjango_files.held"](  # noqa: F821
+        os.path.join(_state_dir(), "rollout.lock"),
+        f"{what} by {os.environ.get('SUDO_USER') or getpass.getuser()}",
+        refuse=lambda holder: RolloutError("rollout refused", f"another rollout is running: {holder}"),
+        patience=lambda holder: max(wait, wait_for_joins if holder.startswith(JOIN) else 0),
+    ):
+        yield
 
 
 def _pillar() -> dict[str, Any]:
@@ -347,7 +314,8 @@ class _Cluster:
             if not isinstance(ret[minion], dict) or ret[minion].get("retcode", 0) not in (0, None):
                 out = ret[minion].get("ret") if isinstance(ret[minion], dict) else ret[minion]
                 if fun.startswith("state."):
-                    out = "; ".join(f"{sid}: {c}" for sid, c in failed_states(out).items())
+                    failed = __utils__["saltdjango_releases.failed_states"](out)  # noqa: F821
+                    out = "; ".join(f"{sid}: {c}" for sid, c in failed.items())
                 raise RolloutError(step, f"{fun}: {str(out)[-800:]}", minion)
         return {minion: ret[minion]["ret"] for minion in tgt}
 

@@ -12,7 +12,6 @@ import grp
 import os
 import pwd
 import stat
-import tempfile
 from typing import Any
 
 __virtualname__ = "django_env"
@@ -101,18 +100,5 @@ def managed(
         return {**ret, "comment": f"{name} is up to date"}
     if __opts__["test"]:  # noqa: F821
         return {**ret, "result": None, "changes": changes, "comment": f"{name} would be updated"}
-    directory = os.path.dirname(name)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".env-")
-    try:
-        os.fchmod(fd, want_mode)
-        os.fchown(fd, uid, gid)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(mods["saltdjango.render_env"](values))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, name)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    __utils__["saltdjango_files.replace"](name, mods["saltdjango.render_env"](values), mode=want_mode, owner=(uid, gid))  # noqa: F821
     return {**ret, "changes": changes, "comment": f"{name} updated"}

@@ -46,9 +46,7 @@ def _last_digest(name: str) -> str | None:
 
 def _remember(name: str, digest: str) -> None:
     path = _state_path(name)
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump({"digest": digest}, handle)
-    os.replace(path + ".tmp", path)
+    __utils__["saltdjango_files.replace"](path, json.dumps({"digest": digest}), mode=0o644)  # noqa: F821
 
 
 def deployed(

@@ -10,11 +10,29 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load(relpath: str) -> ModuleType:
-    """Import ``relpath`` (e.g. ``_modules/saltdjango.py``) as a fresh module."""
+class Utils(dict):
+    """``__utils__`` as Salt's loader gives it: ``"<module>.<function>"`` of
+    the tree's ``_utils/``, each module loaded on first use."""
+
+    def __missing__(self, key: str) -> object:
+        module, _, function = key.partition(".")
+        value = getattr(_import(f"_utils/{module}.py"), function)
+        self[key] = value
+        return value
+
+
+def _import(relpath: str) -> ModuleType:
     name = "salt_django_test_" + relpath.replace("/", "_").removesuffix(".py")
     spec = importlib.util.spec_from_file_location(name, ROOT / relpath)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def load(relpath: str) -> ModuleType:
+    """Import ``relpath`` (e.g. ``_modules/saltdjango.py``) as a fresh module,
+    with the ``__utils__`` that Salt's loader would give it."""
+    module = _import(relpath)
+    module.__utils__ = Utils()
     return module

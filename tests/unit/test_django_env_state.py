@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.conftest import load
+from tests.unit.conftest import Utils, load
 
 saltdjango = load("_modules/saltdjango.py")
 django_env = load("_states/django_env.py")
@@ -47,7 +47,7 @@ def configure_loader_modules(pillar: dict, opts: dict) -> dict:
     }
     salt["pillar.get"] = pillar_get
     salt = {(k if "." in k else f"saltdjango.{k}"): v for k, v in salt.items()}
-    return {django_env: {"__salt__": salt, "__opts__": opts}}
+    return {django_env: {"__salt__": salt, "__opts__": opts, "__utils__": Utils()}}
 
 
 def apply(path: Path, **kwargs: object) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.conftest import load
+from tests.unit.conftest import Utils, load
 
 django_release = load("_modules/django_release.py")
 
@@ -29,7 +29,7 @@ def configure_loader_modules(root: Path, tmp_path: Path, monkeypatch: pytest.Mon
         "django_static.prune": lambda project: {"releases": [], "files": 0},
         "pillar.get": lambda key, default=None: default,
     }
-    return {django_release: {"__salt__": salt}}
+    return {django_release: {"__salt__": salt, "__utils__": Utils()}}
 
 
 def make_release(root: Path, name: str, built: str, digest: str = "") -> None:

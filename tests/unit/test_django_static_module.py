@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.conftest import load
+from tests.unit.conftest import Utils, load
 
 django_static = load("_modules/django_static.py")
 django_release = load("_modules/django_release.py")
@@ -39,7 +39,7 @@ def configure_loader_modules(root: Path, keep: dict, tmp_path: Path, monkeypatch
         salt[f"django_release.{name}"] = getattr(django_release, name)
     for name in ("add", "prune"):
         salt[f"django_static.{name}"] = getattr(django_static, name)
-    return {django_release: {"__salt__": salt}, django_static: {"__salt__": salt}}
+    return {django_release: {"__salt__": salt, "__utils__": Utils()}, django_static: {"__salt__": salt, "__utils__": Utils()}}
 
 
 def build(root: Path, rid: str, day: int, files: dict[str, str]) -> None:

@@ -30,15 +30,6 @@ def test_source_of_a_release_id_or_nothing() -> None:
     assert rollout.source_of(None, {}, "demo") == {"source": "salt://projects/demo"}
 
 
-def test_failed_states_names_the_state_ids() -> None:
-    ret = {
-        "file_|-nginx-site-managed_|-/etc/x_|-managed": {"result": True, "comment": "ok"},
-        "cmd_|-nginx-config-tested_|-nginx -t_|-run": {"result": False, "comment": "syntax error"},
-    }
-    assert rollout.failed_states(ret) == {"nginx-config-tested": "syntax error"}
-    assert rollout.failed_states("No Top file") == {"(no state data)": "No Top file"}
-
-
 def test_rollback_goes_to_the_release_before_a_good_rollout() -> None:
     v1, v2 = {"id": "v1"}, {"id": "v2"}
     assert rollout.rollback_target({"current": v2, "previous": v1, "attempt": {"id": "v2", "ok": True}}) == v1

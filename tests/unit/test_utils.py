@@ -1,0 +1,86 @@
+"""The code that minions' modules and the rollout runner share (``_utils/``)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.unit.conftest import Utils
+
+utils = Utils()
+
+
+def test_failed_states_names_the_state_ids() -> None:
+    ret = {
+        "file_|-nginx-site-managed_|-/etc/x_|-managed": {"result": True, "comment": "ok"},
+        "cmd_|-nginx-config-tested_|-nginx -t_|-run": {"result": False, "comment": "syntax error"},
+        "cmd_|-x_|-y_|-run": {"result": None, "comment": "would run", "__id__": "app-demo-migrated"},
+    }
+    assert utils["saltdjango_releases.failed_states"](ret) == {"nginx-config-tested": "syntax error", "app-demo-migrated": "would run"}
+    assert utils["saltdjango_releases.failed_states"]("No Top file") == {"(no state data)": "No Top file"}
+
+
+@pytest.mark.parametrize("value", ["20261129T040000Z-1a2b3c4"])
+def test_a_release_id_is_recognised(value: str) -> None:
+    assert utils["saltdjango_releases.is_release_id"](value)
+
+
+@pytest.mark.parametrize("value", [None, "main", "20261129T040000Z-1A2B3C4", "../20261129T040000Z-1a2b3c4", "20261129T040000Z-1a2b3c4\n"])
+def test_anything_else_is_no_release_id(value: object) -> None:
+    assert not utils["saltdjango_releases.is_release_id"](value)
+
+
+def test_a_file_is_replaced_whole_with_its_mode_and_no_leftover(tmp_path: Path) -> None:
+    path = tmp_path / "pillar.sls"
+    path.write_text("old")
+    path.chmod(0o644)
+    utils["saltdjango_files.replace"](str(path), "new: 1\n")
+    assert path.read_text() == "new: 1\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert os.listdir(tmp_path) == ["pillar.sls"]
+
+
+def test_a_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "env"
+    path.write_text("KEEP=1\n")
+    with pytest.raises(UnicodeEncodeError):
+        utils["saltdjango_files.replace"](str(path), "NEW=\udc80\n")
+    assert path.read_text() == "KEEP=1\n"
+    assert os.listdir(tmp_path) == ["env"]
+
+
+def test_a_held_lock_is_refused_naming_its_holder_then_free_again(tmp_path: Path) -> None:
+    lock = str(tmp_path / "deploy.lock")
+    held = utils["saltdjango_files.held"]
+    with held(lock, "release by alice", refuse=RuntimeError):
+        with pytest.raises(RuntimeError, match=r"^release by alice \(pid \d+\) since 20\d\d-"):
+            with held(lock, "rollback by bob", refuse=RuntimeError):
+                pass
+    with held(lock, "rollback by bob", refuse=RuntimeError):
+        assert "rollback by bob" in Path(lock).read_text()
+    assert Path(lock).read_text() == ""
+
+
+def test_a_patient_caller_gets_the_lock_when_it_is_released(tmp_path: Path) -> None:
+    lock = str(tmp_path / "rollout.lock")
+    held = utils["saltdjango_files.held"]
+    taken, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with held(lock, "rollout.join of app3", refuse=RuntimeError):
+            taken.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    taken.wait(5)
+    threading.Timer(0.3, release.set).start()
+    seen = []
+    with held(lock, "orch.deploy", refuse=RuntimeError, patience=lambda other: seen.append(other) or 5.0):
+        assert "orch.deploy" in Path(lock).read_text()
+    thread.join()
+    assert seen and seen[0].startswith("rollout.join of app3")
