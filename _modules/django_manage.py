@@ -61,7 +61,7 @@ def release_dir(project: str, release: str | None = None) -> str:
 
 def _command_env(project: str, directory: str) -> dict[str, str]:
     """The environment a command of this release gets: env file + release identity (secrets included)."""
-    env = __salt__["saltdjango.read_env"](env_file(project))  # noqa: F821
+    env = __utils__["saltdjango_env.read"](env_file(project))  # noqa: F821
     env.update(
         {
             "PATH": f"{directory}/venv/bin:/usr/local/bin:/usr/bin:/bin",

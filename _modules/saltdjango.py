@@ -3,8 +3,9 @@
 Every rule that decides whether a deployment description is usable lives
 here, so that the states can refuse bad input before they touch a host and
 so that the rules can be unit-tested without a server. Secrets are handled
-by key name only: no function here returns or logs a secret value, except
-``read_env`` which the env state and the Django runner need.
+by key name only: no function here returns or logs a secret value (the
+env file's format is ``_utils/saltdjango_env.py``, reachable by other
+modules only).
 """
 
 from __future__ import annotations
@@ -682,52 +683,10 @@ def mask_secrets(text: str, name: str) -> str:
 
         salt-call saltdjango.mask_secrets "$(tail /var/log/demo/gunicorn.log)" demo
     """
-    env = read_env(f"/etc/{name}/env")
+    env = __utils__["saltdjango_env.read"](f"/etc/{name}/env")  # noqa: F821
     return mask(text, [env[var] for var in secret_names(name) if var in env])
 
 
 def generate_secret(length: int = 64) -> str:
     """A random value from letters and digits, strong for any of our secrets."""
     return "".join(secrets.choice(_ALPHABET) for _ in range(length))
-
-
-def render_env(values: dict[str, str]) -> str:
-    """Env file text: sorted ``KEY='value'`` lines, safe to source from sh."""
-    lines = ["# Managed by salt-django. Do not edit: changes are overwritten."]
-    for key in sorted(values):
-        if not _ENV_KEY.match(key):
-            raise ValueError(f"not a valid variable name: {key}")
-        lines.append(f"{key}={shlex.quote(str(values[key]))}")
-    return "\n".join(lines) + "\n"
-
-
-def parse_env(text: str) -> dict[str, str]:
-    """Inverse of ``render_env``: reads ``KEY=value`` lines, ignores comments."""
-    values = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, raw = line.split("=", 1)
-        parts = shlex.split(raw) if raw else [""]
-        values[key.strip()] = parts[0] if parts else ""
-    return values
-
-
-def read_env(path: str) -> dict[str, str]:
-    """Values of an env file, or an empty mapping if there is none yet."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return parse_env(handle.read())
-    except FileNotFoundError:
-        return {}
-
-
-def env_diff(old: dict[str, str], new: dict[str, str]) -> dict[str, list[str]]:
-    """Key names added, changed and removed between two env mappings; never values."""
-    diff = {
-        "added": sorted(set(new) - set(old)),
-        "changed": sorted(k for k in set(new) & set(old) if new[k] != old[k]),
-        "removed": sorted(set(old) - set(new)),
-    }
-    return {kind: keys for kind, keys in diff.items() if keys}

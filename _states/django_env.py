@@ -19,7 +19,7 @@ __virtualname__ = "django_env"
 
 def __virtual__() -> str | tuple[bool, str]:
     """Needs the saltdjango execution module (synced from ``_modules/``)."""
-    if "saltdjango.render_env" not in __salt__:  # noqa: F821
+    if "saltdjango.secret_key_problems" not in __salt__:  # noqa: F821
         return False, "django_env state: execution module saltdjango is not synced (saltutil.sync_modules)"
     return __virtualname__
 
@@ -75,8 +75,7 @@ def managed(
         once and kept in the file (reruns reuse it).
     """
     ret = {"name": name, "result": True, "changes": {}, "comment": ""}
-    mods = __salt__  # noqa: F821
-    old = mods["saltdjango.read_env"](name)
+    old = __utils__["saltdjango_env.read"](name)  # noqa: F821
     values, generated, errors = _wanted_values(project, env or {}, secrets or {}, generate or [], old)
     if errors:
         return {**ret, "result": False, "comment": "; ".join(errors)}
@@ -87,7 +86,7 @@ def managed(
             return {**ret, "result": False, "comment": f"owner of {name} does not exist: {exc}"}
         uid = gid = -1
     want_mode = int(str(mode), 8)
-    changes: dict[str, Any] = mods["saltdjango.env_diff"](old, values)
+    changes: dict[str, Any] = __utils__["saltdjango_env.diff"](old, values)  # noqa: F821
     if generated:
         changes["generated"] = generated
     if os.path.exists(name):
@@ -100,5 +99,5 @@ def managed(
         return {**ret, "comment": f"{name} is up to date"}
     if __opts__["test"]:  # noqa: F821
         return {**ret, "result": None, "changes": changes, "comment": f"{name} would be updated"}
-    __utils__["saltdjango_files.replace"](name, mods["saltdjango.render_env"](values), mode=want_mode, owner=(uid, gid))  # noqa: F821
+    __utils__["saltdjango_files.replace"](name, __utils__["saltdjango_env.render"](values), mode=want_mode, owner=(uid, gid))  # noqa: F821
     return {**ret, "changes": changes, "comment": f"{name} updated"}

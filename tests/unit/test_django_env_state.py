@@ -41,10 +41,7 @@ def configure_loader_modules(pillar: dict, opts: dict) -> dict:
             node = node[part]
         return node
 
-    salt = {
-        name: getattr(saltdjango, name)
-        for name in ("read_env", "render_env", "env_diff", "generate_secret", "secret_key_problems", "service_urls")
-    }
+    salt = {name: getattr(saltdjango, name) for name in ("generate_secret", "secret_key_problems", "service_urls")}
     salt["pillar.get"] = pillar_get
     salt = {(k if "." in k else f"saltdjango.{k}"): v for k, v in salt.items()}
     return {django_env: {"__salt__": salt, "__opts__": opts, "__utils__": Utils()}}
@@ -70,7 +67,7 @@ def test_first_apply_writes_and_generates_the_secret_key(tmp_path: Path) -> None
     assert ret["result"] is True
     assert ret["changes"]["added"] == ["DATABASE_PASSWORD", "DJANGO_ALLOWED_HOSTS", "DJANGO_SECRET_KEY", "REDIS_PASSWORD"]
     assert ret["changes"]["generated"] == ["DJANGO_SECRET_KEY"]
-    values = saltdjango.read_env(str(env))
+    values = Utils()["saltdjango_env.read"](str(env))
     assert values["DATABASE_PASSWORD"] == DB_PASSWORD
     assert saltdjango.secret_key_problems(values["DJANGO_SECRET_KEY"]) == []
     assert stat.S_IMODE(env.stat().st_mode) == 0o640
@@ -81,10 +78,10 @@ def test_first_apply_writes_and_generates_the_secret_key(tmp_path: Path) -> None
 def test_second_apply_keeps_the_generated_key_and_changes_nothing(tmp_path: Path) -> None:
     env = tmp_path / "env"
     apply(env)
-    key = saltdjango.read_env(str(env))["DJANGO_SECRET_KEY"]
+    key = Utils()["saltdjango_env.read"](str(env))["DJANGO_SECRET_KEY"]
     ret = apply(env)
     assert ret["result"] is True and ret["changes"] == {}
-    assert saltdjango.read_env(str(env))["DJANGO_SECRET_KEY"] == key
+    assert Utils()["saltdjango_env.read"](str(env))["DJANGO_SECRET_KEY"] == key
 
 
 def test_changed_password_is_reported_by_name(tmp_path: Path, pillar: dict) -> None:

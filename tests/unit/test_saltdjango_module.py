@@ -111,22 +111,6 @@ def test_a_static_retention_window_of_numbers_passes() -> None:
     assert saltdjango.validate({"projects": {"demo": project(static={"keep": {"releases": 0, "days": 0.5}})}}) == []
 
 
-def test_env_file_round_trips_awkward_values() -> None:
-    values = {"A": 'it\'s $HOME `x` "q"', "B": "", "C": "plain", "D": "a b\tc"}
-    assert saltdjango.parse_env(saltdjango.render_env(values)) == values
-
-
-def test_env_file_refuses_bad_names() -> None:
-    with pytest.raises(ValueError, match="not a valid variable name"):
-        saltdjango.render_env({"BAD NAME": "x"})
-
-
-def test_env_diff_names_keys_only() -> None:
-    diff = saltdjango.env_diff({"A": "secret-old", "B": "same", "C": "gone"}, {"A": "secret-new", "B": "same", "D": "new"})
-    assert diff == {"added": ["D"], "changed": ["A"], "removed": ["C"]}
-    assert "secret" not in repr(diff)
-
-
 def test_project_config_fills_defaults_and_drops_secrets() -> None:
     defaults = {
         "settings": {"wrapper": True, "base": None, "module": None},

@@ -84,3 +84,19 @@ def test_a_patient_caller_gets_the_lock_when_it_is_released(tmp_path: Path) -> N
         assert "orch.deploy" in Path(lock).read_text()
     thread.join()
     assert seen and seen[0].startswith("rollout.join of app3")
+
+
+def test_env_file_round_trips_awkward_values() -> None:
+    values = {"A": 'it\'s $HOME `x` "q"', "B": "", "C": "plain", "D": "a b\tc"}
+    assert utils["saltdjango_env.parse"](utils["saltdjango_env.render"](values)) == values
+
+
+def test_env_file_refuses_bad_names() -> None:
+    with pytest.raises(ValueError, match="not a valid variable name"):
+        utils["saltdjango_env.render"]({"BAD NAME": "x"})
+
+
+def test_env_diff_names_keys_only() -> None:
+    diff = utils["saltdjango_env.diff"]({"A": "secret-old", "B": "same", "C": "gone"}, {"A": "secret-new", "B": "same", "D": "new"})
+    assert diff == {"added": ["D"], "changed": ["A"], "removed": ["C"]}
+    assert "secret" not in repr(diff)
