@@ -26,7 +26,7 @@ def _secret(project: str, key: str) -> str:
     return str(__salt__["pillar.get"](f"projects:{project}:secrets:{key}", "") or "")  # noqa: F821
 
 
-def postgres(project: str, host: str, port: int, database: str, user: str, timeout: float = 3) -> dict[str, Any]:
+def _postgres(project: str, host: str, port: int, database: str, user: str, timeout: float = 3) -> dict[str, Any]:
     """Log in to ``database`` as ``user`` over TCP and run ``select 1``."""
     dsn = f"host={host} port={port} dbname={database} user={user} connect_timeout={max(int(timeout), 1)}"
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PGPASSWORD": _secret(project, "DB_PASSWORD")}
@@ -46,7 +46,7 @@ def _resp(*words: str) -> bytes:
     return f"*{len(words)}\r\n".encode() + b"".join(f"${len(w.encode())}\r\n{w}\r\n".encode() for w in words)
 
 
-def redis(project: str, host: str, port: int, timeout: float = 3) -> dict[str, Any]:
+def _redis(project: str, host: str, port: int, timeout: float = 3) -> dict[str, Any]:
     """AUTH as the project's ACL user (its name), then PING (RESP over a plain socket)."""
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
@@ -74,8 +74,8 @@ def wait(project: str, database: dict[str, Any], cache: dict[str, Any], timeout:
     started = time.monotonic()
     while True:
         checks = {
-            "postgres": postgres(project, database["host"], int(database["port"]), database["name"], database["user"]),
-            "redis": redis(project, cache["host"], int(cache["port"])),
+            "postgres": _postgres(project, database["host"], int(database["port"]), database["name"], database["user"]),
+            "redis": _redis(project, cache["host"], int(cache["port"])),
         }
         failing = {name: c["error"] for name, c in checks.items() if not c["ok"]}
         seconds = round(time.monotonic() - started, 1)

@@ -71,15 +71,9 @@ def pip_args(pip: dict[str, Any] | None) -> list[str]:
     return args
 
 
-def requirement_files(release_dir: str, entry: str) -> dict[str, bytes]:
+def _requirement_files(release_dir: str, entry: str) -> dict[str, bytes]:
     """Every requirements file ``entry`` reaches through ``-r`` and ``-c``, by path
     relative to the release, and every local package they install (see ``_local_package``).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call django_build.requirement_files /srv/demo/current requirements.txt
     """
     found: dict[str, bytes] = {}
     root = os.path.realpath(release_dir)
@@ -155,11 +149,11 @@ def plan(release_dir: str, requirements: str | None = None) -> dict[str, Any]:
     if requirements:
         if not exists(requirements):
             raise BuildError(f"requirements file {requirements} (pillar projects:<p>:requirements) is not in the release")
-        return {"kind": "requirements", "entry": requirements, "files": requirement_files(release_dir, requirements)}
+        return {"kind": "requirements", "entry": requirements, "files": _requirement_files(release_dir, requirements)}
     if exists("uv.lock") and exists("pyproject.toml"):
         return {"kind": "uv-lock", "entry": "uv.lock", "files": _read(release_dir, "pyproject.toml") | _read(release_dir, "uv.lock")}
     if exists("requirements.txt"):
-        return {"kind": "requirements", "entry": "requirements.txt", "files": requirement_files(release_dir, "requirements.txt")}
+        return {"kind": "requirements", "entry": "requirements.txt", "files": _requirement_files(release_dir, "requirements.txt")}
     if exists("pyproject.toml"):
         return {"kind": "pyproject", "entry": "pyproject.toml", "files": _read(release_dir, "pyproject.toml")}
     return {"kind": "none", "entry": None, "files": {}}
@@ -279,7 +273,7 @@ def install(
     user, python, index = settings["user"], settings["python"], settings["index"]
     env = build_env(settings["home"])
     version = settings["version"]
-    problem = requires_python_problem(release_dir, python, version)
+    problem = _requires_python_problem(release_dir, python, version)
     if problem:
         raise BuildError(problem)
     uv = settings["installer"] == "uv"
@@ -333,7 +327,7 @@ def additions(cfg: dict[str, Any]) -> list[tuple[list[str], str]]:
     return found
 
 
-def requires_python_problem(release_dir: str, python: str, version: str) -> str | None:
+def _requires_python_problem(release_dir: str, python: str, version: str) -> str | None:
     """Why the server's Python (``python``, at ``version``) cannot run the project (pyproject ``requires-python``), or None."""
     path = os.path.join(release_dir, "pyproject.toml")
     if not os.path.isfile(path):

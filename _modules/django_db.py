@@ -54,7 +54,7 @@ def _database(project: str) -> str:
     return __salt__["saltdjango.project"](project)["database"]["name"]  # noqa: F821
 
 
-def backup_dir(project: str) -> str:
+def _backup_dir(project: str) -> str:
     """Where the project's backups live."""
     return os.path.join(BACKUP_ROOT, project)
 
@@ -66,7 +66,7 @@ def list_backups(project: str) -> list[dict[str, Any]]:
 
         salt-call django_db.list_backups demo
     """
-    directory = backup_dir(project)
+    directory = _backup_dir(project)
     if not os.path.isdir(directory):
         return []
     files = sorted(f for f in os.listdir(directory) if f.endswith(".dump"))
@@ -93,7 +93,7 @@ def backup(project: str, reason: str = "manual", offsite: bool | None = None) ->
         salt-call django_db.backup demo
     """
     started = time.monotonic()
-    directory = backup_dir(project)
+    directory = _backup_dir(project)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -119,11 +119,11 @@ def backup(project: str, reason: str = "manual", offsite: bool | None = None) ->
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
-    pruned = prune_backups(project)
+    pruned = _prune_backups(project)
     __salt__["django_release.record"](project, "backup", "ok", time.monotonic() - started, file=path)  # noqa: F821
     result: dict[str, Any] = {"file": path, "bytes": os.path.getsize(path), "pruned": pruned}
     if offsite or (offsite is None and __salt__["saltdjango.topology"]() and _backup_key(project)):  # noqa: F821
-        result["offsite"] = copy_offsite(project, path)
+        result["offsite"] = _copy_offsite(project, path)
         if offsite and not result["offsite"]["ok"]:
             __context__["retcode"] = 1  # noqa: F821
     return result
@@ -135,7 +135,7 @@ def _backup_key(project: str) -> bytes | None:
     return hashlib.sha256(str(value).encode()).digest() if value else None
 
 
-def encrypt_file(key: bytes, source: str, target: str, name: str) -> None:
+def _encrypt_file(key: bytes, source: str, target: str, name: str) -> None:
     """``source`` into ``target`` (mode 0600): magic, IV, AES-256-GCM ciphertext
     with ``name`` as associated data, tag. Streamed: a dump need not fit in memory."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -151,7 +151,7 @@ def encrypt_file(key: bytes, source: str, target: str, name: str) -> None:
         sealed.write(encryptor.finalize() + encryptor.tag)
 
 
-def decrypt_file(key: bytes, source: str, target: str, name: str) -> None:
+def _decrypt_file(key: bytes, source: str, target: str, name: str) -> None:
     """The reverse of ``encrypt_file``; ValueError, and no ``target``, when the
     key, the name or any byte does not match."""
     from cryptography.exceptions import InvalidTag
@@ -184,29 +184,25 @@ def decrypt_file(key: bytes, source: str, target: str, name: str) -> None:
             ) from None
 
 
-def copy_offsite(project: str, file: str) -> dict[str, Any]:
+def _copy_offsite(project: str, file: str) -> dict[str, Any]:
     """Encrypt backup ``file`` and push it to the master (``cp.push``: the
     master's ``file_recv``, not the job cache), to
     ``minions/<this id>/files/salt-django-backups/<project>/<file>.sdbk``
     under its cache. Returns ``{"ok", "copy", "comment"}``.
-
-    CLI example::
-
-        salt-call django_db.copy_offsite demo <backup file name>
     """
     try:
-        path = backup_file(project, file)
+        path = _backup_file(project, file)
     except ValueError as exc:
         return {"ok": False, "copy": None, "comment": str(exc)}
     key = _backup_key(project)
     if key is None:
         return {"ok": False, "copy": None, "comment": f"projects:{project}:secrets:BACKUP_KEY is not set: no off-host copy"}
     name = os.path.basename(path)
-    staging = os.path.join(backup_dir(project), "offsite")
+    staging = os.path.join(_backup_dir(project), "offsite")
     os.makedirs(staging, mode=0o700, exist_ok=True)
     sealed = os.path.join(staging, name + COPY_SUFFIX)
     try:
-        encrypt_file(key, path, sealed, name)
+        _encrypt_file(key, path, sealed, name)
         pushed = __salt__["cp.push"](sealed, upload_path=f"{COPIES}/{project}/{name}{COPY_SUFFIX}")  # noqa: F821
     finally:
         if os.path.exists(sealed):
@@ -236,7 +232,7 @@ def fetch_copy(project: str, copy: str, port: int, token: str) -> dict[str, Any]
     key = _backup_key(project)
     if key is None:
         return {"ok": False, "comment": f"projects:{project}:secrets:BACKUP_KEY is not set: cannot read a copy"}
-    directory = backup_dir(project)
+    directory = _backup_dir(project)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     sealed = os.path.join(directory, f".{copy}{PARTIAL}")
     target = os.path.join(directory, name.removesuffix(".dump") + "-copy.dump")
@@ -246,7 +242,7 @@ def fetch_copy(project: str, copy: str, port: int, token: str) -> dict[str, Any]
         with os.fdopen(fd, "wb") as handle, urllib.request.urlopen(url, timeout=60) as answer:
             while chunk := answer.read(_CHUNK):
                 handle.write(chunk)
-        decrypt_file(key, sealed, partial, name)
+        _decrypt_file(key, sealed, partial, name)
         listed = subprocess.run(["pg_restore", "--list", partial], capture_output=True, check=False)
         if listed.returncode != 0:
             raise ValueError(f"{copy} decrypts but does not read back: {listed.stderr.decode(errors='replace').strip()[-300:]}")
@@ -260,7 +256,7 @@ def fetch_copy(project: str, copy: str, port: int, token: str) -> dict[str, Any]
     return {"ok": True, "file": target, "comment": f"{copy} fetched and checked into {target}"}
 
 
-def prune_backups(project: str, keep_days: float | None = None) -> list[str]:
+def _prune_backups(project: str, keep_days: float | None = None) -> list[str]:
     """Delete backups older than ``keep_days`` (``backups:keep_days`` of the project's config); keeps the newest always.
 
     Also deletes what a dump that died half-way left behind (a temporary
@@ -270,7 +266,7 @@ def prune_backups(project: str, keep_days: float | None = None) -> list[str]:
         keep_days = float(__salt__["saltdjango.project"](project)["backups"]["keep_days"])  # noqa: F821
     backups = list_backups(project)
     old = [b["file"] for b in backups[:-1] if b["age_days"] > keep_days]
-    directory = backup_dir(project)
+    directory = _backup_dir(project)
     for name in os.listdir(directory) if os.path.isdir(directory) else []:
         partial = os.path.join(directory, name)
         if name.endswith(PARTIAL) and time.time() - os.path.getmtime(partial) > 86400:
@@ -280,13 +276,13 @@ def prune_backups(project: str, keep_days: float | None = None) -> list[str]:
     return old
 
 
-def backup_file(project: str, file: str) -> str:
+def _backup_file(project: str, file: str) -> str:
     """``file`` (a name, or a path) as a backup of the project's backup directory; ValueError otherwise.
 
     The real path counts: a symlink or ``..`` that leads out of the
     directory (say, to a dump the app user wrote into its media) is refused.
     """
-    directory = os.path.realpath(backup_dir(project))
+    directory = os.path.realpath(_backup_dir(project))
     path = os.path.realpath(file if os.path.isabs(file) else os.path.join(directory, file))
     if os.path.dirname(path) != directory or not path.endswith(".dump"):
         raise ValueError(f"{file} is not a backup of {project}: only the .dump files of {directory} are restored")
@@ -334,7 +330,7 @@ def restore(project: str, file: str, confirm: bool = False) -> dict[str, Any]:
     """
     started = time.monotonic()
     try:
-        path = backup_file(project, file)
+        path = _backup_file(project, file)
     except ValueError as exc:
         return _failed({"ok": False, "comment": str(exc)})
     if not confirm:

@@ -41,17 +41,17 @@ def project_root(project: str) -> str:
     return os.path.join(APP_ROOT, project)
 
 
-def env_file(project: str) -> str:
+def _env_file(project: str) -> str:
     """``/etc/<project>/env``: the secrets and settings of the running app."""
     return os.path.join(ENV_ROOT, project, "env")
 
 
-def app_user(project: str) -> str:
+def _app_user(project: str) -> str:
     """The system user the app runs as (``user`` of the project's config: by default its name)."""
     return __salt__["saltdjango.project"](project)["user"]  # noqa: F821
 
 
-def release_dir(project: str, release: str | None = None) -> str:
+def _release_dir(project: str, release: str | None = None) -> str:
     """The directory of ``release``, or of the live release when none is named."""
     root = project_root(project)
     if release:
@@ -61,7 +61,7 @@ def release_dir(project: str, release: str | None = None) -> str:
 
 def _command_env(project: str, directory: str) -> dict[str, str]:
     """The environment a command of this release gets: env file + release identity (secrets included)."""
-    env = __utils__["saltdjango_env.read"](env_file(project))  # noqa: F821
+    env = __utils__["saltdjango_env.read"](_env_file(project))  # noqa: F821
     env.update(
         {
             "PATH": f"{directory}/venv/bin:/usr/local/bin:/usr/bin:/bin",
@@ -100,11 +100,11 @@ def masked_env(project: str, directory: str) -> dict[str, str]:
 
 def _run_in_release(project: str, argv: list[str], release: str | None, timeout: int, python: bool = True) -> dict[str, Any]:
     """Run ``<release>/venv/bin/python <argv>`` (or ``argv`` itself) as the app user with the app's environment."""
-    directory = release_dir(project, release)
+    directory = _release_dir(project, release)
     interpreter = os.path.join(directory, "venv", "bin", "python")
     if not os.path.exists(interpreter):
         return {"retcode": 127, "stdout": "", "stderr": f"no release virtualenv at {directory}/venv"}
-    user = app_user(project)
+    user = _app_user(project)
     try:
         account = pwd.getpwnam(user)
     except KeyError:
@@ -148,7 +148,7 @@ def command(project: str, argv: list[str], release: str | None = None, timeout: 
 
         salt-call django_manage.command demo '["./scripts/warm-cache.sh", "--quick"]'
     """
-    directory = release_dir(project, release)
+    directory = _release_dir(project, release)
     path = os.path.realpath(os.path.join(directory, argv[0]))
     if os.path.commonpath([os.path.realpath(directory), path]) != os.path.realpath(directory) or not os.access(path, os.X_OK):
         return {"retcode": 126, "stdout": "", "stderr": f"{argv[0]} is not an executable inside the release"}
@@ -171,7 +171,7 @@ def wsgi_check(project: str, release: str | None = None) -> dict[str, Any]:
     return {"ok": True}
 
 
-def parse_check_output(text: str) -> list[dict[str, str]]:
+def _parse_check_output(text: str) -> list[dict[str, str]]:
     """Turn the report of ``manage.py check`` into ``{id, level, object, message}`` items."""
     issues, level = [], "ERROR"
     for line in text.splitlines():
@@ -193,7 +193,7 @@ def check_deploy(project: str, release: str | None = None, fail_level: str = "WA
     id ``startup``).
     """
     result = run(project, "check", "--deploy", "--fail-level", fail_level, release=release)
-    issues = parse_check_output(result["stderr"] + "\n" + result["stdout"])
+    issues = _parse_check_output(result["stderr"] + "\n" + result["stdout"])
     if result["retcode"] != 0 and not issues:
         last = (result["stderr"].strip().splitlines() or ["no output"])[-1]
         issues = [{"id": "startup", "level": "CRITICAL", "object": "manage.py", "message": last}]

@@ -76,7 +76,7 @@ def _wanted(relpath: str) -> bool:
     return len(parts) == 1 or parts[0] not in IGNORED_TOP
 
 
-def source_files(source: str, saltenv: str = "base") -> dict[str, str]:
+def _source_files(source: str, saltenv: str = "base") -> dict[str, str]:
     """Map each file of a ``salt://`` or local directory to a local path.
 
     For ``salt://`` the list comes from the fileserver, not from the minion's
@@ -109,7 +109,7 @@ def source_files(source: str, saltenv: str = "base") -> dict[str, str]:
     return files
 
 
-def tree_digest(files: dict[str, str]) -> str:
+def _tree_digest(files: dict[str, str]) -> str:
     """SHA-256 over the relative paths and contents of a file tree."""
     digest = hashlib.sha256()
     for relpath in sorted(files):
@@ -150,8 +150,8 @@ def resolve(project: str, source: str | None = None, repo: str | None = None, re
         return {"kind": "git", "digest": commit, "label": f"{repo}@{ref or 'HEAD'}", "mirror": mirror, "commit": commit, "ref": ref}
     if not source:
         raise ReleaseError("no source: pass repo (and ref) or source")
-    files = source_files(source)
-    return {"kind": "dir", "digest": tree_digest(files), "label": source, "files": files}
+    files = _source_files(source)
+    return {"kind": "dir", "digest": _tree_digest(files), "label": source, "files": files}
 
 
 # ------------------------------------------------------------------ layout
@@ -270,7 +270,7 @@ def _build_steps(project: str, directory: str, cfg: dict[str, Any], app: dict[st
         mods["django_build.run_as"](user, argv, directory, f"build hook {hook['label']!r}", env=env)
 
 
-def build(project: str, resolved: dict[str, Any], rid: str | None = None) -> dict[str, Any]:
+def _build(project: str, resolved: dict[str, Any], rid: str | None = None) -> dict[str, Any]:
     """Build ``resolved`` (see ``resolve``) in ``releases/<id>``; nothing is switched.
 
     ``rid``: the id to give a new build (a cluster rollout names the same
@@ -278,12 +278,6 @@ def build(project: str, resolved: dict[str, Any], rid: str | None = None) -> dic
     Returns ``{"id", "built", "seconds"}``; ``built`` is False when this
     source was built before (under whatever id it got then). A failed build
     removes its directory and raises ReleaseError naming the step.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call django_release.build demo "$(salt-call --out=json django_release.resolve demo source=salt://projects/demo)"
     """
     existing = find(project, resolved["digest"])
     if existing:
@@ -526,7 +520,7 @@ def _built_and_checked(
     """
     resolved = resolve(project, source=source, repo=repo, ref=ref)
     details["source"] = resolved["label"]
-    built = build(project, resolved, rid=rid)
+    built = _build(project, resolved, rid=rid)
     rid = details["to"] = built["id"]
     changes: dict[str, Any] = {"built": rid} if built["built"] else {}
     try:

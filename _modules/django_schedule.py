@@ -96,10 +96,10 @@ def _field(text: str, what: str, low: int, high: int, names: tuple[str, ...]) ->
     return sorted(values)
 
 
-def parse_when(when: Any) -> list[list[int] | None]:
+def _parse_when(when: Any) -> list[list[int] | None]:
     """The five fields of a cron expression (or @daily, ...) as value lists.
 
-    >>> parse_when("*/20 6-7 * * mon-fri")[:2]
+    >>> _parse_when("*/20 6-7 * * mon-fri")[:2]
     [[0, 20, 40], [6, 7]]
     """
     if not isinstance(when, str) or not when.strip():
@@ -126,16 +126,16 @@ def _listed(values: list[int] | None, width: int = 2) -> str:
     return "*" if values is None else ",".join(str(v).zfill(width) for v in values)
 
 
-def on_calendar(when: str) -> str:
+def _on_calendar(when: str) -> str:
     """systemd's OnCalendar= for ``when``: ``*/15 * * * *`` gives ``*-*-* *:00,15,30,45:00``."""
-    minute, hour, day, month, weekday = parse_when(when)
+    minute, hour, day, month, weekday = _parse_when(when)
     days = "" if weekday is None else ",".join(_SYSTEMD_DAYS[v] for v in weekday) + " "
     return f"{days}*-{_listed(month)}-{_listed(day)} {_listed(hour)}:{_listed(minute)}:00"
 
 
-def cron_fields(when: str) -> str:
+def _cron_fields(when: str) -> str:
     """The five cron fields for ``when``, each as the explicit list :func:`on_calendar` uses."""
-    return " ".join(_listed(values, 1) for values in parse_when(when))
+    return " ".join(_listed(values, 1) for values in _parse_when(when))
 
 
 def job_problems(key: str, schedule: Any) -> list[str]:
@@ -159,7 +159,7 @@ def job_problems(key: str, schedule: Any) -> list[str]:
         except ValueError as exc:
             errors.append(f"{where}:manage: cannot be split into arguments: {exc}")
         try:
-            parse_when(spec["when"])
+            _parse_when(spec["when"])
         except ValueError as exc:
             errors.append(f"{where}:{exc}")
     return errors
@@ -171,13 +171,13 @@ def backup_problems(key: str, backups: Any) -> list[str]:
     if not when:
         return []
     try:
-        parse_when(when)
+        _parse_when(when)
     except ValueError as exc:
         return [f"{key}:backups:schedule:{exc}"]
     return []
 
 
-def runs_here(minion: str, topology: dict[str, list[str]]) -> bool:
+def _runs_here(minion: str, topology: dict[str, list[str]]) -> bool:
     """Whether ``minion`` runs the projects' jobs: on a single server (no
     topology) it does; in a cluster only the first app server by id does."""
     if not topology:
@@ -186,7 +186,7 @@ def runs_here(minion: str, topology: dict[str, list[str]]) -> bool:
     return bool(apps) and apps[0] == minion
 
 
-def project_jobs(projects: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+def _project_jobs(projects: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
     """One job per entry of each project's ``schedule``, ready for the templates."""
     jobs = []
     for name, project in sorted(projects.items()):
@@ -199,8 +199,8 @@ def project_jobs(projects: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
                     "description": f"salt-django {name}: scheduled job {job}",
                     "command": shlex.join([f"{project['root']}/bin/manage", *shlex.split(str(spec["manage"]))]),
                     "script": f"{SCRIPT_DIR}/{unit}",
-                    "on_calendar": on_calendar(spec["when"]),
-                    "cron": cron_fields(spec["when"]),
+                    "on_calendar": _on_calendar(spec["when"]),
+                    "cron": _cron_fields(spec["when"]),
                     "log": f"{project['log_dir']}/schedule-{job}.log",
                 }
             )
@@ -218,7 +218,7 @@ def _salt_call() -> list[str]:
     return [*argv, "--retcode-passthrough", "--out=quiet"]
 
 
-def backup_jobs(projects: dict[str, dict[str, Any]], cluster: bool) -> list[dict[str, str]]:
+def _backup_jobs(projects: dict[str, dict[str, Any]], cluster: bool) -> list[dict[str, str]]:
     """The database server's scheduled backup of each project (pillar
     ``backups:schedule``; null: none). In a cluster each is copied off the
     server, and a failed copy fails the job."""
@@ -236,8 +236,8 @@ def backup_jobs(projects: dict[str, dict[str, Any]], cluster: bool) -> list[dict
                 "description": f"salt-django {name}: scheduled backup",
                 "command": shlex.join(command),
                 "script": f"{SCRIPT_DIR}/{unit}",
-                "on_calendar": on_calendar(when),
-                "cron": cron_fields(when),
+                "on_calendar": _on_calendar(when),
+                "cron": _cron_fields(when),
                 "log": f"/var/log/salt-django-{name}-backup.log",
             }
         )
@@ -267,8 +267,8 @@ def jobs() -> list[dict[str, str]]:
         raise CommandExecutionError("; ".join(errors))
     roles = __pillar__.get("salt_django", {}).get("roles", [])  # noqa: F821
     topology = __salt__["saltdjango.topology"]()  # noqa: F821
-    here = "app" in roles and runs_here(__grains__["id"], topology)  # noqa: F821
-    return (project_jobs(projects) if here else []) + (backup_jobs(projects, bool(topology)) if "db" in roles else [])
+    here = "app" in roles and _runs_here(__grains__["id"], topology)  # noqa: F821
+    return (_project_jobs(projects) if here else []) + (_backup_jobs(projects, bool(topology)) if "db" in roles else [])
 
 
 def stale(wanted: list[str], dirs: tuple[str, ...] = (SYSTEMD_DIR, CRON_DIR, SCRIPT_DIR)) -> dict[str, dict[str, Any]]:

@@ -53,7 +53,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def safe_relpath(name: Any) -> str | None:
+def _safe_relpath(name: Any) -> str | None:
     """``name`` as a relative path inside a static tree, or None when it could leave it."""
     if not isinstance(name, str) or not name or "\0" in name or name.startswith("/"):
         return None
@@ -63,7 +63,7 @@ def safe_relpath(name: Any) -> str | None:
     return normal
 
 
-def hashed_files(static_dir: str) -> list[str]:
+def _hashed_files(static_dir: str) -> list[str]:
     """The hashed files a release's manifest names (and their compressed siblings).
 
     The manifest is written by the app user, so each name is checked: only
@@ -78,7 +78,7 @@ def hashed_files(static_dir: str) -> list[str]:
     paths = manifest.get("paths") if isinstance(manifest, dict) else None
     names = set()
     for value in (paths or {}).values() if isinstance(paths, dict) else []:
-        relpath = safe_relpath(value)
+        relpath = _safe_relpath(value)
         if relpath:
             names.update(relpath + suffix for suffix in ("", *COMPRESSED))
     top = os.path.realpath(static_dir) + "/"
@@ -94,7 +94,7 @@ def hashed_files(static_dir: str) -> list[str]:
     return found
 
 
-def retained(index: dict[str, dict[str, Any]], on_disk: set[str], keep: dict[str, Any], now: datetime.datetime) -> set[str]:
+def _retained(index: dict[str, dict[str, Any]], on_disk: set[str], keep: dict[str, Any], now: datetime.datetime) -> set[str]:
     """The releases of ``index`` inside the retention window (see the module's docstring)."""
     count = int(keep.get("releases") or 0)
     by_age = sorted(index, key=lambda rid: (index[rid].get("built", ""), rid))
@@ -161,7 +161,7 @@ def add(project: str, release: str) -> dict[str, Any]:
     static_dir = os.path.join(root, "releases", release, "static")
     served = os.path.join(_kept(project), "static")
     os.makedirs(served, mode=0o755, exist_ok=True)
-    files = hashed_files(static_dir)
+    files = _hashed_files(static_dir)
     added = 0
     for relpath in files:
         target = os.path.join(served, relpath)
@@ -195,7 +195,7 @@ def prune(project: str, keep: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"releases": [], "files": 0}
     _mark_live(project, index)
     on_disk = set(mods["django_release.list_releases"](project)["releases"])
-    window = retained(index, on_disk, keep, _now())
+    window = _retained(index, on_disk, keep, _now())
     forgotten = sorted(set(index) - window)
     wanted = {relpath for rid in window for relpath in index[rid].get("files", [])}
     removed = 0

@@ -52,25 +52,25 @@ def program(project: str, slot: str) -> str:
     return f"{project}-gunicorn-{slot}"
 
 
-def socket_path(project: str, slot: str) -> str:
+def _socket_path(project: str, slot: str) -> str:
     """The unix socket a slot's Gunicorn listens on."""
     return os.path.join(_root(project), "shared", "run", f"gunicorn-{slot}.sock")
 
 
-def serving_socket(project: str) -> str:
+def _serving_socket(project: str) -> str:
     """The socket path Nginx connects to: a symlink to the serving slot's socket."""
     return os.path.join(_root(project), "shared", "run", "gunicorn.sock")
 
 
-def legacy_upstream_file(project: str) -> str:
+def _legacy_upstream_file(project: str) -> str:
     """Where salt-django before the socket link named the serving slot (read once, by ``adopt``)."""
     return os.path.join(LEGACY_UPSTREAM_DIR, f"{project}-upstream.conf")
 
 
-def serving(project: str) -> str | None:
+def _serving(project: str) -> str | None:
     """The slot Nginx sends traffic to: the one ``gunicorn.sock`` links to."""
     try:
-        target = os.readlink(serving_socket(project))
+        target = os.readlink(_serving_socket(project))
     except OSError:
         return None
     return next((slot for slot in SLOTS if os.path.basename(target) == f"gunicorn-{slot}.sock"), None)
@@ -88,16 +88,16 @@ def adopt(project: str, test: bool = False) -> str | None:
 
         salt-call gunicorn_slots.adopt demo
     """
-    if os.path.lexists(serving_socket(project)):
+    if os.path.lexists(_serving_socket(project)):
         return None
     try:
-        with open(legacy_upstream_file(project), encoding="utf-8") as handle:
+        with open(_legacy_upstream_file(project), encoding="utf-8") as handle:
             text = handle.read()
     except FileNotFoundError:
         return None
-    slot = next((s for s in SLOTS if socket_path(project, s) in text), None)
+    slot = next((s for s in SLOTS if _socket_path(project, s) in text), None)
     if slot and not test:
-        _set_link(serving_socket(project), f"gunicorn-{slot}.sock")
+        _set_link(_serving_socket(project), f"gunicorn-{slot}.sock")
     return slot
 
 
@@ -128,9 +128,9 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
-def slot_health(project: str, slot: str, host: str, timeout: float = 5) -> dict[str, Any]:
+def _slot_health(project: str, slot: str, host: str, timeout: float = 5) -> dict[str, Any]:
     """GET /healthz on the slot's own socket, as a plain-HTTP load balancer would."""
-    conn = _UnixHTTPConnection(socket_path(project, slot), timeout)
+    conn = _UnixHTTPConnection(_socket_path(project, slot), timeout)
     try:
         conn.request("GET", "/healthz", headers={"Host": host})
         response = conn.getresponse()
@@ -149,7 +149,7 @@ def _wait_healthy(project: str, slot: str, release: str, host: str, timeout: flo
         state = program_state(project, slot)
         if state in ("FATAL", "EXITED", "BACKOFF", "STOPPED"):
             return {"ok": False, "error": f"{program(project, slot)} is {state}; the end of its log: {_log_tail(project)}"}
-        result = slot_health(project, slot, host)
+        result = _slot_health(project, slot, host)
         if result["ok"] and result["body"].get("release") == release:
             return result
         time.sleep(0.3)
@@ -176,7 +176,7 @@ def _set_link(path: str, target: str) -> None:
     os.replace(temp, path)
 
 
-def listen_queue(path: str) -> int | None:
+def _listen_queue(path: str) -> int | None:
     """Connections waiting in the listen queue of the unix socket ``path`` (None: not listening)."""
     try:
         out = subprocess.run(["ss", "-xlnH", "src", path], capture_output=True, text=True, check=False).stdout.split()
@@ -193,7 +193,7 @@ def _drain(project: str, slot: str, timeout: float) -> None:
     """
     deadline = time.monotonic() + timeout
     time.sleep(0.2)
-    while (listen_queue(socket_path(project, slot)) or 0) > 0 and time.monotonic() < deadline:
+    while (_listen_queue(_socket_path(project, slot)) or 0) > 0 and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
@@ -205,7 +205,7 @@ def activate(project: str, release: str, host: str, timeout: float = 60) -> dict
     one does not become healthy.
     """
     root = _root(project)
-    old = serving(project)
+    old = _serving(project)
     new = "b" if old == "a" else "a"
     os.makedirs(os.path.join(root, "slots"), mode=0o755, exist_ok=True)
     _set_link(os.path.join(root, "slots", new), os.path.join("..", "releases", release))
@@ -215,7 +215,7 @@ def activate(project: str, release: str, host: str, timeout: float = 60) -> dict
         _retire(project, new)
         detail = health.get("error") or health.get("body") or started.stdout.strip()
         raise RuntimeError(f"release {release} did not become healthy in slot {new}: {detail}")
-    _set_link(serving_socket(project), f"gunicorn-{new}.sock")
+    _set_link(_serving_socket(project), f"gunicorn-{new}.sock")
     _set_link(os.path.join(root, "current"), os.path.join("releases", release))
     if old:
         _drain(project, old, timeout)
@@ -233,13 +233,13 @@ def _retire(project: str, slot: str) -> None:
 
 def is_serving(project: str, release: str) -> bool:
     """True when the linked slot runs ``release`` and its program is RUNNING."""
-    slot = serving(project)
+    slot = _serving(project)
     return bool(slot) and slot_release(project, slot) == release and program_state(project, slot) == "RUNNING"
 
 
 def status(project: str) -> dict[str, Any]:
     """Which slot serves, and what each slot runs."""
     return {
-        "serving": serving(project),
+        "serving": _serving(project),
         "slots": {slot: {"release": slot_release(project, slot), "state": program_state(project, slot)} for slot in SLOTS},
     }

@@ -39,7 +39,7 @@ def _check_name(kind: str, value: str) -> None:
         raise HAProxyError(f"invalid {kind} name {value!r}")
 
 
-def command(cmd: str, socket_path: str | None = None, timeout: float = 5.0) -> str:
+def _command(cmd: str, socket_path: str | None = None, timeout: float = 5.0) -> str:
     """Send one runtime-API command and return HAProxy's whole answer."""
     if "\n" in cmd or ";" in cmd:
         raise HAProxyError("one command at a time, without newlines or ';'")
@@ -57,7 +57,7 @@ def command(cmd: str, socket_path: str | None = None, timeout: float = 5.0) -> s
     return b"".join(chunks).decode(errors="replace")
 
 
-def parse_stat(text: str) -> list[dict[str, str]]:
+def _parse_stat(text: str) -> list[dict[str, str]]:
     """Rows of ``show stat`` (CSV whose header line starts with ``# ``)."""
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines or not lines[0].startswith("# "):
@@ -74,7 +74,7 @@ def servers(backend: str, socket_path: str | None = None) -> dict[str, dict[str,
         salt-call haproxy_runtime.servers app
     """
     _check_name("backend", backend)
-    rows = parse_stat(command("show stat", socket_path))
+    rows = _parse_stat(_command("show stat", socket_path))
     result = {}
     for row in rows:
         if row.get("pxname") == backend and row.get("svname") not in ("FRONTEND", "BACKEND"):
@@ -89,7 +89,7 @@ def servers(backend: str, socket_path: str | None = None) -> dict[str, dict[str,
     return result
 
 
-def sessions(backend: str, server: str, socket_path: str | None = None) -> int:
+def _sessions(backend: str, server: str, socket_path: str | None = None) -> int:
     """Current sessions of one server."""
     listing = servers(backend, socket_path)
     if server not in listing:
@@ -108,7 +108,7 @@ def set_state(backend: str, server: str, state: str, socket_path: str | None = N
     _check_name("server", server)
     if state not in STATES:
         raise HAProxyError(f"state must be one of {', '.join(STATES)}, not {state!r}")
-    answer = command(f"set server {backend}/{server} state {state}", socket_path).strip()
+    answer = _command(f"set server {backend}/{server} state {state}", socket_path).strip()
     if answer:
         raise HAProxyError(f"set server {backend}/{server} state {state}: {answer}")
     return {"backend": backend, "server": server, "state": state}
@@ -121,10 +121,10 @@ def wait_drained(backend: str, server: str, timeout: float = 30, interval: float
     sessions remained at the deadline (the caller decides whether to go on).
     """
     started = time.monotonic()
-    count = sessions(backend, server, socket_path)
+    count = _sessions(backend, server, socket_path)
     while count > 0 and time.monotonic() - started < timeout:
         time.sleep(interval)
-        count = sessions(backend, server, socket_path)
+        count = _sessions(backend, server, socket_path)
     return {"drained": count == 0, "sessions": count, "seconds": round(time.monotonic() - started, 2)}
 
 
@@ -152,7 +152,7 @@ def save_state(path: str, socket_path: str | None = None) -> dict[str, Any]:
         salt-call haproxy_runtime.save_state /var/lib/haproxy-admin/server-state
     """
     try:
-        text = command("show servers state", socket_path)
+        text = _command("show servers state", socket_path)
     except HAProxyError:
         return {"saved": False, "servers": 0}
     lines = text.splitlines()

@@ -86,7 +86,7 @@ def secret_key_problems(value: Any) -> list[str]:
     return problems
 
 
-def password_problems(value: Any) -> list[str]:
+def _password_problems(value: Any) -> list[str]:
     """Why a service password is unusable; empty if it is fine."""
     if value is None or value == "":
         return ["is missing"]
@@ -100,7 +100,7 @@ def password_problems(value: Any) -> list[str]:
     return problems
 
 
-def domain_problems(domain: Any) -> list[str]:
+def _domain_problems(domain: Any) -> list[str]:
     """Why a domain cannot be served (RFC 1123 host name, lower case, no scheme or port)."""
     if not isinstance(domain, str) or not domain:
         return ["is empty"]
@@ -114,7 +114,7 @@ def domain_problems(domain: Any) -> list[str]:
     return []
 
 
-def validate_project(name: str, project: Any, roles: list[str] | None = None) -> list[str]:
+def _validate_project(name: str, project: Any, roles: list[str] | None = None) -> list[str]:
     """Errors in one project's pillar, each naming the pillar key it is about.
 
     ``roles``: this server's; only the secrets they receive (``needs_secret``)
@@ -130,12 +130,12 @@ def validate_project(name: str, project: Any, roles: list[str] | None = None) ->
         errors.append(f"{key}:domains: must list at least one domain")
     else:
         for index, domain in enumerate(domains):
-            errors.extend(f"{key}:domains:{index}: {domain!r} {p}" for p in domain_problems(domain))
+            errors.extend(f"{key}:domains:{index}: {domain!r} {p}" for p in _domain_problems(domain))
     secret_values = project.get("secrets") or {}
     if not isinstance(secret_values, dict):
         return [*errors, f"{key}:secrets: must be a mapping"]
-    for secret in [r for r in REQUIRED_SECRETS if needs_secret(list(SINGLE_SERVER_ROLES) if roles is None else roles, r)]:
-        errors.extend(f"{key}:secrets:{secret} {p}" for p in password_problems(secret_values.get(secret)))
+    for secret in [r for r in REQUIRED_SECRETS if _needs_secret(list(SINGLE_SERVER_ROLES) if roles is None else roles, r)]:
+        errors.extend(f"{key}:secrets:{secret} {p}" for p in _password_problems(secret_values.get(secret)))
     secret_key = secret_values.get("SECRET_KEY")
     if secret_key is not None:
         errors.extend(f"{key}:secrets:SECRET_KEY {p}" for p in secret_key_problems(secret_key))
@@ -230,7 +230,7 @@ def hook_command(item: Any) -> dict[str, Any]:
     return {kinds[0]: argv, "each": bool(spec.get("each", False)), "label": " ".join(argv)}
 
 
-def validate_roles(roles: Any) -> list[str]:
+def _validate_roles(roles: Any) -> list[str]:
     """Errors in this minion's role list (``salt_django:roles``)."""
     if not isinstance(roles, list):
         return ["salt_django:roles: must be a list"]
@@ -281,7 +281,7 @@ def read_topology(directory: str, minion: str, masterless: bool) -> dict[str, An
     return {"hosts": hosts, "private_network": topology.get("private_network"), "roles": roles_of(hosts, minion, masterless)}
 
 
-def needs_secret(roles: list[str], secret: str) -> bool:
+def _needs_secret(roles: list[str], secret: str) -> bool:
     """Whether a server holding ``roles`` gets the project secret named ``secret``."""
     for role in roles:
         named = ROLE_SECRETS.get(role, frozenset())
@@ -290,7 +290,7 @@ def needs_secret(roles: list[str], secret: str) -> bool:
     return False
 
 
-def ends_tls(roles: list[str], has_lb: bool) -> bool:
+def _ends_tls(roles: list[str], has_lb: bool) -> bool:
     """Whether a server holding ``roles`` serves the projects' certificates:
     a load balancer, or the web server of a deployment that has none."""
     return "lb" in roles or ("web" in roles and not has_lb)
@@ -310,13 +310,13 @@ def role_view(data: Any, roles: list[str], has_lb: bool) -> dict[str, Any]:
     for project in (p for p in projects.values() if isinstance(p, dict)):
         kept = project.get("secrets")
         if isinstance(kept, dict):
-            project["secrets"] = {k: v for k, v in kept.items() if needs_secret(roles, str(k))}
-        elif kept is not None and not needs_secret(roles, "SECRET_KEY"):
+            project["secrets"] = {k: v for k, v in kept.items() if _needs_secret(roles, str(k))}
+        elif kept is not None and not _needs_secret(roles, "SECRET_KEY"):
             # Not a mapping: validation names it where it is needed; elsewhere it goes.
             project["secrets"] = {}
         if project.get("secrets") == {}:
             del project["secrets"]
-        if "tls" in project and not ends_tls(roles, has_lb):
+        if "tls" in project and not _ends_tls(roles, has_lb):
             del project["tls"]
     return view
 
@@ -414,7 +414,7 @@ def refused_addresses() -> dict[str, str]:
     return _published()[1]
 
 
-def own_address() -> str:
+def _own_address() -> str:
     """This server's private address, by the rule its mine function uses."""
     network = (__pillar__.get("topology") or {}).get("private_network")  # noqa: F821
     found = __salt__["network.ip_addrs"](cidr=network) if network else __salt__["network.ip_addrs"](type="private")  # noqa: F821
@@ -426,11 +426,11 @@ def bind_addresses() -> list[str]:
     this server's private address in a cluster, none on a single server."""
     if not topology():
         return []
-    own = own_address()
+    own = _own_address()
     return [own] if own else []
 
 
-def validate_cluster(data: dict[str, Any], minion: str) -> list[str]:
+def _validate_cluster(data: dict[str, Any], minion: str) -> list[str]:
     """Errors in the cluster description as this minion sees it."""
     hosts = topology(data)
     if not hosts:
@@ -445,7 +445,7 @@ def validate_cluster(data: dict[str, Any], minion: str) -> list[str]:
     for role in ("db", "cache", "app"):
         if not members(role, data):
             errors.append(f"topology:hosts: no server has the role {role}")
-    if len(members("app", data)) > 1 and needs_secret(hosts.get(minion, []), "SECRET_KEY"):
+    if len(members("app", data)) > 1 and _needs_secret(hosts.get(minion, []), "SECRET_KEY"):
         for name, project in (data.get("projects") or {}).items():
             if isinstance(project, dict) and not (project.get("secrets") or {}).get("SECRET_KEY"):
                 errors.append(f"projects:{name}:secrets:SECRET_KEY is missing: every app server must sign with the same key")
@@ -462,8 +462,8 @@ def validate(pillar: dict[str, Any] | None = None, minion: str | None = None) ->
     data = __pillar__ if pillar is None else pillar  # noqa: F821 - injected by the Salt loader
     minion = minion or __opts__.get("id", "")  # noqa: F821
     roles = (data.get("salt_django") or {}).get("roles")
-    errors = validate_roles([] if roles is None else roles)
-    errors += validate_cluster(data, minion)
+    errors = _validate_roles([] if roles is None else roles)
+    errors += _validate_cluster(data, minion)
     # pillar/topology.sls always sets the roles; without them (a pillar passed in): a single server's.
     held = [str(r) for r in roles] if isinstance(roles, list) else None
     projects = data.get("projects")
@@ -473,7 +473,7 @@ def validate(pillar: dict[str, Any] | None = None, minion: str | None = None) ->
     mods = globals().get("__salt__", {})
     checks = [(mods.get(f"django_schedule.{check}"), key) for check, key in (("job_problems", "schedule"), ("backup_problems", "backups"))]
     for name, project in projects.items():
-        errors.extend(validate_project(name, project, held))
+        errors.extend(_validate_project(name, project, held))
         for check, key in checks:
             if check and isinstance(project, dict):
                 errors.extend(check(f"projects:{name}", project.get(key)))
@@ -497,7 +497,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return base
 
 
-def project_config(name: str, raw: dict[str, Any], defaults: dict[str, Any], cpus: int = 1) -> dict[str, Any]:
+def _project_config(name: str, raw: dict[str, Any], defaults: dict[str, Any], cpus: int = 1) -> dict[str, Any]:
     """One project's settings with defaults applied and name-derived values filled in.
 
     Secrets are dropped: states get them from pillar by key, so that a value
@@ -556,7 +556,7 @@ def projects(defaults: dict[str, Any] | None = None, pillar: dict[str, Any] | No
             section = cfg.setdefault(key, {})
             if isinstance(section, dict) and not section.get("host"):
                 section["host"] = host
-        configs[name] = project_config(name, cfg, defaults or {}, cpus)
+        configs[name] = _project_config(name, cfg, defaults or {}, cpus)
     return configs
 
 
@@ -664,7 +664,7 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def mask(text: str, values: list[str]) -> str:
+def _mask(text: str, values: list[str]) -> str:
     """``text`` with every one of ``values`` (secrets, at least 4 characters) replaced by ``********``."""
     for value in sorted((v for v in values if v and len(v) >= 4), key=len, reverse=True):
         text = text.replace(value, "********").replace(urllib.parse.quote(value, safe=""), "********")
@@ -684,7 +684,7 @@ def mask_secrets(text: str, name: str) -> str:
         salt-call saltdjango.mask_secrets "$(tail /var/log/demo/gunicorn.log)" demo
     """
     env = __utils__["saltdjango_env.read"](f"/etc/{name}/env")  # noqa: F821
-    return mask(text, [env[var] for var in secret_names(name) if var in env])
+    return _mask(text, [env[var] for var in secret_names(name) if var in env])
 
 
 def generate_secret(length: int = 64) -> str:

@@ -87,20 +87,20 @@ def __virtual__() -> str:
 # ------------------------------------------------------------------ pure logic
 
 
-def batches(servers: list[str], size: int) -> list[list[str]]:
+def _batches(servers: list[str], size: int) -> list[list[str]]:
     """``servers`` in rollout order, ``size`` at a time (at least one)."""
     size = max(int(size or 1), 1)
     return [servers[i : i + size] for i in range(0, len(servers), size)]
 
 
-def batch_size(wanted: Any, servers: int) -> int:
+def _batch_size(wanted: Any, servers: int) -> int:
     """Servers switched at a time: ``rollout:batch``, but never all of several,
     so that one always stays in rotation and no request meets an empty backend."""
     size = max(int(wanted or 1), 1)
     return min(size, servers - 1) if servers > 1 else size
 
 
-def source_of(release: str | None, project: dict[str, Any], name: str) -> dict[str, Any]:
+def _source_of(release: str | None, project: dict[str, Any], name: str) -> dict[str, Any]:
     """What to build: a git ref of ``projects:<p>:repo``, or the pillar ``source``.
 
     A release id (``<UTC time>-<digest>``) needs no build: it must be built
@@ -116,7 +116,7 @@ def source_of(release: str | None, project: dict[str, Any], name: str) -> dict[s
     return {"source": project.get("source") or f"salt://projects/{name}"}
 
 
-def rollback_target(record: dict[str, Any]) -> dict[str, Any] | None:
+def _rollback_target(record: dict[str, Any]) -> dict[str, Any] | None:
     """Where ``rollback`` goes: after a failed rollout, the release the cluster
     served before it; after a successful one, the release before that."""
     if record.get("attempt", {}).get("ok") is False and record.get("current"):
@@ -124,7 +124,7 @@ def rollback_target(record: dict[str, Any]) -> dict[str, Any] | None:
     return record.get("previous")
 
 
-def adopted(record: dict[str, Any], live: dict[str, str | None], source: dict[str, Any]) -> dict[str, Any] | None:
+def _adopted(record: dict[str, Any], live: dict[str, str | None], source: dict[str, Any]) -> dict[str, Any] | None:
     """The record's ``current`` entry for what the servers serve, when the master
     has none yet (the first converge released the pillar ``source``): every
     answering server serves a build of one same source (the id's suffix).
@@ -136,13 +136,13 @@ def adopted(record: dict[str, Any], live: dict[str, str | None], source: dict[st
     return {"id": live[min(live)], "digest": None, "servers": dict(live), "source": source, "at": _now()}
 
 
-def signature(key: bytes, request: dict[str, Any]) -> str:
+def _signature(key: bytes, request: dict[str, Any]) -> str:
     """HMAC-SHA256 of a deploy request's fields, with the master's key."""
     body = json.dumps({k: request.get(k) for k in ("release", "project", "at", "nonce")}, sort_keys=True, separators=(",", ":"))
     return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
 
 
-def request_problem(key: bytes, data: Any, now: float, seen: dict[str, float]) -> str | None:
+def _request_problem(key: bytes, data: Any, now: float, seen: dict[str, float]) -> str | None:
     """Why the event ``data`` is not a deploy request ``request`` signed (None: it is).
 
     Any minion can put any data on the master's event bus under any tag
@@ -155,7 +155,7 @@ def request_problem(key: bytes, data: Any, now: float, seen: dict[str, float]) -
     for field, kinds in (("release", (str, type(None))), ("project", (str, type(None))), ("at", (int, float)), ("nonce", (str,))):
         if not isinstance(data.get(field), kinds) or isinstance(data.get(field), bool):
             return f"field {field} missing or malformed"
-    if not hmac.compare_digest(signature(key, data), data["sig"]):
+    if not hmac.compare_digest(_signature(key, data), data["sig"]):
         return "bad signature"
     if not -60 <= now - data["at"] <= REQUEST_TTL:
         return f"expired: signed {now - data['at']:.0f}s ago"
@@ -164,7 +164,7 @@ def request_problem(key: bytes, data: Any, now: float, seen: dict[str, float]) -
     return None
 
 
-def join_due(joins: dict[str, float], minion: str, now: float, debounce: float) -> bool:
+def _join_due(joins: dict[str, float], minion: str, now: float, debounce: float) -> bool:
     """Whether a join of ``minion`` may start now: none started in the last ``debounce`` seconds."""
     return now - joins.get(minion, float("-inf")) >= debounce
 
@@ -186,7 +186,7 @@ def _records() -> dict[str, Any]:
         return {}
 
 
-def release_pillar(records: dict[str, Any]) -> dict[str, Any]:
+def _release_pillar(records: dict[str, Any]) -> dict[str, Any]:
     """Pillar ``projects:<p>:release`` of every project whose current release is a git commit."""
     projects = {}
     for name, record in sorted(records.items()):
@@ -206,7 +206,7 @@ def _write(path: str, text: str) -> None:
 def _save(records: dict[str, Any]) -> None:
     _write(os.path.join(_state_dir(), "releases.json"), json.dumps(records, indent=1, sort_keys=True))
     # JSON is YAML: the pillar renderer reads it as it is.
-    _write(os.path.join(_state_dir(), "pillar", "releases.sls"), json.dumps(release_pillar(records), indent=1, sort_keys=True))
+    _write(os.path.join(_state_dir(), "pillar", "releases.sls"), json.dumps(_release_pillar(records), indent=1, sort_keys=True))
 
 
 @contextmanager
@@ -403,7 +403,7 @@ def _roll(cluster: _Cluster, project: str, conf: dict[str, Any], targets: dict[s
     lbs = cluster.members_up("lb")
     backend = BACKEND.format(project=project)
     addresses = _mine_addresses(cluster)[0]
-    planned = batches(sorted(targets), batch_size(cluster.settings["batch"], len(targets)))
+    planned = _batches(sorted(targets), _batch_size(cluster.settings["batch"], len(targets)))
     for number, batch in enumerate(planned, 1):
         cluster.log("batch", f"{operation} {number}/{len(planned)}: {', '.join(batch)}", batch=number, servers=batch)
         before = cluster.call("plan", batch, "django_release.current", project)
@@ -503,7 +503,7 @@ def deploy(release: str | None = None, project: str | None = None, allow_partial
         cluster = _Cluster(_pillar())
         with _lock(f"orch.deploy of {release or 'the pillar source'}", wait_for_joins=cluster.settings["join_wait"]):
             name, conf = _project(cluster.pillar, project)
-            source = source_of(release, conf, name)
+            source = _source_of(release, conf, name)
             everyone = cluster.ping()
             apps = cluster.members_up("app")
             if not apps:
@@ -603,7 +603,7 @@ def _adopt_live(cluster: _Cluster, project: str, apps: list[str]) -> None:
         return
     live = cluster.call("live", apps, "django_release.current", project)
     source = {"source": (cluster.pillar.get("projects") or {}).get(project, {}).get("source")}
-    entry = adopted(record, live, source)
+    entry = _adopted(record, live, source)
     if entry:
         record["current"] = entry
         _save(records)
@@ -750,7 +750,7 @@ def rollback(project: str | None = None) -> dict[str, Any]:
         with _lock("orch.rollback", wait_for_joins=cluster.settings["join_wait"]):
             name, conf = _project(cluster.pillar, project)
             record = _records().get(name, {})
-            target = rollback_target(record)
+            target = _rollback_target(record)
             if not target:
                 raise RolloutError("plan", f"no earlier release of {name} recorded on this master")
             cluster.ping()
@@ -786,7 +786,7 @@ def plan(release: str | None = None, project: str | None = None) -> dict[str, An
         cluster = _Cluster(_pillar())
         with _lock(f"rollout.plan of {release or 'the pillar source'}", wait_for_joins=cluster.settings["join_wait"]):
             name, conf = _project(cluster.pillar, project)
-            source = source_of(release, conf, name)
+            source = _source_of(release, conf, name)
             cluster.ping()
             apps = cluster.members_up("app")
             if not apps:
@@ -812,7 +812,7 @@ def plan(release: str | None = None, project: str | None = None) -> dict[str, An
             {"step": "backup", "servers": cluster.members("db")[:1]},
             {"step": "migrate", "servers": [first], "migrations": pending["migrations"]},
         ]
-    for number, batch in enumerate(batches(apps, batch_size(cluster.settings["batch"], len(apps))), 1):
+    for number, batch in enumerate(_batches(apps, _batch_size(cluster.settings["batch"], len(apps))), 1):
         steps.append({"step": "switch", "batch": number, "servers": batch, "from": {s: live[s] for s in batch}})
     steps += [
         {"step": "refresh load balancer", "servers": cluster.members_up("lb")},
@@ -1008,7 +1008,7 @@ def request(release: str | None = None, project: str | None = None) -> dict[str,
     """
     now = time.time()
     payload = {"release": release, "project": project, "at": now, "nonce": secrets.token_hex(16)}
-    payload["sig"] = signature(_deploy_key(), payload)
+    payload["sig"] = _signature(_deploy_key(), payload)
     import salt.utils.event
 
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:  # noqa: F821
@@ -1027,7 +1027,7 @@ def requested(request: Any = None) -> dict[str, Any]:
             if now - at > 2 * REQUEST_TTL:
                 del seen[nonce]
         try:
-            problem = request_problem(_deploy_key(), request, now, seen)
+            problem = _request_problem(_deploy_key(), request, now, seen)
         except RolloutError as exc:
             problem = str(exc)
         if problem is None:
@@ -1045,7 +1045,7 @@ def _join_claim(minion: str, debounce: float) -> bool:
     """Take the join of ``minion`` unless one started less than ``debounce`` seconds ago."""
     now = time.time()
     with _state_file("joins") as joins:
-        if not join_due(joins, minion, now, debounce):
+        if not _join_due(joins, minion, now, debounce):
             return False
         joins[minion] = now
     return True

@@ -49,13 +49,13 @@ def redis() -> Iterator[tuple[int, list[bytes]]]:
 
 def test_redis_accepts_the_project_user(redis: tuple[int, list[bytes]]) -> None:
     port, seen = redis
-    assert backends.redis("demo", "127.0.0.1", port) == {"ok": True, "error": ""}
+    assert backends._redis("demo", "127.0.0.1", port) == {"ok": True, "error": ""}
     assert seen[0].startswith(b"*3\r\n$4\r\nAUTH\r\n")
 
 
 def test_redis_refusal_is_named_without_the_password(redis: tuple[int, list[bytes]]) -> None:
     port, _ = redis
-    result = backends.redis("other", "127.0.0.1", port)
+    result = backends._redis("other", "127.0.0.1", port)
     assert result == {"ok": False, "error": f"Redis at 127.0.0.1:{port}: -WRONGPASS invalid username-password pair"}
     assert PASSWORD not in result["error"]
 
@@ -64,5 +64,5 @@ def test_redis_unreachable_is_named() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = backends.redis("demo", "127.0.0.1", port, timeout=1)
+    result = backends._redis("demo", "127.0.0.1", port, timeout=1)
     assert not result["ok"] and result["error"].startswith(f"Redis at 127.0.0.1:{port}:")

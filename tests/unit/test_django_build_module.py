@@ -36,7 +36,7 @@ def test_nested_requirements_and_constraints_are_all_read(tmp_path: Path) -> Non
             "requirements/constraints.txt": "Django==5.2.19\n",
         },
     )
-    files = django_build.requirement_files(str(release), "requirements.txt")
+    files = django_build._requirement_files(str(release), "requirements.txt")
     assert sorted(files) == ["requirements.txt", "requirements/base.txt", "requirements/constraints.txt", "requirements/production.txt"]
 
 
@@ -63,7 +63,7 @@ def test_a_change_in_a_vendored_package_changes_the_key_its_build_leftovers_do_n
             "wheels/x-1-py3-none-any.whl": "zip",
         },
     )
-    files = django_build.requirement_files(str(release), "requirements.txt")
+    files = django_build._requirement_files(str(release), "requirements.txt")
     assert {"vendor/probe/", "vendor/lib/", "wheels/x-1-py3-none-any.whl"} <= set(files)
     first = key(release)
     for leftover in ("vendor/probe/build/lib/probe.py", "vendor/probe/probe.egg-info/PKG-INFO", "vendor/probe/__pycache__/x.pyc"):
@@ -76,13 +76,13 @@ def test_a_change_in_a_vendored_package_changes_the_key_its_build_leftovers_do_n
 def test_a_missing_local_requirement_is_named(tmp_path: Path) -> None:
     release = project(tmp_path, {"requirements.txt": "./vendor/gone\n"})
     with pytest.raises(django_build.BuildError, match=re.escape("local requirement ./vendor/gone is not in the release")):
-        django_build.requirement_files(str(release), "requirements.txt")
+        django_build._requirement_files(str(release), "requirements.txt")
 
 
 def test_an_include_outside_the_project_is_refused(tmp_path: Path) -> None:
     release = project(tmp_path / "p", {"requirements.txt": "-r ../../etc/passwd\n"})
     with pytest.raises(django_build.BuildError, match="outside the project"):
-        django_build.requirement_files(str(release), "requirements.txt")
+        django_build._requirement_files(str(release), "requirements.txt")
 
 
 @pytest.mark.parametrize(
@@ -111,7 +111,7 @@ def test_requires_python_names_both_versions(tmp_path: Path) -> None:
     import sys
 
     release = project(tmp_path, {"pyproject.toml": '[project]\nname = "x"\nrequires-python = ">=3.99"\n'})
-    problem = django_build.requires_python_problem(str(release), sys.executable, django_build.python_version(sys.executable))
+    problem = django_build._requires_python_problem(str(release), sys.executable, django_build.python_version(sys.executable))
     assert problem and ">=3.99" in problem and ".".join(map(str, sys.version_info[:3])) in problem
 
 
@@ -152,7 +152,7 @@ def test_validation_names_bad_hooks_requirements_and_secret_names() -> None:
         "app_server": {"kind": "uwsgi"},
         "health": {"path": "health/"},
     }
-    errors = "\n".join(saltdjango.validate_project("site", project_pillar))
+    errors = "\n".join(saltdjango._validate_project("site", project_pillar))
     for expected in (
         "projects:site:secrets:bad-name: not a valid variable name",
         "projects:site:secrets:DATABASE_URL: salt-django sets this variable itself",
@@ -183,4 +183,4 @@ def test_service_urls_quote_credentials() -> None:
 
 def test_mask_hides_plain_and_url_quoted_secrets() -> None:
     text = "failed: password p@ss:w/rd rejected for postgres://u:p%40ss%3Aw%2Frd@h/db"
-    assert "p@ss" not in saltdjango.mask(text, ["p@ss:w/rd"]) and "p%40ss" not in saltdjango.mask(text, ["p@ss:w/rd"])
+    assert "p@ss" not in saltdjango._mask(text, ["p@ss:w/rd"]) and "p%40ss" not in saltdjango._mask(text, ["p@ss:w/rd"])

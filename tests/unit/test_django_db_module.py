@@ -24,29 +24,29 @@ def dump(tmp_path: Path) -> Path:
 
 def test_a_copy_opens_with_its_key_and_name_only(tmp_path: Path, dump: Path) -> None:
     sealed, opened = tmp_path / "copy.sdbk", tmp_path / "opened.dump"
-    django_db.encrypt_file(KEY, str(dump), str(sealed), NAME)
+    django_db._encrypt_file(KEY, str(dump), str(sealed), NAME)
     assert oct(sealed.stat().st_mode & 0o777) == "0o600"
     assert dump.read_bytes()[:4096] not in sealed.read_bytes()
-    django_db.decrypt_file(KEY, str(sealed), str(opened), NAME)
+    django_db._decrypt_file(KEY, str(sealed), str(opened), NAME)
     assert opened.read_bytes() == dump.read_bytes()
     for key, name in ((OTHER, NAME), (KEY, "20261129T003405123456Z-other.dump")):
         opened.unlink(missing_ok=True)
         with pytest.raises(ValueError, match="does not decrypt"):
-            django_db.decrypt_file(key, str(sealed), str(opened), name)
+            django_db._decrypt_file(key, str(sealed), str(opened), name)
         assert not opened.exists(), "nothing half-decrypted is left"
 
 
 def test_an_altered_copy_is_refused(tmp_path: Path, dump: Path) -> None:
     sealed, opened = tmp_path / "copy.sdbk", tmp_path / "opened.dump"
-    django_db.encrypt_file(KEY, str(dump), str(sealed), NAME)
+    django_db._encrypt_file(KEY, str(dump), str(sealed), NAME)
     data = bytearray(sealed.read_bytes())
     data[2 * (1 << 20)] ^= 1
     sealed.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="altered"):
-        django_db.decrypt_file(KEY, str(sealed), str(opened), NAME)
+        django_db._decrypt_file(KEY, str(sealed), str(opened), NAME)
     sealed.write_bytes(b"not a copy")
     with pytest.raises(ValueError, match="not a salt-django backup copy"):
-        django_db.decrypt_file(KEY, str(sealed), str(opened), NAME)
+        django_db._decrypt_file(KEY, str(sealed), str(opened), NAME)
 
 
 @pytest.mark.parametrize("copy", ["../../etc/passwd.sdbk", f"{NAME}", "x.dump.sdbk", f"{NAME}.sdbk/.."])

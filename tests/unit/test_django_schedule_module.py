@@ -25,8 +25,8 @@ saltdjango = load("_modules/saltdjango.py")
     ],
 )
 def test_systemd_and_cron_get_the_same_times(when: str, calendar: str, cron: str) -> None:
-    assert django_schedule.on_calendar(when) == calendar
-    assert django_schedule.cron_fields(when) == cron
+    assert django_schedule._on_calendar(when) == calendar
+    assert django_schedule._cron_fields(when) == cron
 
 
 @pytest.mark.parametrize(
@@ -43,7 +43,7 @@ def test_systemd_and_cron_get_the_same_times(when: str, calendar: str, cron: str
 )
 def test_bad_when_is_refused_with_the_reason(when: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        django_schedule.parse_when(when)
+        django_schedule._parse_when(when)
 
 
 def test_problems_name_the_pillar_key() -> None:
@@ -69,9 +69,9 @@ def test_problems_name_the_pillar_key() -> None:
 
 def test_in_a_cluster_only_the_first_app_server_runs_the_jobs() -> None:
     topology = {"db": ["db"], "app2": ["app"], "app1": ["app", "web"], "lb": ["lb"]}
-    assert [m for m in topology if django_schedule.runs_here(m, topology)] == ["app1"]
-    assert django_schedule.runs_here("single", {})
-    assert not django_schedule.runs_here("db", {"db": ["db"]})
+    assert [m for m in topology if django_schedule._runs_here(m, topology)] == ["app1"]
+    assert django_schedule._runs_here("single", {})
+    assert not django_schedule._runs_here("db", {"db": ["db"]})
 
 
 def test_a_job_runs_the_live_release_through_bin_manage_quoted_for_sh() -> None:
@@ -82,7 +82,7 @@ def test_a_job_runs_the_live_release_through_bin_manage_quoted_for_sh() -> None:
             "schedule": {"tick": {"manage": "shell -c 'print(1)'", "when": "* * * * *"}},
         }
     }
-    (job,) = django_schedule.project_jobs(projects)
+    (job,) = django_schedule._project_jobs(projects)
     assert job["unit"] == "salt-django-job-demo-tick"
     assert job["command"] == "/srv/demo/bin/manage shell -c 'print(1)'"
     assert job["script"] == "/usr/local/lib/salt-django/jobs/salt-django-job-demo-tick"
@@ -134,7 +134,7 @@ def test_pillar_validation_names_a_bad_backup_schedule(monkeypatch: pytest.Monke
 
 def test_the_backup_job_calls_salt_with_this_minions_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(django_schedule, "__opts__", {"conf_file": "/etc/salt-django/minion", "file_client": "local"}, raising=False)
-    [job] = django_schedule.backup_jobs(
+    [job] = django_schedule._backup_jobs(
         {"site": {"backups": {"schedule": "@daily"}}, "quiet": {"backups": {"schedule": None}}}, cluster=False
     )
     argv = shlex.split(job["command"])
@@ -142,5 +142,5 @@ def test_the_backup_job_calls_salt_with_this_minions_config(monkeypatch: pytest.
     assert argv[-4:] == ["django_db.backup", "site", "reason=scheduled", "offsite=False"], argv
     assert job["unit"] == "salt-django-job-site-backup" and job["cron"] == "0 0 * * *"
     monkeypatch.setattr(django_schedule, "__opts__", {"conf_file": "/etc/salt/minion"}, raising=False)
-    [job] = django_schedule.backup_jobs({"site": {"backups": {"schedule": "@daily"}}}, cluster=True)
+    [job] = django_schedule._backup_jobs({"site": {"backups": {"schedule": "@daily"}}}, cluster=True)
     assert "--local" not in job["command"] and job["command"].endswith("offsite=True")

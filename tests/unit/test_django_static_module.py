@@ -107,15 +107,15 @@ def test_the_window_keeps_releases_on_disk_the_newest_and_those_live_lately() ->
         "on-disk": {"built": "2026-11-03T00:00:00"},
         "newest": {"built": "2026-11-04T00:00:00"},
     }
-    window = django_static.retained(index, {"on-disk"}, {"releases": 1, "days": 7}, NOW)
+    window = django_static._retained(index, {"on-disk"}, {"releases": 1, "days": 7}, NOW)
     assert window == {"lately", "on-disk", "newest"}
-    assert django_static.retained(index, set(), {"releases": 0, "days": 0}, NOW) == set()
-    assert django_static.retained(index, set(), {"releases": 4, "days": 0}, NOW) == set(index)
+    assert django_static._retained(index, set(), {"releases": 0, "days": 0}, NOW) == set()
+    assert django_static._retained(index, set(), {"releases": 4, "days": 0}, NOW) == set(index)
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "a/../../b", "", None, 7, "..", "a/\0b"])
 def test_names_that_leave_the_static_tree_are_refused(name: object) -> None:
-    assert django_static.safe_relpath(name) is None
+    assert django_static._safe_relpath(name) is None
 
 
 def test_a_manifest_written_by_the_app_user_cannot_smuggle_files_in(tmp_path: Path) -> None:
@@ -127,6 +127,6 @@ def test_a_manifest_written_by_the_app_user_cannot_smuggle_files_in(tmp_path: Pa
     (static / "escape").symlink_to(tmp_path)
     paths = {"a": "visits/site.aaaaaaaaaaaa.css", "b": "visits/link.bbbbbbbbbbbb.css", "c": "escape/secret", "d": "../secret"}
     (static / "staticfiles.json").write_text(json.dumps({"paths": paths}))
-    assert django_static.hashed_files(str(static)) == ["visits/site.aaaaaaaaaaaa.css"]
+    assert django_static._hashed_files(str(static)) == ["visits/site.aaaaaaaaaaaa.css"]
     (static / "staticfiles.json").write_text("[not a manifest")
-    assert django_static.hashed_files(str(static)) == []
+    assert django_static._hashed_files(str(static)) == []

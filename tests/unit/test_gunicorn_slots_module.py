@@ -25,9 +25,9 @@ def configure_loader_modules(root: Path, tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_the_serving_slot_is_the_one_the_socket_link_names(root: Path) -> None:
-    assert gunicorn_slots.serving("demo") is None
+    assert gunicorn_slots._serving("demo") is None
     (root / "shared" / "run" / "gunicorn.sock").symlink_to("gunicorn-b.sock")
-    assert gunicorn_slots.serving("demo") == "b"
+    assert gunicorn_slots._serving("demo") == "b"
 
 
 def test_a_slot_named_by_an_older_upstream_file_is_adopted_once(root: Path, tmp_path: Path) -> None:
@@ -35,29 +35,29 @@ def test_a_slot_named_by_an_older_upstream_file_is_adopted_once(root: Path, tmp_
     legacy = tmp_path / "nginx" / "demo-upstream.conf"
     legacy.write_text(f"upstream demo_gunicorn {{\n    server unix:{root}/shared/run/gunicorn-b.sock fail_timeout=0;\n}}\n")
     assert gunicorn_slots.adopt("demo", test=True) == "b"
-    assert gunicorn_slots.serving("demo") is None, "test=True changes nothing"
+    assert gunicorn_slots._serving("demo") is None, "test=True changes nothing"
     assert gunicorn_slots.adopt("demo") == "b"
-    assert gunicorn_slots.serving("demo") == "b"
+    assert gunicorn_slots._serving("demo") == "b"
     assert gunicorn_slots.adopt("demo") is None
 
 
 def test_nothing_is_adopted_on_a_new_server() -> None:
     assert gunicorn_slots.adopt("demo") is None
-    assert gunicorn_slots.serving("demo") is None
+    assert gunicorn_slots._serving("demo") is None
 
 
 def test_listen_queue_counts_connections_not_yet_accepted(tmp_path: Path) -> None:
     path = str(tmp_path / "s.sock")
-    assert gunicorn_slots.listen_queue(path) is None
+    assert gunicorn_slots._listen_queue(path) is None
     with socket.socket(socket.AF_UNIX) as server:
         server.bind(path)
         server.listen(8)
-        assert gunicorn_slots.listen_queue(path) == 0
+        assert gunicorn_slots._listen_queue(path) == 0
         clients = [socket.socket(socket.AF_UNIX) for _ in range(3)]
         for client in clients:
             client.connect(path)
-        assert gunicorn_slots.listen_queue(path) == 3
+        assert gunicorn_slots._listen_queue(path) == 3
         server.accept()[0].close()
-        assert gunicorn_slots.listen_queue(path) == 2
+        assert gunicorn_slots._listen_queue(path) == 2
         for client in clients:
             client.close()

@@ -121,7 +121,7 @@ def test_wait_drained_gives_up_at_the_timeout(fake: Callable) -> None:
 
 def test_unreachable_socket_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(haproxy_runtime.HAProxyError, match=r"admin\.sock"):
-        haproxy_runtime.command("show stat", socket_path=str(tmp_path / "admin.sock"))
+        haproxy_runtime._command("show stat", socket_path=str(tmp_path / "admin.sock"))
 
 
 def test_wait_up_returns_once_every_server_is_up(fake: Callable) -> None:

@@ -14,42 +14,42 @@ rollout = load("_runners/rollout.py")
 
 
 def test_batches_keep_order_and_size() -> None:
-    assert rollout.batches(["app1", "app2", "app3"], 2) == [["app1", "app2"], ["app3"]]
-    assert rollout.batches(["app1", "app2"], 0) == [["app1"], ["app2"]]
+    assert rollout._batches(["app1", "app2", "app3"], 2) == [["app1", "app2"], ["app3"]]
+    assert rollout._batches(["app1", "app2"], 0) == [["app1"], ["app2"]]
 
 
 def test_source_of_a_git_ref_needs_the_repo() -> None:
-    assert rollout.source_of("v2", {"repo": "git://h/demo.git"}, "demo") == {"repo": "git://h/demo.git", "ref": "v2"}
+    assert rollout._source_of("v2", {"repo": "git://h/demo.git"}, "demo") == {"repo": "git://h/demo.git", "ref": "v2"}
     with pytest.raises(rollout.RolloutError, match="projects:demo:repo is not set"):
-        rollout.source_of("v2", {}, "demo")
+        rollout._source_of("v2", {}, "demo")
 
 
 def test_source_of_a_release_id_or_nothing() -> None:
-    assert rollout.source_of("20261127T120000Z-1a2b3c4", {}, "demo") == {"release": "20261127T120000Z-1a2b3c4"}
-    assert rollout.source_of(None, {"source": "salt://x"}, "demo") == {"source": "salt://x"}
-    assert rollout.source_of(None, {}, "demo") == {"source": "salt://projects/demo"}
+    assert rollout._source_of("20261127T120000Z-1a2b3c4", {}, "demo") == {"release": "20261127T120000Z-1a2b3c4"}
+    assert rollout._source_of(None, {"source": "salt://x"}, "demo") == {"source": "salt://x"}
+    assert rollout._source_of(None, {}, "demo") == {"source": "salt://projects/demo"}
 
 
 def test_rollback_goes_to_the_release_before_a_good_rollout() -> None:
     v1, v2 = {"id": "v1"}, {"id": "v2"}
-    assert rollout.rollback_target({"current": v2, "previous": v1, "attempt": {"id": "v2", "ok": True}}) == v1
+    assert rollout._rollback_target({"current": v2, "previous": v1, "attempt": {"id": "v2", "ok": True}}) == v1
 
 
 def test_rollback_after_a_failed_rollout_restores_what_served() -> None:
     v1, v2 = {"id": "v1"}, {"id": "v2"}
-    assert rollout.rollback_target({"current": v2, "previous": v1, "attempt": {"id": "v3", "ok": False}}) == v2
-    assert rollout.rollback_target({}) is None
+    assert rollout._rollback_target({"current": v2, "previous": v1, "attempt": {"id": "v3", "ok": False}}) == v2
+    assert rollout._rollback_target({}) is None
 
 
 def test_the_release_a_converge_put_live_is_adopted_once() -> None:
     source = {"source": "salt://projects/demo"}
-    entry = rollout.adopted({}, {"app1": "r1", "app2": "r1"}, source)
+    entry = rollout._adopted({}, {"app1": "r1", "app2": "r1"}, source)
     assert entry and entry["id"] == "r1" and entry["servers"] == {"app1": "r1", "app2": "r1"} and entry["source"] == source
-    assert rollout.adopted({"current": entry}, {"app1": "r2"}, source) is None, "a master's own record wins"
-    assert rollout.adopted({}, {"app1": "t1-aaaaaaa", "app2": "t1-bbbbbbb"}, source) is None, "different sources: nothing to adopt"
-    apart = rollout.adopted({}, {"app1": "t1-aaaaaaa", "app2": "t2-aaaaaaa"}, source)
+    assert rollout._adopted({"current": entry}, {"app1": "r2"}, source) is None, "a master's own record wins"
+    assert rollout._adopted({}, {"app1": "t1-aaaaaaa", "app2": "t1-bbbbbbb"}, source) is None, "different sources: nothing to adopt"
+    apart = rollout._adopted({}, {"app1": "t1-aaaaaaa", "app2": "t2-aaaaaaa"}, source)
     assert apart and apart["id"] == "t1-aaaaaaa" and apart["servers"]["app2"] == "t2-aaaaaaa", "one source built a second apart"
-    assert rollout.adopted({}, {"app1": None}, source) is None, "nothing live yet"
+    assert rollout._adopted({}, {"app1": None}, source) is None, "nothing live yet"
 
 
 def test_error_names_step_server_and_cause() -> None:
@@ -64,8 +64,8 @@ def test_release_pillar_pins_the_commit_of_git_releases_only() -> None:
         "blog": {"current": {"id": "r1", "digest": None, "source": {"source": "salt://projects/blog"}}},
     }
     pinned = {"id": "r2", "repo": "git://h/demo.git", "ref": "c0ffee" * 6}
-    assert rollout.release_pillar(records) == {"projects": {"demo": {"release": pinned}}}
-    assert rollout.release_pillar({}) == {}
+    assert rollout._release_pillar(records) == {"projects": {"demo": {"release": pinned}}}
+    assert rollout._release_pillar({}) == {}
 
 
 class _FakeCluster:
@@ -132,7 +132,7 @@ KEY = b"k" * 32
 
 def _signed(**fields: object) -> dict:
     request = {"release": "v2", "project": None, "at": 1000.0, "nonce": "n1", **fields}
-    return {**request, "sig": rollout.signature(KEY, request)}
+    return {**request, "sig": rollout._signature(KEY, request)}
 
 
 @pytest.mark.parametrize(
@@ -141,7 +141,7 @@ def _signed(**fields: object) -> dict:
         ({"release": "v2"}, 1000.0, {}, "not signed"),
         ({"events": None, "id": "app1", "tag": "salt-django/deploy", "data": {"release": "v2"}}, 1000.0, {}, "not signed"),
         ({**_signed(), "release": "v3"}, 1000.0, {}, "bad signature"),
-        ({**_signed(), "sig": rollout.signature(b"x" * 32, _signed())}, 1000.0, {}, "bad signature"),
+        ({**_signed(), "sig": rollout._signature(b"x" * 32, _signed())}, 1000.0, {}, "bad signature"),
         (_signed(at="1000"), 1000.0, {}, "field at missing or malformed"),
         (_signed(), 1000.0 + rollout.REQUEST_TTL + 1, {}, "expired"),
         (_signed(), 1000.0, {"n1": 990.0}, "replayed"),
@@ -149,15 +149,15 @@ def _signed(**fields: object) -> dict:
     ],
 )
 def test_only_a_fresh_request_signed_with_the_masters_key_starts_a_rollout(data: dict, now: float, seen: dict, problem: str | None) -> None:
-    found = rollout.request_problem(KEY, data, now, seen)
+    found = rollout._request_problem(KEY, data, now, seen)
     assert (found is None) if problem is None else (found or "").startswith(problem), found
 
 
 def test_joins_of_one_server_are_debounced() -> None:
     joins = {"app1": 1000.0}
-    assert not rollout.join_due(joins, "app1", 1000.0 + rollout.JOIN_DEBOUNCE - 1, rollout.JOIN_DEBOUNCE)
-    assert rollout.join_due(joins, "app1", 1000.0 + rollout.JOIN_DEBOUNCE, rollout.JOIN_DEBOUNCE)
-    assert rollout.join_due(joins, "app2", 1000.0, rollout.JOIN_DEBOUNCE)
+    assert not rollout._join_due(joins, "app1", 1000.0 + rollout.JOIN_DEBOUNCE - 1, rollout.JOIN_DEBOUNCE)
+    assert rollout._join_due(joins, "app1", 1000.0 + rollout.JOIN_DEBOUNCE, rollout.JOIN_DEBOUNCE)
+    assert rollout._join_due(joins, "app2", 1000.0, rollout.JOIN_DEBOUNCE)
 
 
 class _SwitchingCluster:
@@ -209,7 +209,7 @@ def test_a_failed_batch_goes_back_to_the_old_release_and_into_rotation(monkeypat
 
 
 def test_a_batch_never_takes_every_server_out_of_rotation() -> None:
-    assert [rollout.batch_size(b, n) for b, n in ((2, 2), (2, 3), (5, 3), (1, 1), (3, 1), (0, 4))] == [1, 2, 2, 1, 3, 1]
+    assert [rollout._batch_size(b, n) for b, n in ((2, 2), (2, 3), (5, 3), (1, 1), (3, 1), (0, 4))] == [1, 2, 2, 1, 3, 1]
 
 
 def test_the_copies_on_the_master_are_the_names_django_db_gives_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

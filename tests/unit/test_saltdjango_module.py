@@ -119,7 +119,7 @@ def test_project_config_fills_defaults_and_drops_secrets() -> None:
     }
     cfg = saltdjango.projects(defaults)
     assert cfg == {}
-    cfg = saltdjango.project_config("shop", project(), defaults, cpus=2)
+    cfg = saltdjango._project_config("shop", project(), defaults, cpus=2)
     assert cfg["user"] == "shop" and cfg["wsgi"] == "shop.wsgi:application"
     assert cfg["settings"] == {"wrapper": True, "base": "shop.settings", "module": "salt_django_settings"}
     assert cfg["database"] == {"name": "shop", "user": "shop"}
@@ -129,7 +129,7 @@ def test_project_config_fills_defaults_and_drops_secrets() -> None:
 
 def test_project_config_opt_out_uses_the_named_module() -> None:
     defaults = {"settings": {"wrapper": True, "base": None, "module": None}, "database": {}, "gunicorn": {}}
-    cfg = saltdjango.project_config("shop", project(settings={"wrapper": False, "module": "shop.settings.prod"}), defaults)
+    cfg = saltdjango._project_config("shop", project(settings={"wrapper": False, "module": "shop.settings.prod"}), defaults)
     assert cfg["settings"]["module"] == "shop.settings.prod"
 
 
