@@ -70,6 +70,12 @@ def wait(project: str, database: dict[str, Any], cache: dict[str, Any], timeout:
 
     ``database``: host, port, name, user; ``cache``: host, port (as in the
     project's configuration, ``saltdjango.projects``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_backends.wait demo '{host: 10.0.0.2, port: 5432, name: demo, user: demo}' '{host: 10.0.0.3, port: 6379}' timeout=60
     """
     started = time.monotonic()
     while True:

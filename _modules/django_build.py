@@ -165,7 +165,14 @@ def _read(release_dir: str, name: str) -> dict[str, bytes]:
 
 
 def python_version(python: str) -> str:
-    """``X.Y.Z`` of an interpreter."""
+    """``X.Y.Z`` of an interpreter.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_build.python_version /usr/bin/python3
+    """
     proc = subprocess.run([python, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise BuildError(f"interpreter {python} does not run: {proc.stderr.strip()[-200:]}")
@@ -173,7 +180,14 @@ def python_version(python: str) -> str:
 
 
 def venv_key(python_info: str, deps: dict[str, Any], installer: str, additions: str, index: list[str]) -> str:
-    """What a virtualenv is made of, hashed: interpreter, dependency files, installer, what salt-django adds, index options."""
+    """What a virtualenv is made of, hashed: interpreter, dependency files, installer, what salt-django adds, index options.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_build.venv_key "$(python3 -VV)" '{files: {uv.lock: <sha256>}}' uv '' '[]'
+    """
     digest = hashlib.sha256()
     for part in (python_info, deps["kind"], str(deps["entry"]), installer, additions, json.dumps(index)):
         digest.update(part.encode() + b"\0")
@@ -245,13 +259,27 @@ def run_as(user: str, cmd: list[str], cwd: str, step: str, env: dict[str, str], 
 
 
 def hand_to(user: str, path: str) -> None:
-    """Give ``path`` (recursively, symlinks themselves, not their targets) to ``user``."""
+    """Give ``path`` (recursively, symlinks themselves, not their targets) to ``user``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_build.hand_to demo /srv/demo/releases/20261129T040000Z-1a2b3c4
+    """
     account = _account(user) if user != "root" else pwd.getpwnam("root")
     subprocess.run(["chown", "-R", "-h", f"{account.pw_uid}:{account.pw_gid}", path], check=True, capture_output=True)
 
 
 def seal(path: str) -> None:
-    """Hand a tree back to root, writable by nobody else."""
+    """Hand a tree back to root, writable by nobody else.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_build.seal /srv/demo/releases/20261129T040000Z-1a2b3c4
+    """
     subprocess.run(["chown", "-R", "-h", "0:0", path], check=True, capture_output=True)
     subprocess.run(["chmod", "-R", "go-w", path], check=True, capture_output=True)
 
@@ -269,6 +297,12 @@ def install(
     ``additions`` (``[(modules, requirement)]``: installed unless one of
     ``modules`` imports after the project's own requirements, e.g. the app
     server, so that a project's own pin wins).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_build.install <release dir>/venv <release dir> '{kind: requirements}' '{installer: uv}'
     """
     user, python, index = settings["user"], settings["python"], settings["index"]
     env = build_env(settings["home"])
@@ -353,7 +387,14 @@ def _requires_python_problem(release_dir: str, python: str, version: str) -> str
 
 
 def hook_argv(hook: dict[str, Any], manage_py: str, venv_python: str) -> list[str]:
-    """The command line of a hook (see ``saltdjango.hook_command``) run in a release directory."""
+    """The command line of a hook (see ``saltdjango.hook_command``) run in a release directory.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_build.hook_argv '{manage: [compilemessages]}' manage.py /srv/demo/current/venv/bin/python
+    """
     if "manage" in hook:
         return [venv_python, manage_py, *hook["manage"]]
     return ["./" + hook["run"][0] if "/" not in hook["run"][0] else hook["run"][0], *hook["run"][1:]]

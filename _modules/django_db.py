@@ -62,7 +62,9 @@ def _backup_dir(project: str) -> str:
 def list_backups(project: str) -> list[dict[str, Any]]:
     """Backups, oldest first, with size and age.
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-call django_db.list_backups demo
     """
@@ -88,7 +90,9 @@ def backup(project: str, reason: str = "manual", offsite: bool | None = None) ->
     when the project has a ``BACKUP_KEY``, reporting a failed copy in the
     result; True: always, a failed copy failing the call (scheduled backups).
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-call django_db.backup demo
     """
@@ -218,7 +222,9 @@ def fetch_copy(project: str, copy: str, port: int, token: str) -> dict[str, Any]
     decrypt and check it (``pg_restore --list``) into
     ``<backup dir>/<original name minus .dump>-copy.dump``, ready for ``restore``.
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-run rollout.restore copy=<copy name> confirm=True   # calls this on the db server
     """
@@ -324,7 +330,9 @@ def restore(project: str, file: str, confirm: bool = False) -> dict[str, Any]:
     Rows written after the backup are lost. Holds the deploy lock, so no
     release migrates meanwhile.
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-call django_db.restore demo file=/var/backups/salt-django/demo/<name>.dump confirm=True
     """

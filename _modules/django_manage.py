@@ -23,8 +23,6 @@ from typing import Any
 
 __virtualname__ = "django_manage"
 
-APP_ROOT = "/srv"
-ENV_ROOT = "/etc"
 _CHECK_LINE = re.compile(r"^(?P<obj>.*?): \((?P<id>[\w.]+)\) (?P<message>.*)$")
 _LEVEL_HEADING = re.compile(r"^(CRITICALS|ERRORS|WARNINGS|INFOS|DEBUGS):$")
 _PLAN_LINE = re.compile(r"^\[(?P<done>[ X])\]\s+(?P<name>\S+)")
@@ -37,13 +35,20 @@ def __virtual__() -> str:
 
 
 def project_root(project: str) -> str:
-    """``/srv/<project>``: releases, ``current`` and ``shared`` live here."""
-    return os.path.join(APP_ROOT, project)
+    """``/srv/<project>``: releases, ``current`` and ``shared`` live here.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_manage.project_root demo
+    """
+    return __salt__["saltdjango.project"](project)["root"]  # noqa: F821
 
 
 def _env_file(project: str) -> str:
     """``/etc/<project>/env``: the secrets and settings of the running app."""
-    return os.path.join(ENV_ROOT, project, "env")
+    return __salt__["saltdjango.project"](project)["env_file"]  # noqa: F821
 
 
 def _app_user(project: str) -> str:
@@ -99,7 +104,8 @@ def masked_env(project: str, directory: str) -> dict[str, str]:
 
 
 def _run_in_release(project: str, argv: list[str], release: str | None, timeout: int, python: bool = True) -> dict[str, Any]:
-    """Run ``<release>/venv/bin/python <argv>`` (or ``argv`` itself) as the app user with the app's environment."""
+    """Run ``<release>/venv/bin/python <argv>`` (or ``argv`` itself) as the app user with the
+    app's environment; what it prints comes back with the app's secrets masked."""
     directory = _release_dir(project, release)
     interpreter = os.path.join(directory, "venv", "bin", "python")
     if not os.path.exists(interpreter):
@@ -124,13 +130,17 @@ def _run_in_release(project: str, argv: list[str], release: str | None, timeout:
         )
     except subprocess.TimeoutExpired:
         return {"retcode": 124, "stdout": "", "stderr": f"{' '.join(argv)} timed out after {timeout}s"}
-    return {"retcode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+    # What a command prints reaches the job cache: a setting that echoes a secret must not.
+    mask = __salt__["saltdjango.mask_secrets"]  # noqa: F821
+    return {"retcode": proc.returncode, "stdout": mask(proc.stdout, project), "stderr": mask(proc.stderr, project)}
 
 
 def run(project: str, *args: str, release: str | None = None, timeout: int = 900) -> dict[str, Any]:
     """Run ``manage.py <args>`` as the app user; returns retcode, stdout, stderr.
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-call django_manage.run demo showmigrations
     """
@@ -191,6 +201,12 @@ def check_deploy(project: str, release: str | None = None, fail_level: str = "WA
     ``ok`` is False when any issue at or above ``fail_level`` is reported or
     when the project cannot even start (an import error is reported with the
     id ``startup``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_manage.check_deploy demo fail_level=ERROR
     """
     result = run(project, "check", "--deploy", "--fail-level", fail_level, release=release)
     issues = _parse_check_output(result["stderr"] + "\n" + result["stdout"])
@@ -201,7 +217,14 @@ def check_deploy(project: str, release: str | None = None, fail_level: str = "WA
 
 
 def unapplied_migrations(project: str, release: str | None = None) -> dict[str, Any]:
-    """Migrations of the release that the database does not have yet."""
+    """Migrations of the release that the database does not have yet.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_manage.unapplied_migrations demo release=20261129T040000Z-1a2b3c4
+    """
     result = run(project, "showmigrations", "--plan", release=release)
     if result["retcode"] != 0:
         return {"ok": False, "migrations": [], "error": _last_line(result)}
@@ -229,7 +252,14 @@ finally:
 
 
 def migrate(project: str, release: str | None = None) -> dict[str, Any]:
-    """Apply migrations, one server at a time; names the migration that failed, if one does."""
+    """Apply migrations, one server at a time; names the migration that failed, if one does.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_manage.migrate demo
+    """
     key = int.from_bytes(hashlib.sha256(f"salt-django migrate {project}".encode()).digest()[:8], "big", signed=True)
     result = run(project, "shell", "-c", _LOCKED_MIGRATE.format(key=key), release=release)
     applied = [m["name"] for m in map(_APPLYING.match, result["stdout"].splitlines()) if m]
@@ -240,7 +270,14 @@ def migrate(project: str, release: str | None = None) -> dict[str, Any]:
 
 
 def collectstatic(project: str, release: str | None = None) -> dict[str, Any]:
-    """Collect the release's static files into its own STATIC_ROOT."""
+    """Collect the release's static files into its own STATIC_ROOT.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_manage.collectstatic demo release=20261129T040000Z-1a2b3c4
+    """
     result = run(project, "collectstatic", "--noinput", release=release)
     if result["retcode"] != 0:
         return {"ok": False, "error": _last_line(result)}
@@ -252,6 +289,12 @@ def health(url: str = "http://127.0.0.1/healthz", host: str | None = None, timeo
 
     ``verify=False`` accepts any certificate: a load balancer probing itself
     by address (its certificate names the domain, maybe self-signed).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_manage.health https://127.0.0.1/healthz host=demo.example.org verify=False
     """
     if not url.startswith(("http://", "https://")):
         return {"ok": False, "status": None, "error": f"not an http(s) URL: {url}"}
@@ -268,7 +311,14 @@ def health(url: str = "http://127.0.0.1/healthz", host: str | None = None, timeo
 
 
 def health_answer(status: int, body: bytes) -> dict[str, Any]:
-    """Judge a /healthz answer: ``ok`` only on HTTP 200 with a JSON status "ok"."""
+    """Judge a /healthz answer: ``ok`` only on HTTP 200 with a JSON status "ok".
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_manage.health_answer 200 '{"status": "ok"}'
+    """
     try:
         payload = json.loads(body)
     except ValueError:

@@ -143,6 +143,12 @@ def resolve(project: str, source: str | None = None, repo: str | None = None, re
     ``repo`` + ``ref``: a git repository (path or URL) at a branch, tag or
     commit; the digest is the commit. Otherwise ``source``: a ``salt://`` or
     local directory; the digest is a hash of its content.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_release.resolve demo repo=https://git.example.org/demo.git ref=v2
     """
     if repo:
         mirror = _git_mirror(project, repo)
@@ -158,7 +164,14 @@ def resolve(project: str, source: str | None = None, repo: str | None = None, re
 
 
 def current(project: str) -> str | None:
-    """Id of the live release, or None before the first switch."""
+    """Id of the live release, or None before the first switch.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_release.current demo
+    """
     link = os.path.join(_root(project), "current")
     if not os.path.islink(link):
         return None
@@ -166,12 +179,26 @@ def current(project: str) -> str | None:
 
 
 def is_built(project: str, release: str) -> bool:
-    """True when the release directory holds a finished build."""
+    """True when the release directory holds a finished build.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_release.is_built demo 20261129T040000Z-1a2b3c4
+    """
     return os.path.isfile(os.path.join(_root(project), "releases", release, MARKER))
 
 
 def info(project: str, release: str) -> dict[str, Any]:
-    """The completion marker of a release: source, digest, build seconds, time."""
+    """The completion marker of a release: source, digest, build seconds, time.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_release.info demo 20261129T040000Z-1a2b3c4
+    """
     with open(os.path.join(_root(project), "releases", release, MARKER), encoding="utf-8") as handle:
         return json.load(handle)
 
@@ -185,12 +212,26 @@ def _markers(project: str) -> list[dict[str, Any]]:
 
 
 def list_releases(project: str) -> dict[str, Any]:
-    """Built releases, oldest first, and the live one."""
+    """Built releases, oldest first, and the live one.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_release.list_releases demo
+    """
     return {"releases": [m["id"] for m in _markers(project)], "current": current(project)}
 
 
 def find(project: str, digest: str) -> str | None:
-    """The built release of this exact source (commit or content), if any."""
+    """The built release of this exact source (commit or content), if any.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_release.find demo 1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b
+    """
     return next((m["id"] for m in _markers(project) if m.get("digest") == digest), None)
 
 
@@ -363,7 +404,14 @@ def _audit_path(project: str) -> str:
 
 
 def record(project: str, operation: str, result: str, seconds: float, **details: Any) -> dict[str, Any]:
-    """Append one line to the audit log: when, who, what, from, to, result."""
+    """Append one line to the audit log: when, who, what, from, to, result.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_release.record demo restart ok 2.5 to=20261129T040000Z-1a2b3c4
+    """
     entry = {
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "operation": operation,
@@ -384,7 +432,9 @@ def record(project: str, operation: str, result: str, seconds: float, **details:
 def audit(project: str, limit: int = 50) -> list[dict[str, Any]]:
     """The last ``limit`` operations of the audit log, oldest first.
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-call django_release.audit demo
     """
@@ -582,6 +632,12 @@ def release(
         salt-call django_release.release demo source=salt://projects/demo
 
     Returns ``{"ok", "id", "previous", "changes", "comment"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_release.release demo repo=https://git.example.org/demo.git ref=v2
     """
     previous = current(project)
     if not repo and not source:
@@ -619,7 +675,9 @@ def prepare(
     Returns ``{"ok", "id", "digest", "built", "comment"}`` (``digest``: the
     commit of a git source); a refused build is deleted.
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt app1 django_release.prepare demo repo=/srv/git/demo.git ref=v2
     """
@@ -640,7 +698,9 @@ def activate(project: str, release: str, hooks: bool = True) -> dict[str, Any]:
     the database migrated; the hooks marked ``each: true`` run here, around
     the switch (``hooks=False``: a rollback runs none). Returns ``{"ok", "id", "previous", "changes", "comment"}``.
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt app1 django_release.activate demo 20261127T120000Z-1a2b3c4
     """
@@ -667,7 +727,9 @@ def rollback(project: str, to: str | None = None) -> dict[str, Any]:
     The database is not touched: migrations of the newer release stay
     applied. Refuses when there is no earlier release.
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-call django_release.rollback demo
     """
@@ -696,7 +758,9 @@ def rollback(project: str, to: str | None = None) -> dict[str, Any]:
 def restart(project: str) -> dict[str, Any]:
     """Restart the live release in the idle slot, no request dropped (e.g. its env changed).
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-call django_release.restart demo
     """
@@ -720,6 +784,12 @@ def prune(project: str, keep: int | None = None) -> list[str]:
     Never removes the live release, the one a slot still runs, or the
     release before the live one (the rollback target). Then prunes the kept
     static files of earlier releases to their window (``django_static.prune``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_release.prune demo keep=3
     """
     keep = int(keep if keep is not None else __salt__["saltdjango.project"](project)["keep_releases"])  # noqa: F821
     listing = list_releases(project)

@@ -139,7 +139,14 @@ def _cron_fields(when: str) -> str:
 
 
 def job_problems(key: str, schedule: Any) -> list[str]:
-    """Errors in one project's pillar ``schedule`` (``key`` is ``projects:<name>``)."""
+    """Errors in one project's pillar ``schedule`` (``key`` is ``projects:<name>``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_schedule.job_problems projects:demo '{tick: {manage: clearsessions, when: "@daily"}}'
+    """
     if schedule in (None, {}):
         return []
     if not isinstance(schedule, dict):
@@ -166,7 +173,14 @@ def job_problems(key: str, schedule: Any) -> list[str]:
 
 
 def backup_problems(key: str, backups: Any) -> list[str]:
-    """Errors in one project's pillar ``backups:schedule`` (``key`` is ``projects:<name>``)."""
+    """Errors in one project's pillar ``backups:schedule`` (``key`` is ``projects:<name>``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_schedule.backup_problems projects:demo '{schedule: "@daily"}'
+    """
     when = backups.get("schedule") if isinstance(backups, dict) else None
     if not when:
         return []
@@ -245,7 +259,14 @@ def _backup_jobs(projects: dict[str, dict[str, Any]], cluster: bool) -> list[dic
 
 
 def backend() -> str:
-    """``systemd`` where PID 1 is systemd (sd_booted's test), else ``cron``."""
+    """``systemd`` where PID 1 is systemd (sd_booted's test), else ``cron``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_schedule.backend
+    """
     return "systemd" if os.path.isdir("/run/systemd/system") else "cron"
 
 
@@ -273,7 +294,14 @@ def jobs() -> list[dict[str, str]]:
 
 def stale(wanted: list[str], dirs: tuple[str, ...] = (SYSTEMD_DIR, CRON_DIR, SCRIPT_DIR)) -> dict[str, dict[str, Any]]:
     """Jobs of ours on disk that are not in ``wanted`` (unit names): their
-    files, and whether a timer of theirs must be stopped first."""
+    files, and whether a timer of theirs must be stopped first.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_schedule.stale '[salt-django-job-demo-tick]'
+    """
     found: dict[str, dict[str, Any]] = {}
     systemd_dir = dirs[0]
     for directory in dirs:

@@ -48,7 +48,14 @@ def _root(project: str) -> str:
 
 
 def program(project: str, slot: str) -> str:
-    """The supervisord program name of a slot."""
+    """The supervisord program name of a slot.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call gunicorn_slots.program demo a
+    """
     return f"{project}-gunicorn-{slot}"
 
 
@@ -102,7 +109,14 @@ def adopt(project: str, test: bool = False) -> str | None:
 
 
 def slot_release(project: str, slot: str) -> str | None:
-    """The release a slot is linked to, or None when the slot is disabled."""
+    """The release a slot is linked to, or None when the slot is disabled.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call gunicorn_slots.slot_release demo b
+    """
     link = os.path.join(_root(project), "slots", slot)
     return os.path.basename(os.readlink(link)) if os.path.islink(link) else None
 
@@ -112,7 +126,14 @@ def _ctl(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def program_state(project: str, slot: str) -> str | None:
-    """supervisord's state of a slot's program (RUNNING, EXITED, ...), None if unknown."""
+    """supervisord's state of a slot's program (RUNNING, EXITED, ...), None if unknown.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call gunicorn_slots.program_state demo a
+    """
     out = _ctl("status", program(project, slot)).stdout.split()
     return out[1] if len(out) > 1 and "no such process" not in " ".join(out) else None
 
@@ -158,7 +179,7 @@ def _wait_healthy(project: str, slot: str, release: str, host: str, timeout: flo
 
 def _log_tail(project: str, lines: int = 8) -> str:
     """The last lines of the slots' log, secrets masked (this text reaches the job cache)."""
-    path = os.path.join("/var/log", project, "gunicorn.log")
+    path = os.path.join(__salt__["saltdjango.project"](project)["log_dir"], "gunicorn.log")  # noqa: F821
     try:
         with open(path, "rb") as handle:
             handle.seek(max(os.fstat(handle.fileno()).st_size - 16384, 0))
@@ -203,6 +224,12 @@ def activate(project: str, release: str, host: str, timeout: float = 60) -> dict
     ``host`` is the Host header for the health check (a project domain).
     Raises RuntimeError, with the live release still serving, when the new
     one does not become healthy.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call gunicorn_slots.activate demo 20261129T040000Z-1a2b3c4 demo.example.org
     """
     root = _root(project)
     old = _serving(project)
@@ -232,13 +259,27 @@ def _retire(project: str, slot: str) -> None:
 
 
 def is_serving(project: str, release: str) -> bool:
-    """True when the linked slot runs ``release`` and its program is RUNNING."""
+    """True when the linked slot runs ``release`` and its program is RUNNING.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call gunicorn_slots.is_serving demo 20261129T040000Z-1a2b3c4
+    """
     slot = _serving(project)
     return bool(slot) and slot_release(project, slot) == release and program_state(project, slot) == "RUNNING"
 
 
 def status(project: str) -> dict[str, Any]:
-    """Which slot serves, and what each slot runs."""
+    """Which slot serves, and what each slot runs.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call gunicorn_slots.status demo
+    """
     return {
         "serving": _serving(project),
         "slots": {slot: {"release": slot_release(project, slot), "state": program_state(project, slot)} for slot in SLOTS},

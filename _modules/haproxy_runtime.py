@@ -69,7 +69,9 @@ def _parse_stat(text: str) -> list[dict[str, str]]:
 def servers(backend: str, socket_path: str | None = None) -> dict[str, dict[str, Any]]:
     """The servers of ``backend``: status (UP, DOWN, DRAIN, MAINT, ...), sessions, weight.
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-call haproxy_runtime.servers app
     """
@@ -100,7 +102,9 @@ def _sessions(backend: str, server: str, socket_path: str | None = None) -> int:
 def set_state(backend: str, server: str, state: str, socket_path: str | None = None) -> dict[str, Any]:
     """``set server <backend>/<server> state <ready|drain|maint>``.
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-call haproxy_runtime.set_state app app1 drain
     """
@@ -119,6 +123,12 @@ def wait_drained(backend: str, server: str, timeout: float = 30, interval: float
 
     Returns ``{"drained", "sessions", "seconds"}``; ``drained`` is False when
     sessions remained at the deadline (the caller decides whether to go on).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call haproxy_runtime.wait_drained demo_app app1 timeout=60
     """
     started = time.monotonic()
     count = _sessions(backend, server, socket_path)
@@ -131,7 +141,14 @@ def wait_drained(backend: str, server: str, timeout: float = 30, interval: float
 def wait_up(backend: str, names: list[str], timeout: float = 15, interval: float = 0.5, socket_path: str | None = None) -> dict[str, Any]:
     """Wait until every server of ``names`` is UP in ``backend`` (health checks
     pass), at most ``timeout`` seconds. Returns ``{"down", "seconds"}``:
-    ``down`` lists the servers still not UP (missing ones included)."""
+    ``down`` lists the servers still not UP (missing ones included).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call haproxy_runtime.wait_up demo_app '[app1, app2]'
+    """
     started = time.monotonic()
     while True:
         listing = servers(backend, socket_path)
@@ -147,7 +164,9 @@ def save_state(path: str, socket_path: str | None = None) -> dict[str, Any]:
     a reload keeps servers drained or in maintenance. Returns ``{"saved",
     "servers"}``; ``saved`` is False when HAProxy does not run (nothing to keep).
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-call haproxy_runtime.save_state /var/lib/haproxy-admin/server-state
     """

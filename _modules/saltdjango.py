@@ -33,7 +33,7 @@ SINGLE_SERVER_ROLES = ("db", "cache", "app", "web")
 SERVER_SECRETS = frozenset({"BACKUP_KEY"})
 #: The secrets of a project (``projects:<p>:secrets``) that a role needs; None: every
 #: one but ``SERVER_SECRETS``. A role not listed needs none. TLS material goes to
-#: whatever ends TLS (``role_view``).
+#: whatever ends TLS (``_role_view``).
 ROLE_SECRETS: dict[str, frozenset[str] | None] = {
     "app": None,
     "worker": None,
@@ -73,7 +73,14 @@ def __virtual__() -> str:
 
 
 def secret_key_problems(value: Any) -> list[str]:
-    """Why a SECRET_KEY is weak, by Django's own rule (security.W009); empty if strong."""
+    """Why a SECRET_KEY is weak, by Django's own rule (security.W009); empty if strong.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.secret_key_problems "$(openssl rand -hex 32)"
+    """
     if not isinstance(value, str) or not value:
         return ["is empty"]
     problems = []
@@ -211,6 +218,12 @@ def hook_command(item: Any) -> dict[str, Any]:
     A string is a management command line; a mapping names ``manage`` (a
     management command line) or ``run`` (a command in the release) and may
     set ``each: true`` (in a cluster: on every app server, not once).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.hook_command '{manage: [migrate_schemas], each: true}'
     """
     spec = {"manage": item} if isinstance(item, str) else item
     if not isinstance(spec, dict):
@@ -244,6 +257,12 @@ def topology(pillar: dict[str, Any] | None = None) -> dict[str, list[str]]:
     """Roles of every server of the cluster (``topology:hosts``), by minion id.
 
     Empty on a single server (masterless): it holds every role but ``lb``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.topology
     """
     data = __pillar__ if pillar is None else pillar  # noqa: F821 - injected by the Salt loader
     hosts = (data.get("topology") or {}).get("hosts") or {}
@@ -256,7 +275,14 @@ def roles_of(hosts: Any, minion: str, masterless: bool) -> list[str]:
     """The roles of ``minion`` by ``topology:hosts`` (pillar/topology.yaml): what
     pillar/topology.sls and pillar/role_secrets.sls give it. A single server
     (masterless, or no topology) holds every role but ``lb``; a minion the
-    topology does not list, none."""
+    topology does not list, none.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.roles_of '{app1: {roles: [app]}}' app1 False
+    """
     if masterless or not hosts:
         return list(SINGLE_SERVER_ROLES)
     spec = hosts.get(minion) if isinstance(hosts, dict) else None
@@ -296,12 +322,13 @@ def _ends_tls(roles: list[str], has_lb: bool) -> bool:
     return "lb" in roles or ("web" in roles and not has_lb)
 
 
-def role_view(data: Any, roles: list[str], has_lb: bool) -> dict[str, Any]:
+def _role_view(data: Any, roles: list[str], has_lb: bool) -> dict[str, Any]:
     """The secrets pillar ``data`` as a server holding ``roles`` may see it.
 
-    Only ``projects:<p>:secrets`` (filtered by ``needs_secret``) and
-    ``projects:<p>:tls`` (kept where ``ends_tls``) are cut; every other key
-    the operator wrote beside them passes, whatever the role.
+    Only ``projects:<p>:secrets`` (filtered by ``_needs_secret``) and
+    ``projects:<p>:tls`` (kept where ``_ends_tls``) are cut; every other key
+    the operator wrote beside them passes, whatever the role. Private: it
+    returns secrets, for pillar/role_secrets.sls only.
     """
     if not isinstance(data, dict):
         return {}
@@ -344,7 +371,14 @@ def _read_secret_files(roots: list[str]) -> dict[str, Any]:
 
 
 def members(roles: str | list[str], pillar: dict[str, Any] | None = None) -> list[str]:
-    """Minion ids, sorted, of the cluster's servers that hold any of ``roles``."""
+    """Minion ids, sorted, of the cluster's servers that hold any of ``roles``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.members app
+    """
     wanted = {roles} if isinstance(roles, str) else set(roles)
     return sorted(name for name, held in topology(pillar).items() if wanted & set(held))
 
@@ -358,6 +392,12 @@ def trusted_addresses(published: dict[str, Any], network: str | None = None) -> 
     when that is null, a private (RFC 1918 or ULA) address. An address that
     two servers published is refused for both: which one owns it is unknown.
     Returns ``(accepted, refused)``: minion -> address, minion -> reason.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.trusted_addresses '{app1: [10.0.0.4]}' network=10.0.0.0/24
     """
     subnet = ipaddress.ip_network(network, strict=False) if network else None
     accepted, refused = {}, {}
@@ -397,6 +437,12 @@ def addresses(roles: str | list[str]) -> dict[str, str]:
     A server whose minion never published its address (not started yet), or
     published one that is not trusted (``refused_addresses``), is left out:
     callers decide whether that is an error.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.addresses '[app, worker]'
     """
     accepted, _ = _published()
     return {name: accepted[name] for name in members(roles) if name in accepted}
@@ -423,7 +469,14 @@ def _own_address() -> str:
 
 def bind_addresses() -> list[str]:
     """Addresses a shared service (PostgreSQL, Redis) listens on besides loopback:
-    this server's private address in a cluster, none on a single server."""
+    this server's private address in a cluster, none on a single server.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.bind_addresses
+    """
     if not topology():
         return []
     own = _own_address()
@@ -458,6 +511,12 @@ def validate(pillar: dict[str, Any] | None = None, minion: str | None = None) ->
     Reads this minion's pillar unless one is passed (the orchestrator and the
     unit tests pass one). On an app server of a cluster, the database and
     cache servers must have published their addresses (Salt mine).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.validate
     """
     data = __pillar__ if pillar is None else pillar  # noqa: F821 - injected by the Salt loader
     minion = minion or __opts__.get("id", "")  # noqa: F821
@@ -536,6 +595,12 @@ def projects(defaults: dict[str, Any] | None = None, pillar: dict[str, Any] | No
     SLS files only read data. In a cluster the database and cache hosts are
     the db and cache servers' private addresses (Salt mine), unless the
     project's pillar names a host itself (e.g. a managed database).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.projects
     """
     data = __pillar__ if pillar is None else pillar  # noqa: F821
     cpus = __grains__.get("num_cpus", os.cpu_count() or 1) if pillar is None else 1  # noqa: F821
@@ -565,6 +630,12 @@ def defaults() -> dict[str, Any]:
 
     Read once per run through the fileserver, so that modules, states and
     ``map.jinja`` agree on every default.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.defaults
     """
     cache = __context__  # noqa: F821 - injected by the Salt loader
     if "saltdjango.defaults" not in cache:
@@ -613,6 +684,12 @@ def secret_variables(name: str, pillar: dict[str, Any] | None = None) -> dict[st
     The three salt-django knows (SECRET_KEY, DB_PASSWORD, REDIS_PASSWORD)
     get their Django-side names; any other secret keeps its own name, but
     ``SERVER_SECRETS``, which no app process needs.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.secret_variables demo
     """
     data = __pillar__ if pillar is None else pillar  # noqa: F821
     raw = (((data.get("projects") or {}).get(name) or {}).get("secrets")) or {}
@@ -640,6 +717,12 @@ def service_urls(values: dict[str, str]) -> dict[str, str]:
 
     The forms dj-database-url and django-environ read; user and password
     are percent-encoded.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.service_urls '{DATABASE_HOST: 10.0.0.2, DATABASE_NAME: demo}'
     """
 
     def quoted(key: str) -> str:
@@ -683,10 +766,17 @@ def mask_secrets(text: str, name: str) -> str:
 
         salt-call saltdjango.mask_secrets "$(tail /var/log/demo/gunicorn.log)" demo
     """
-    env = __utils__["saltdjango_env.read"](f"/etc/{name}/env")  # noqa: F821
+    env = __utils__["saltdjango_env.read"](project(name)["env_file"])  # noqa: F821
     return _mask(text, [env[var] for var in secret_names(name) if var in env])
 
 
 def generate_secret(length: int = 64) -> str:
-    """A random value from letters and digits, strong for any of our secrets."""
+    """A random value from letters and digits, strong for any of our secrets.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.generate_secret 32
+    """
     return "".join(secrets.choice(_ALPHABET) for _ in range(length))

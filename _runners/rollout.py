@@ -493,7 +493,9 @@ def deploy(release: str | None = None, project: str | None = None, allow_partial
     that connected before and does not answer now stops it before anything
     is built, unless ``allow_partial`` (default: pillar ``rollout:allow_partial``).
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-run state.orchestrate orch.deploy pillar='{"release": "v2"}'
     """
@@ -674,7 +676,9 @@ def init_secrets() -> dict[str, Any]:
     and does not answer now stops it. Run it before the first ``salt '*'
     state.apply``; ``deploy`` runs it too.
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-run rollout.init_secrets
     """
@@ -739,7 +743,9 @@ def rollback(project: str | None = None) -> dict[str, Any]:
     """Every app server back to the release before the last rollout (after a
     failed rollout: back to the release the cluster served before it).
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-run state.orchestrate orch.rollback
     """
@@ -776,7 +782,9 @@ def plan(release: str | None = None, project: str | None = None) -> dict[str, An
     the pending migrations; no migration, backup, switch or HAProxy change
     happens. Returns ``steps`` in the order the rollout would take them.
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-run rollout.plan release=v2
     """
@@ -827,7 +835,9 @@ def status(project: str | None = None) -> dict[str, Any]:
     (release, program state), per load balancer each server's HAProxy state,
     and what the master recorded.
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-run rollout.status
     """
@@ -875,7 +885,9 @@ def backups(project: str | None = None) -> dict[str, Any]:
     """The off-host copies of a project's backups on this master (encrypted;
     the db server pushes one after each backup): what ``restore copy=...`` takes.
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-run rollout.backups
     """
@@ -933,7 +945,9 @@ def restore(file: str | None = None, copy: str | None = None, project: str | Non
     what it replaces first. Needs ``confirm=True``: rows written since the
     backup are lost.
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-run rollout.restore copy=<name> confirm=True
     """
@@ -1002,7 +1016,9 @@ def request(release: str | None = None, project: str | None = None) -> dict[str,
     (reactor/deploy.sls) hands to :func:`requested`. For CI through salt-api,
     allow this one runner (README: running the master).
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-run rollout.request release=v2
     """
@@ -1020,7 +1036,14 @@ def request(release: str | None = None, project: str | None = None) -> dict[str,
 def requested(request: Any = None) -> dict[str, Any]:
     """Run the rollout a ``salt-django/deploy`` event asks for, if :func:`request`
     signed it; refuse anything else (any minion can fire that event). Every
-    verdict goes to ``<state dir>/requests.log``. Called by the reactor."""
+    verdict goes to ``<state dir>/requests.log``. Called by the reactor.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run rollout.requested '{release: v2, time: 1795000000, nonce: <hex>, signature: <hex>}'  # reactor/deploy.sls
+    """
     now = time.time()
     with _state_file("requests") as seen:
         for nonce, at in list(seen.items()):
@@ -1096,7 +1119,9 @@ def join(minion: str) -> dict[str, Any]:
     (``rollout:join_wait`` seconds, 600). Does nothing for a minion the
     topology does not list.
 
-    CLI example::
+    CLI Example:
+
+    .. code-block:: bash
 
         salt-run rollout.join minion=app3
     """

@@ -1,7 +1,7 @@
 #!py
 """The secrets (generated.sls, then local.sls, from the other pillar roots),
-cut to what this minion's roles need, by _modules/saltdjango.py:
-role_view: app and worker servers get their projects' secrets, db the
+cut to what this minion's roles need, by _modules/saltdjango.py
+(_role_view): app and worker servers get their projects' secrets, db the
 database passwords, cache the Redis passwords, and whatever ends TLS (the
 load balancer, or the web server where there is none) the TLS material.
 The roles come from topology.yaml as pillar/topology.sls reads them, so the
@@ -29,4 +29,4 @@ def run():
     topology = saltdjango.read_topology(here, __opts__["id"], __opts__.get("__role") == "minion")
     has_lb = any("lb" in ((spec or {}).get("roles") or []) for spec in topology["hosts"].values())
     roots = [root for root in __opts__["pillar_roots"].get(saltenv, []) if os.path.realpath(root) != here]
-    return saltdjango.role_view(saltdjango._read_secret_files(roots), topology["roles"], has_lb)
+    return saltdjango._role_view(saltdjango._read_secret_files(roots), topology["roles"], has_lb)
