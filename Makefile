@@ -26,7 +26,7 @@ help:
 	@echo "make restore FILE=.. CONFIRM=yes  restore a backup (rows written since are lost)"
 	@echo "make audit                      who released, rolled back or restored what, when"
 	@echo "make test                       lint + unit + integration tests"
-	@echo "make lint                       ruff and salt-lint only"
+	@echo "make lint                       ruff, salt-lint and the duplicate-code check only"
 
 deploy:
 	@scripts/bootstrap.sh
@@ -66,6 +66,9 @@ lint: test-deps
 	$(TEST_VENV)/bin/ruff check .
 	$(TEST_VENV)/bin/ruff format --check .
 	$(TEST_VENV)/bin/salt-lint $$(find salt -name '*.sls' -not -path '*/projects/*')
+	@# Shared code belongs in _utils/: no block of 6 lines or more twice in the Salt modules.
+	$(TEST_VENV)/bin/pylint --disable=all --enable=duplicate-code --min-similarity-lines=6 --score=n \
+		_modules/*.py _states/*.py _runners/*.py _utils/*.py
 
 unit: test-deps
 	$(TEST_VENV)/bin/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -345,7 +345,7 @@ def restore(project: str, file: str, confirm: bool = False) -> dict[str, Any]:
         return _failed({"ok": False, "comment": f"restoring {path} replaces every row of {_database(project)}: pass confirm=True"})
     mods = __salt__  # noqa: F821
     try:
-        with mods["django_release.deploy_lock"](project, "restore"):
+        with __utils__["saltdjango_files.deploy_lock"](project, "restore"):  # noqa: F821
             safety = backup(project, reason="before-restore")["file"]
             stopped = _app_programs(project)
             for program in stopped:

@@ -22,7 +22,6 @@ with ``gunicorn_slots.activate`` (no request dropped).
 from __future__ import annotations
 
 import datetime
-import getpass
 import hashlib
 import json
 import os
@@ -31,8 +30,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 __virtualname__ = "django_release"
@@ -45,7 +43,6 @@ IGNORED_TOP = frozenset({"venv", "static", "media"})
 IGNORED_SUFFIXES = (".pyc", ".pyo", ".sqlite3")
 GIT_CACHE = "/var/cache/salt-django/git"
 AUDIT_ROOT = "/var/log/salt-django"
-LOCK_DIR = "/run/salt-django"
 _CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/root", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
@@ -370,35 +367,6 @@ def _build(project: str, resolved: dict[str, Any], rid: str | None = None) -> di
 # ------------------------------------------------------------ lock & audit
 
 
-def _actor() -> str:
-    return os.environ.get("SUDO_USER") or os.environ.get("USER") or getpass.getuser()
-
-
-@contextmanager
-def deploy_lock(project: str, operation: str) -> Iterator[None]:
-    """One release, rollback or restore at a time per project on this host.
-
-    The lock (``saltdjango_files.held``) names its holder for the message
-    that refuses a second operation. It lives in root's
-    ``/run/salt-django/`` (0700), where the app user cannot take it to
-    block deploys.
-
-    CLI Example (a context manager for other modules: ``__salt__`` only):
-
-    .. code-block:: python
-
-        with __salt__["django_release.deploy_lock"]("demo", "restore"):
-            ...
-    """
-    os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-    with __utils__["saltdjango_files.held"](  # noqa: F821
-        os.path.join(LOCK_DIR, f"{project}.deploy.lock"),
-        f"{operation} by {_actor()}",
-        refuse=lambda holder: ReleaseError(f"another deploy operation of {project} is running: {holder}"),
-    ):
-        yield
-
-
 def _audit_path(project: str) -> str:
     return os.path.join(AUDIT_ROOT, project, "deploys.log")
 
@@ -415,7 +383,7 @@ def record(project: str, operation: str, result: str, seconds: float, **details:
     entry = {
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "operation": operation,
-        "by": _actor(),
+        "by": __utils__["saltdjango_files.actor"](),  # noqa: F821
         "trigger": os.environ.get("SALT_DJANGO_TRIGGER", "salt"),
         "result": result,
         "seconds": round(seconds, 1),
@@ -599,7 +567,7 @@ def _operation(
     rollout runner reads ``ok`` of the operations it drives)."""
     started = time.monotonic()
     try:
-        with deploy_lock(project, operation):
+        with __utils__["saltdjango_files.deploy_lock"](project, operation, ReleaseError):  # noqa: F821
             outcome = work()
     except OPERATION_ERRORS as exc:
         record(project, operation, "failed", time.monotonic() - started, error=str(exc), **details)

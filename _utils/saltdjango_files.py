@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import getpass
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+#: Root's directory (0700) of the per-project deploy locks: the app user
+#: cannot take one there to block deploys.
+LOCK_DIR = "/run/salt-django"
 
 
 def replace(path: str, data: str | bytes, mode: int = 0o600, owner: tuple[int, int] | None = None) -> None:
@@ -77,3 +82,21 @@ def held(
         finally:
             handle.seek(0)
             handle.truncate()
+
+
+def actor() -> str:
+    """Who runs this operation: the user behind sudo, else this process's user."""
+    return os.environ.get("SUDO_USER") or os.environ.get("USER") or getpass.getuser()
+
+
+@contextmanager
+def deploy_lock(project: str, operation: str, error: type[Exception] = RuntimeError) -> Iterator[None]:
+    """One release, rollback or restore at a time per project on this host:
+    a second one raises ``error`` naming the operation that holds the lock."""
+    os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+    with held(
+        os.path.join(LOCK_DIR, f"{project}.deploy.lock"),
+        f"{operation} by {actor()}",
+        refuse=lambda holder: error(f"another deploy operation of {project} is running: {holder}"),
+    ):
+        yield

@@ -14,9 +14,19 @@ class Utils(dict):
     """``__utils__`` as Salt's loader gives it: ``"<module>.<function>"`` of
     the tree's ``_utils/``, each module loaded on first use."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.modules: dict[str, ModuleType] = {}
+
+    def module(self, name: str) -> ModuleType:
+        """``_utils/<name>.py`` as this ``__utils__`` loaded it (to patch its constants)."""
+        if name not in self.modules:
+            self.modules[name] = _import(f"_utils/{name}.py")
+        return self.modules[name]
+
     def __missing__(self, key: str) -> object:
         module, _, function = key.partition(".")
-        value = getattr(_import(f"_utils/{module}.py"), function)
+        value = getattr(self.module(module), function)
         self[key] = value
         return value
 

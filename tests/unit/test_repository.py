@@ -1,7 +1,9 @@
-"""The repository stands alone: no file names a path outside it."""
+"""The repository stands alone and keeps its own rules: no file names a path
+outside it, each default is defined once, every command says how to call it."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 
@@ -44,3 +46,18 @@ def test_modules_take_each_project_default_from_defaults_yaml() -> None:
         if OWN_DEFAULT.search(line)
     ]
     assert not found, "\n".join(found)
+
+
+def test_every_public_function_has_a_cli_example() -> None:
+    """What ``salt`` or ``salt-run`` can call says how, the way Salt's own modules do;
+    helpers that only their module calls are private."""
+    missing = [
+        f"{path.relative_to(ROOT)}: {node.name}"
+        for folder in ("_modules", "_runners")
+        for path in sorted((ROOT / folder).glob("*.py"))
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, ast.FunctionDef)
+        and not node.name.startswith("_")
+        and "CLI Example:\n\n.. code-block::" not in (ast.get_docstring(node) or "")
+    ]
+    assert not missing, "no CLI Example:\n" + "\n".join(missing)

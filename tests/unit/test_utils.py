@@ -100,3 +100,19 @@ def test_env_diff_names_keys_only() -> None:
     diff = utils["saltdjango_env.diff"]({"A": "secret-old", "B": "same", "C": "gone"}, {"A": "secret-new", "B": "same", "D": "new"})
     assert diff == {"added": ["D"], "changed": ["A"], "removed": ["C"]}
     assert "secret" not in repr(diff)
+
+
+def test_a_second_deploy_operation_is_refused_naming_the_holder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(utils.module("saltdjango_files"), "LOCK_DIR", str(tmp_path / "run"))
+    lock = utils["saltdjango_files.deploy_lock"]
+    with lock("demo", "release", ValueError):
+        with pytest.raises(ValueError, match=r"another deploy operation of demo is running: release by \S+ \(pid \d+\) since "):
+            with lock("demo", "rollback", ValueError):
+                pass
+        with lock("other", "release", ValueError):
+            pass
+    with lock("demo", "rollback", ValueError):
+        pass
+    path = tmp_path / "run" / "demo.deploy.lock"
+    assert path.read_text() == "" and oct(path.stat().st_mode & 0o777) == "0o600"
+    assert oct((tmp_path / "run").stat().st_mode & 0o777) == "0o700"
