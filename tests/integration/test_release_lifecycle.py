@@ -131,6 +131,24 @@ def test_rollback_refuses_without_an_earlier_release(host: Host) -> None:
     assert _live(host) == live
 
 
+@pytest.mark.parametrize(
+    ("call", "cause"),
+    [
+        (f"django_release.release demo repo={GIT} ref=bad-syntax", "refused"),
+        ("django_release.rollback demo", "to roll back to"),
+        ("django_db.restore demo file=20260101T000000000000Z-none.dump confirm=True", "none.dump"),
+    ],
+)
+def test_a_failed_operation_fails_salt_calls_exit_code(host: Host, call: str, cause: str) -> None:
+    """Scripts and CI that call Salt directly, not through make, see the failure."""
+    live = _live(host)
+    salt_call = "/opt/salt-django/venv/bin/salt-call -c /etc/salt-django --local --out=json"
+    result = host.run(f"{salt_call} {call}", check=False, timeout=600)
+    assert result.returncode != 0, (call, result.stdout[-1500:])
+    assert cause in result.stdout, result.stdout[-1500:]
+    assert _live(host) == live
+
+
 def test_releasing_a_built_commit_again_only_switches(host: Host) -> None:
     code, output = run_make(host, f"release REPO={GIT} REF=v2")
     assert code == 0, output[-2000:]
