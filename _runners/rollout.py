@@ -101,7 +101,8 @@ def _batch_size(wanted: Any, servers: int) -> int:
 
 
 def _source_of(release: str | None, project: dict[str, Any], name: str) -> dict[str, Any]:
-    """What to build: a git ref of ``projects:<p>:repo``, or the pillar ``source``.
+    """What to build: a git ref of ``projects:<p>:repo``, or the ``source`` of
+    the project's merged config (``_project``).
 
     A release id (``<UTC time>-<digest>``) needs no build: it must be built
     on every app server already.
@@ -113,7 +114,7 @@ def _source_of(release: str | None, project: dict[str, Any], name: str) -> dict[
         if not repo:
             raise RolloutError("plan", f"release {release!r} is a git ref, but projects:{name}:repo is not set")
         return {"repo": repo, "ref": release}
-    return {"source": project.get("source") or f"salt://projects/{name}"}
+    return {"source": project["source"]}
 
 
 def _rollback_target(record: dict[str, Any]) -> dict[str, Any] | None:
@@ -373,7 +374,10 @@ def _project(pillar: dict[str, Any], project: str | None) -> tuple[str, dict[str
         project = next(iter(projects))
     if project not in projects:
         raise RolloutError("plan", f"no project {project!r} in pillar projects")
-    return project, projects[project]
+    # The config every minion module reads (defaults.yaml + pillar), by the same code.
+    with open(_repo_path("salt/app/defaults.yaml"), encoding="utf-8") as handle:
+        defaults = yaml.safe_load(handle)["project"]
+    return project, _repo_module("_modules/saltdjango.py")._project_config(project, projects[project], defaults)
 
 
 def _finish(cluster: _Cluster | None, ok: bool, comment: str, **extra: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ def test_source_of_a_git_ref_needs_the_repo() -> None:
 def test_source_of_a_release_id_or_nothing() -> None:
     assert rollout._source_of("20261127T120000Z-1a2b3c4", {}, "demo") == {"release": "20261127T120000Z-1a2b3c4"}
     assert rollout._source_of(None, {"source": "salt://x"}, "demo") == {"source": "salt://x"}
-    assert rollout._source_of(None, {}, "demo") == {"source": "salt://projects/demo"}
+    assert rollout._source_of(None, rollout._project({"projects": {"demo": {}}}, None)[1], "demo") == {"source": "salt://projects/demo"}
 
 
 def test_rollback_goes_to_the_release_before_a_good_rollout() -> None:
