@@ -321,29 +321,12 @@ class _Cluster:
         return {minion: ret[minion]["ret"] for minion in tgt}
 
     def _returns(self, tgt: list[str], fun: str, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Each minion's full return (``ret``, ``retcode``) of one job.
-
-        Salt's event bus can drop a return that the master wrote to its job
-        cache (saltstack/salt#57954): waiting for the event then lasts the
-        whole timeout, 15 minutes of a stalled rollout. So the minions are
-        asked every 30 s whether the job still runs (a long build keeps it
-        waiting), and a return the events missed is read from the job cache.
-        """
+        """Each minion's full return (``ret``, ``retcode``) of one job; a lost
+        return is read from the job cache (``saltdjango_jobs.collect``)."""
         pub = self.client.run_job(tgt, fun, args, tgt_type="list", kwarg=kwargs, timeout=self.settings["timeout"], listen=True)
         if not pub:
             return {}
-        ret: dict[str, Any] = {}
-        interval = min(float(self.settings["timeout"]), 30.0)
-        for chunk in self.client.get_cli_event_returns(pub["jid"], pub["minions"], interval, tgt, "list"):
-            for minion, data in (chunk or {}).items():
-                if isinstance(data, dict) and not data.get("failed"):
-                    ret[minion] = data
-        missing = set(tgt) - set(ret)
-        if missing:
-            cached = self.client.returners[f"{self.client.opts['master_job_cache']}.get_jid"](pub["jid"]) or {}
-            for minion in missing & set(cached):
-                ret[minion] = {"ret": cached[minion].get("return"), "retcode": cached[minion].get("retcode", 0)}
-        return ret
+        return __utils__["saltdjango_jobs.collect"](self.client, pub, tgt, "list", min(float(self.settings["timeout"]), 30.0))  # noqa: F821
 
     def ping(self) -> list[str]:
         """Ping every server of the topology once (a silent one costs the

@@ -116,3 +116,23 @@ def test_a_second_deploy_operation_is_refused_naming_the_holder(tmp_path: Path, 
     path = tmp_path / "run" / "demo.deploy.lock"
     assert path.read_text() == "" and oct(path.stat().st_mode & 0o777) == "0o600"
     assert oct((tmp_path / "run").stat().st_mode & 0o777) == "0o700"
+
+
+class FakeClient:
+    """The two things of a LocalClient that ``collect`` uses: the event stream and the job cache."""
+
+    def __init__(self, events: list[dict], cache: dict) -> None:
+        self.opts = {"master_job_cache": "local_cache"}
+        self.events, self.cache = events, cache
+        self.returners = {"local_cache.get_jid": lambda jid: self.cache}
+
+    def get_cli_event_returns(self, jid: str, minions: list[str], interval: float, tgt: object, tgt_type: str, **kw: object) -> object:
+        yield from self.events
+
+
+def test_a_return_the_events_lost_is_read_from_the_job_cache() -> None:
+    pub = {"jid": "20261129040000000000", "minions": ["app1", "app2", "db"]}
+    events = [{"app1": {"ret": True, "retcode": 0}}, {"app2": {"failed": True}}, None]
+    cache = {"app2": {"return": {"x": 1}, "retcode": 1}, "other": {"return": "not targeted"}}
+    got = utils["saltdjango_jobs.collect"](FakeClient(events, cache), pub, ["app1", "app2", "db"], "list", 30)
+    assert got == {"app1": {"ret": True, "retcode": 0}, "app2": {"ret": {"x": 1}, "retcode": 1}}
