@@ -134,7 +134,7 @@ def test_rollback_refuses_without_an_earlier_release(host: Host) -> None:
 @pytest.mark.parametrize(
     ("call", "cause"),
     [
-        (f"django_release.release demo repo={GIT} ref=bad-syntax", "refused"),
+        (f"django_release.release demo repo={GIT} ref=bad-syntax", "not built"),
         ("django_release.rollback demo", "to roll back to"),
         ("django_db.restore demo file=20260101T000000000000Z-none.dump confirm=True", "none.dump"),
     ],
