@@ -124,7 +124,7 @@ def backup(project: str, reason: str = "manual", offsite: bool | None = None) ->
         if os.path.exists(partial):
             os.unlink(partial)
     pruned = _prune_backups(project)
-    __salt__["django_release.record"](project, "backup", "ok", time.monotonic() - started, file=path)  # noqa: F821
+    __salt__["django_audit.record"](project, "backup", "ok", time.monotonic() - started, file=path)  # noqa: F821
     result: dict[str, Any] = {"file": path, "bytes": os.path.getsize(path), "pruned": pruned}
     if offsite or (offsite is None and __salt__["saltdjango.topology"]() and _backup_key(project)):  # noqa: F821
         result["offsite"] = _copy_offsite(project, path)
@@ -360,7 +360,7 @@ def restore(project: str, file: str, confirm: bool = False) -> dict[str, Any]:
     seconds = time.monotonic() - started
     if proc.returncode != 0:
         error = mods["saltdjango.mask_secrets"](proc.stderr.decode(errors="replace").strip(), project).splitlines()[-1:]
-        mods["django_release.record"](project, "restore", "failed", seconds, file=path, error=error, backup=safety)
+        mods["django_audit.record"](project, "restore", "failed", seconds, file=path, error=error, backup=safety)
         return _failed({"ok": False, "comment": f"pg_restore failed, database unchanged: {error}", "backup": safety})
-    mods["django_release.record"](project, "restore", "ok", seconds, file=path, backup=safety)
+    mods["django_audit.record"](project, "restore", "ok", seconds, file=path, backup=safety)
     return {"ok": True, "comment": f"restored {path}; what it replaced is in {safety}", "backup": safety}

@@ -1,49 +1,22 @@
-"""Releases of a Django project: build beside the live one, gate, migrate, switch.
+"""Operations on a Django project's releases: release, prepare, activate,
+rollback, restart: build beside the live one (``django_store``), gate,
+migrate, switch.
 
-Layout (see README.md, "On the server")::
-
-    /srv/<project>/releases/<id>/   code (built as root, read-only for the app
-                                    user); venv -> ../../venvs/<key>
-    /srv/<project>/venvs/<key>/     one virtualenv per distinct requirements file
-    /srv/<project>/current          symlink to the live release
-
-A release id says what was deployed and when: ``<UTC time>-<short commit>``
-for a git source, ``<UTC time>-<short content hash>`` for a directory. A
-source already built (same commit or same content) is never rebuilt, which
-is what makes a second ``state.apply`` a no-op. A directory without the
-completion marker is a build that died half-way and is rebuilt.
-
-``release`` and ``rollback`` hold the project's deploy lock, write one line
-per operation to the audit log ``/var/log/salt-django/<project>/deploys.log``
-(root's: the app user cannot rewrite history) and switch
-with ``gunicorn_slots.activate`` (no request dropped).
+Each operation holds the project's deploy lock, writes one line to the
+audit log (``django_audit``) and switches with ``gunicorn_slots.activate``
+(no request dropped).
 """
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import json
 import os
-import pwd
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
 __virtualname__ = "django_release"
-
-MARKER = ".salt-django-release.json"
-# Never copied into a release: VCS data, caches, a developer's virtualenv,
-# and at the top level the directories that a deploy itself fills.
-IGNORED_ANYWHERE = frozenset({".git", "__pycache__", ".venv", "node_modules"})
-IGNORED_TOP = frozenset({"venv", "static", "media"})
-IGNORED_SUFFIXES = (".pyc", ".pyo", ".sqlite3")
-GIT_CACHE = "/var/cache/salt-django/git"
-AUDIT_ROOT = "/var/log/salt-django"
-_CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/root", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
 class ReleaseError(RuntimeError):
@@ -51,7 +24,7 @@ class ReleaseError(RuntimeError):
 
 
 def __virtual__() -> str:
-    """Stdlib only (git is needed only for git sources)."""
+    """Stdlib only; builds and the audit log are django_store's and django_audit's."""
     return __virtualname__
 
 
@@ -59,362 +32,17 @@ def _root(project: str) -> str:
     return __salt__["django_manage.project_root"](project)  # noqa: F821
 
 
+def _store(function: str) -> Callable[..., Any]:
+    """A function of ``django_store``: where releases are kept and built."""
+    return __salt__[f"django_store.{function}"]  # noqa: F821
+
+
+def _record(project: str, operation: str, result: str, seconds: float, **details: Any) -> None:
+    __salt__["django_audit.record"](project, operation, result, seconds, **details)  # noqa: F821
+
+
 def _pillar(key: str, default: Any = None) -> Any:
     return __salt__["pillar.get"](key, default)  # noqa: F821
-
-
-# ----------------------------------------------------------------- sources
-
-
-def _wanted(relpath: str) -> bool:
-    parts = relpath.split("/")
-    if IGNORED_ANYWHERE.intersection(parts) or relpath.endswith(IGNORED_SUFFIXES):
-        return False
-    return len(parts) == 1 or parts[0] not in IGNORED_TOP
-
-
-def _source_files(source: str, saltenv: str = "base") -> dict[str, str]:
-    """Map each file of a ``salt://`` or local directory to a local path.
-
-    For ``salt://`` the list comes from the fileserver, not from the minion's
-    cache, so a file deleted upstream never lingers in a new release.
-    """
-    if source.startswith("salt://"):
-        prefix = source[len("salt://") :].strip("/") + "/"
-        listed = [f for f in __salt__["cp.list_master"](saltenv=saltenv, prefix=prefix) if f.startswith(prefix)]  # noqa: F821
-        files = {}
-        for path in listed:
-            relpath = path[len(prefix) :]
-            if _wanted(relpath):
-                cached = __salt__["cp.cache_file"](f"salt://{path}", saltenv=saltenv)  # noqa: F821
-                if not cached:
-                    raise ReleaseError(f"could not fetch salt://{path}")
-                files[relpath] = cached
-        if not files:
-            raise ReleaseError(f"source {source} has no files")
-        return files
-    if not os.path.isdir(source):
-        raise ReleaseError(f"source {source} is not a directory")
-    files = {}
-    for dirpath, dirnames, filenames in os.walk(source):
-        dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_ANYWHERE)
-        for filename in filenames:
-            full = os.path.join(dirpath, filename)
-            relpath = os.path.relpath(full, source)
-            if _wanted(relpath) and os.path.isfile(full):
-                files[relpath] = full
-    return files
-
-
-def _tree_digest(files: dict[str, str]) -> str:
-    """SHA-256 over the relative paths and contents of a file tree."""
-    digest = hashlib.sha256()
-    for relpath in sorted(files):
-        digest.update(relpath.encode() + b"\0")
-        with open(files[relpath], "rb") as handle:
-            digest.update(hashlib.sha256(handle.read()).digest())
-    return digest.hexdigest()
-
-
-def _git(*args: str, cwd: str | None = None) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False, env=_CLEAN_ENV)
-    if proc.returncode != 0:
-        raise ReleaseError(f"git {args[0]} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
-    return proc.stdout.strip()
-
-
-def _git_mirror(project: str, repo: str) -> str:
-    """A bare mirror of ``repo`` in the minion's cache, fetched now."""
-    mirror = os.path.join(GIT_CACHE, project, hashlib.sha256(repo.encode()).hexdigest()[:16] + ".git")
-    if os.path.isdir(mirror):
-        _git("fetch", "--prune", "--tags", "--force", "origin", "+refs/heads/*:refs/heads/*", cwd=mirror)
-    else:
-        os.makedirs(os.path.dirname(mirror), mode=0o700, exist_ok=True)
-        _git("clone", "--quiet", "--mirror", repo, mirror)
-    return mirror
-
-
-def resolve(project: str, source: str | None = None, repo: str | None = None, ref: str | None = None) -> dict[str, Any]:
-    """What a release would be built from: ``{"kind", "digest", "label", ...}``.
-
-    ``repo`` + ``ref``: a git repository (path or URL) at a branch, tag or
-    commit; the digest is the commit. Otherwise ``source``: a ``salt://`` or
-    local directory; the digest is a hash of its content.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call django_release.resolve demo repo=https://git.example.org/demo.git ref=v2
-    """
-    if repo:
-        mirror = _git_mirror(project, repo)
-        commit = _git("rev-parse", "--verify", "--quiet", f"{ref or 'HEAD'}^{{commit}}", cwd=mirror)
-        return {"kind": "git", "digest": commit, "label": f"{repo}@{ref or 'HEAD'}", "mirror": mirror, "commit": commit, "ref": ref}
-    if not source:
-        raise ReleaseError("no source: pass repo (and ref) or source")
-    files = _source_files(source)
-    return {"kind": "dir", "digest": _tree_digest(files), "label": source, "files": files}
-
-
-# ------------------------------------------------------------------ layout
-
-
-def current(project: str) -> str | None:
-    """Id of the live release, or None before the first switch.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call django_release.current demo
-    """
-    link = os.path.join(_root(project), "current")
-    if not os.path.islink(link):
-        return None
-    return os.path.basename(os.readlink(link).rstrip("/"))
-
-
-def is_built(project: str, release: str) -> bool:
-    """True when the release directory holds a finished build.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call django_release.is_built demo 20261129T040000Z-1a2b3c4
-    """
-    return os.path.isfile(os.path.join(_root(project), "releases", release, MARKER))
-
-
-def info(project: str, release: str) -> dict[str, Any]:
-    """The completion marker of a release: source, digest, build seconds, time.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call django_release.info demo 20261129T040000Z-1a2b3c4
-    """
-    with open(os.path.join(_root(project), "releases", release, MARKER), encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-def _markers(project: str) -> list[dict[str, Any]]:
-    """The completion markers of all built releases, oldest first (each file read once)."""
-    directory = os.path.join(_root(project), "releases")
-    names = [n for n in os.listdir(directory) if is_built(project, n)] if os.path.isdir(directory) else []
-    markers = [{**info(project, name), "id": name} for name in names]
-    return sorted(markers, key=lambda m: (m.get("built", ""), m["id"]))
-
-
-def list_releases(project: str) -> dict[str, Any]:
-    """Built releases, oldest first, and the live one.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call django_release.list_releases demo
-    """
-    return {"releases": [m["id"] for m in _markers(project)], "current": current(project)}
-
-
-def find(project: str, digest: str) -> str | None:
-    """The built release of this exact source (commit or content), if any.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call django_release.find demo 1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b
-    """
-    return next((m["id"] for m in _markers(project) if m.get("digest") == digest), None)
-
-
-# ------------------------------------------------------------------- build
-
-
-def _materialize(resolved: dict[str, Any], directory: str) -> None:
-    if resolved["kind"] == "git":
-        with tempfile.TemporaryFile() as archive:
-            subprocess.run(["git", "archive", resolved["commit"]], cwd=resolved["mirror"], stdout=archive, check=True, env=_CLEAN_ENV)
-            archive.seek(0)
-            subprocess.run(["tar", "-x", "-C", directory, "--no-same-owner"], stdin=archive, check=True)
-        return
-    for relpath, path in resolved["files"].items():
-        target = os.path.join(directory, relpath)
-        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-        shutil.copyfile(path, target)
-        os.chmod(target, 0o644)
-
-
-def _virtualenv(project: str, release_dir: str, cfg: dict[str, Any], app: dict[str, Any]) -> str:
-    """``venvs/<key>``, built once per distinct set of dependencies and shared.
-
-    A virtualenv is not relocatable (absolute paths in its scripts), so it
-    is built where it stays; releases link to it. A release that changes
-    only code therefore costs no virtualenv at all.
-    """
-    mods = __salt__  # noqa: F821
-    deps = mods["django_build.plan"](release_dir, cfg.get("requirements"))
-    python = _pillar("salt_django:python", "/usr/bin/python3")
-    index = mods["django_build.pip_args"](_pillar("salt_django:pip", {}))
-    installer = f"uv {app['uv_version']}" if app["installer"] == "uv" else "pip"
-    additions = mods["django_build.additions"](cfg)
-    version = mods["django_build.python_version"](python)
-    python_info = f"{python} {version}"
-    key = mods["django_build.venv_key"](python_info, deps, installer, json.dumps(additions), index)
-    venv = os.path.join(_root(project), "venvs", key)
-    if os.path.isfile(os.path.join(venv, MARKER)):
-        return key
-    shutil.rmtree(venv, ignore_errors=True)
-    settings = {
-        "python": python,
-        "version": version,
-        "installer": app["installer"],
-        "uv": os.path.join(app["tools_dir"], "bin", "uv"),
-        "index": index,
-        "user": app["build_user"],
-        "home": app["build_home"],
-        "additions": additions,
-    }
-    try:
-        mods["django_build.install"](venv, release_dir, deps, settings)
-        mods["django_build.seal"](venv)
-        with open(os.path.join(venv, MARKER), "w", encoding="utf-8") as handle:
-            json.dump({"key": key, "dependencies": deps["kind"], "entry": deps["entry"], "files": sorted(deps["files"])}, handle)
-    except BaseException:
-        shutil.rmtree(venv, ignore_errors=True)
-        raise
-    return key
-
-
-def _build_steps(project: str, directory: str, cfg: dict[str, Any], app: dict[str, Any]) -> None:
-    """compileall and the build hooks, as the build user, in the release tree.
-
-    Build hooks see the app's environment with every secret replaced by a
-    throwaway value: a build never needs (and never gets) production secrets.
-    """
-    mods = __salt__  # noqa: F821
-    user = app["build_user"]
-    python = os.path.join(directory, "venv", "bin", "python")
-    compile_env = mods["django_build.build_env"](app["build_home"])
-    mods["django_build.run_as"](user, [python, "-m", "compileall", "-q", "-x", r"/venv/", "."], directory, "compileall", compile_env)
-    env = mods["django_build.build_env"](app["build_home"], mods["django_manage.masked_env"](project, directory))
-    for item in (cfg.get("hooks") or {}).get("build") or []:
-        hook = mods["saltdjango.hook_command"](item)
-        argv = mods["django_build.hook_argv"](hook, cfg["manage_py"], python)
-        mods["django_build.run_as"](user, argv, directory, f"build hook {hook['label']!r}", env=env)
-
-
-def _build(project: str, resolved: dict[str, Any], rid: str | None = None) -> dict[str, Any]:
-    """Build ``resolved`` (see ``resolve``) in ``releases/<id>``; nothing is switched.
-
-    ``rid``: the id to give a new build (a cluster rollout names the same
-    code alike on every server); by default ``<UTC time>-<short digest>``.
-    Returns ``{"id", "built", "seconds"}``; ``built`` is False when this
-    source was built before (under whatever id it got then). A failed build
-    removes its directory and raises ReleaseError naming the step.
-    """
-    existing = find(project, resolved["digest"])
-    if existing:
-        return {"id": existing, "built": False, "seconds": 0.0}
-    mods = __salt__  # noqa: F821
-    cfg, app = mods["saltdjango.project"](project), mods["saltdjango.app_settings"]()
-    started = time.monotonic()
-    now = datetime.datetime.now(datetime.UTC)
-    if rid and not (__utils__["saltdjango_releases.is_release_id"](rid) and rid.endswith("-" + resolved["digest"][:7])):  # noqa: F821
-        raise ReleaseError(f"release id {rid} does not name this source (digest {resolved['digest'][:7]})")
-    rid = rid or f"{now:%Y%m%dT%H%M%SZ}-{resolved['digest'][:7]}"
-    directory = os.path.join(_root(project), "releases", rid)
-    shutil.rmtree(directory, ignore_errors=True)
-    os.makedirs(directory, mode=0o755)
-    try:
-        _materialize(resolved, directory)
-        # The build user owns the tree while it builds (a local package's
-        # setup.py writes beside itself); root owns it from then on.
-        mods["django_build.hand_to"](app["build_user"], directory)
-        try:
-            key = _virtualenv(project, directory, cfg, app)
-            os.symlink(os.path.join("..", "..", "venvs", key), os.path.join(directory, "venv"))
-            _build_steps(project, directory, cfg, app)
-        except RuntimeError as exc:
-            raise ReleaseError(f"release of {project} not built: {exc}") from None
-        finally:
-            mods["django_build.seal"](directory)
-        static = os.path.join(directory, "static")
-        os.makedirs(static, exist_ok=True)
-        account = pwd.getpwnam(cfg["user"])
-        os.chown(static, account.pw_uid, account.pw_gid)
-        seconds = round(time.monotonic() - started, 1)
-        marker = {
-            "id": rid,
-            "digest": resolved["digest"],
-            "source": resolved["label"],
-            "venv": key,
-            "seconds": seconds,
-            "built": now.isoformat(),
-        }
-        with open(os.path.join(directory, MARKER), "w", encoding="utf-8") as handle:
-            json.dump(marker, handle)
-    except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)
-        raise
-    return {"id": rid, "built": True, "seconds": seconds}
-
-
-# ------------------------------------------------------------ lock & audit
-
-
-def _audit_path(project: str) -> str:
-    return os.path.join(AUDIT_ROOT, project, "deploys.log")
-
-
-def record(project: str, operation: str, result: str, seconds: float, **details: Any) -> dict[str, Any]:
-    """Append one line to the audit log: when, who, what, from, to, result.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call django_release.record demo restart ok 2.5 to=20261129T040000Z-1a2b3c4
-    """
-    entry = {
-        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "operation": operation,
-        "by": __utils__["saltdjango_files.actor"](),  # noqa: F821
-        "trigger": os.environ.get("SALT_DJANGO_TRIGGER", "salt"),
-        "result": result,
-        "seconds": round(seconds, 1),
-        **details,
-    }
-    path = _audit_path(project)
-    os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    with os.fdopen(fd, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry, sort_keys=True) + "\n")
-    return entry
-
-
-def audit(project: str, limit: int = 50) -> list[dict[str, Any]]:
-    """The last ``limit`` operations of the audit log, oldest first.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call django_release.audit demo
-    """
-    try:
-        with open(_audit_path(project), encoding="utf-8") as handle:
-            lines = handle.readlines()
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in lines[-int(limit) :] if line.strip()]
-
-
-# --------------------------------------------------------------- operations
 
 
 def _format_issues(issues: list[dict[str, str]]) -> str:
@@ -536,9 +164,9 @@ def _built_and_checked(
     ``migrations``). A new build that is refused is deleted: it never
     served, so it is no rollback target.
     """
-    resolved = resolve(project, source=source, repo=repo, ref=ref)
+    resolved = _store("resolve")(project, source=source, repo=repo, ref=ref)
     details["source"] = resolved["label"]
-    built = _build(project, resolved, rid=rid)
+    built = _store("build")(project, resolved, rid=rid)
     rid = details["to"] = built["id"]
     changes: dict[str, Any] = {"built": rid} if built["built"] else {}
     try:
@@ -570,11 +198,11 @@ def _operation(
         with __utils__["saltdjango_files.deploy_lock"](project, operation, ReleaseError):  # noqa: F821
             outcome = work()
     except OPERATION_ERRORS as exc:
-        record(project, operation, "failed", time.monotonic() - started, error=str(exc), **details)
+        _record(project, operation, "failed", time.monotonic() - started, error=str(exc), **details)
         if exit_code:
             __context__["retcode"] = 1  # noqa: F821
         return {"ok": False, "id": details.get("to"), "previous": details.get("from"), "changes": {}, "comment": str(exc)}
-    record(project, operation, "ok", time.monotonic() - started, **details)
+    _record(project, operation, "ok", time.monotonic() - started, **details)
     return {"ok": True, "id": details.get("to"), "previous": details.get("from"), "changes": {}, **outcome}
 
 
@@ -594,11 +222,6 @@ def release(
     ``before_switch`` hooks run before the switch, the ``after_switch`` hooks
     after it; a failing after_switch hook switches back to the previous release.
 
-    CLI examples::
-
-        salt-call django_release.release demo repo=/srv/git/demo.git ref=v2
-        salt-call django_release.release demo source=salt://projects/demo
-
     Returns ``{"ok", "id", "previous", "changes", "comment"}``.
 
     CLI Example:
@@ -606,8 +229,9 @@ def release(
     .. code-block:: bash
 
         salt-call django_release.release demo repo=https://git.example.org/demo.git ref=v2
+        salt-call django_release.release demo source=salt://projects/demo
     """
-    previous = current(project)
+    previous = _store("current")(project)
     if not repo and not source:
         source = __salt__["saltdjango.project"](project)["source"]  # noqa: F821
     details: dict[str, Any] = {"from": previous, "source": repo or source, "ref": ref}
@@ -620,7 +244,7 @@ def release(
             changes["release"] = {"old": previous, "new": new}
             if ran:
                 changes["hooks"] = ran
-        pruned = prune(project)
+        pruned = _store("prune")(project)
         if pruned:
             changes["pruned"] = pruned
         return {"changes": changes, "comment": f"release {new} is live" if "release" in changes else f"release {new} was already live"}
@@ -672,10 +296,10 @@ def activate(project: str, release: str, hooks: bool = True) -> dict[str, Any]:
 
         salt app1 django_release.activate demo 20261127T120000Z-1a2b3c4
     """
-    live = current(project)
+    live = _store("current")(project)
 
     def work() -> dict[str, Any]:
-        if not is_built(project, release):
+        if not _store("is_built")(project, release):
             raise ReleaseError(f"release {release} of {project} is not built on this server")
         if live == release and __salt__["gunicorn_slots.is_serving"](project, release):  # noqa: F821
             return {"comment": f"release {release} already serves"}
@@ -683,7 +307,7 @@ def activate(project: str, release: str, hooks: bool = True) -> dict[str, Any]:
             _switch_with_hooks(project, release, live, "each")
         else:
             _switch(project, release)
-        prune(project)
+        _store("prune")(project)
         return {"changes": {"release": {"old": live, "new": release}}, "comment": f"release {release} is live"}
 
     return _operation(project, "activate", {"from": live, "to": release}, work, exit_code=False)
@@ -701,11 +325,11 @@ def rollback(project: str, to: str | None = None) -> dict[str, Any]:
 
         salt-call django_release.rollback demo
     """
-    live = current(project)
+    live = _store("current")(project)
     details: dict[str, Any] = {"from": live}
 
     def work() -> dict[str, Any]:
-        releases = list_releases(project)["releases"]
+        releases = _store("list_releases")(project)["releases"]
         target = to
         if target is None:
             earlier = releases[: releases.index(live)] if live in releases else []
@@ -732,7 +356,7 @@ def restart(project: str) -> dict[str, Any]:
 
         salt-call django_release.restart demo
     """
-    live = current(project)
+    live = _store("current")(project)
 
     def work() -> dict[str, Any]:
         if live is None:
@@ -744,36 +368,3 @@ def restart(project: str) -> dict[str, Any]:
         return {"changes": {"restarted": outcome}, "comment": f"release {live} restarted in slot {outcome['slot']['new']}"}
 
     return _operation(project, "restart", {"from": live, "to": live}, work)
-
-
-def prune(project: str, keep: int | None = None) -> list[str]:
-    """Remove the oldest releases beyond ``keep`` (pillar ``projects:<p>:keep_releases``).
-
-    Never removes the live release, the one a slot still runs, or the
-    release before the live one (the rollback target). Then prunes the kept
-    static files of earlier releases to their window (``django_static.prune``).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call django_release.prune demo keep=3
-    """
-    keep = int(keep if keep is not None else __salt__["saltdjango.project"](project)["keep_releases"])  # noqa: F821
-    listing = list_releases(project)
-    releases, live = listing["releases"], listing["current"]
-    protected = {live} | {__salt__["gunicorn_slots.slot_release"](project, s) for s in ("a", "b")}  # noqa: F821
-    if live in releases and releases.index(live) > 0:
-        protected.add(releases[releases.index(live) - 1])
-    removable = [r for r in releases if r not in protected]
-    excess = max(len(releases) - max(keep, 2), 0)
-    removed = removable[:excess]
-    for name in removed:
-        shutil.rmtree(os.path.join(_root(project), "releases", name), ignore_errors=True)
-    in_use = {m.get("venv") for m in _markers(project)}
-    venvs = os.path.join(_root(project), "venvs")
-    for key in os.listdir(venvs) if os.path.isdir(venvs) else []:
-        if key not in in_use:
-            shutil.rmtree(os.path.join(venvs, key), ignore_errors=True)
-    __salt__["django_static.prune"](project)  # noqa: F821
-    return removed

@@ -138,7 +138,7 @@ def _link(source: str, target: str) -> None:
 def _mark_live(project: str, index: dict[str, dict[str, Any]]) -> None:
     """Note the time on every release that serves now (live, or run by a slot)."""
     mods = __salt__  # noqa: F821
-    serving = {mods["django_release.current"](project)} | {mods["gunicorn_slots.slot_release"](project, s) for s in ("a", "b")}
+    serving = {mods["django_store.current"](project)} | {mods["gunicorn_slots.slot_release"](project, s) for s in ("a", "b")}
     stamp = _now().isoformat(timespec="seconds")
     for rid in serving:
         if rid in index:
@@ -169,7 +169,7 @@ def add(project: str, release: str) -> dict[str, Any]:
             _link(os.path.join(static_dir, relpath), target)
             added += 1
     index = _read_index(project)
-    info = __salt__["django_release.info"](project, release)  # noqa: F821
+    info = __salt__["django_store.info"](project, release)  # noqa: F821
     index[release] = {**index.get(release, {}), "files": files, "built": info.get("built", "")}
     _mark_live(project, index)
     _write_index(project, index)
@@ -194,7 +194,7 @@ def prune(project: str, keep: dict[str, Any] | None = None) -> dict[str, Any]:
     if not index:
         return {"releases": [], "files": 0}
     _mark_live(project, index)
-    on_disk = set(mods["django_release.list_releases"](project)["releases"])
+    on_disk = set(mods["django_store.list_releases"](project)["releases"])
     window = _retained(index, on_disk, keep, _now())
     forgotten = sorted(set(index) - window)
     wanted = {relpath for rid in window for relpath in index[rid].get("files", [])}

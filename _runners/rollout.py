@@ -393,7 +393,7 @@ def _roll(cluster: _Cluster, project: str, conf: dict[str, Any], targets: dict[s
     planned = _batches(sorted(targets), _batch_size(cluster.settings["batch"], len(targets)))
     for number, batch in enumerate(planned, 1):
         cluster.log("batch", f"{operation} {number}/{len(planned)}: {', '.join(batch)}", batch=number, servers=batch)
-        before = cluster.call("plan", batch, "django_release.current", project)
+        before = cluster.call("plan", batch, "django_store.current", project)
         drained: list[str] = []
         switched: list[str] = []
         try:
@@ -590,7 +590,7 @@ def _adopt_live(cluster: _Cluster, project: str, apps: list[str]) -> None:
     record = records.setdefault(project, {})
     if record.get("current"):
         return
-    live = cluster.call("live", apps, "django_release.current", project)
+    live = cluster.call("live", apps, "django_store.current", project)
     source = {"source": (cluster.pillar.get("projects") or {}).get(project, {}).get("source")}
     entry = _adopted(record, live, source)
     if entry:
@@ -693,7 +693,7 @@ def _prepare(cluster: _Cluster, project: str, source: dict[str, Any], apps: list
     """Build and gate the release on every app server: ({server: release id},
     the source's digest). New builds get the id the first server chose."""
     if "release" in source:
-        built = cluster.call("build", apps, "django_release.is_built", project, source["release"])
+        built = cluster.call("build", apps, "django_store.is_built", project, source["release"])
         missing = [server for server, ok in built.items() if not ok]
         if missing:
             raise RolloutError("build", f"release {source['release']} is not built there", missing[0])
@@ -797,7 +797,7 @@ def plan(release: str | None = None, project: str | None = None) -> dict[str, An
             pending = cluster.call("migrations", [first], "django_manage.unapplied_migrations", name, release=rid)[first]
             if not pending["ok"]:
                 raise RolloutError("migrations", pending["error"], first)
-            live = cluster.call("live", apps, "django_release.current", name)
+            live = cluster.call("live", apps, "django_store.current", name)
     except RolloutError as exc:
         return _failure(cluster, exc, project=name, release=release)
     skipped = sorted(set(cluster.members("app")) - set(apps))
@@ -836,7 +836,7 @@ def status(project: str | None = None) -> dict[str, Any]:
         cluster.ping()
         apps, lbs = cluster.members_up("app"), cluster.members_up("lb")
         slots = cluster.call("status", apps, "gunicorn_slots.status", name)
-        live = cluster.call("status", apps, "django_release.current", name)
+        live = cluster.call("status", apps, "django_store.current", name)
         balanced = cluster.call("status", lbs, "haproxy_runtime.servers", BACKEND.format(project=name))
     except RolloutError as exc:
         return _failure(cluster, exc, project=name)
@@ -1085,7 +1085,7 @@ def _join_reason(cluster: _Cluster, minion: str, roles: list[str]) -> str | None
         if not current.get("id") or project not in (cluster.pillar.get("projects") or {}):
             continue
         expected = (current.get("servers") or {}).get(minion, current["id"])
-        live = cluster.call("join", [minion], "django_release.current", project)[minion]
+        live = cluster.call("join", [minion], "django_store.current", project)[minion]
         if live != expected:
             return f"serves {live} of {project}, the cluster {expected}"
     return None

@@ -23,8 +23,8 @@ STATE_FILE = "highstate-source.json"
 
 def __virtual__() -> str | tuple[bool, str]:
     """Needs the salt-django execution modules (synced from ``_modules/``)."""
-    if "django_release.release" not in __salt__:  # noqa: F821
-        return False, "django_release state: execution module django_release is not synced (saltutil.sync_modules)"
+    if "django_release.release" not in __salt__ or "django_store.build" not in __salt__:  # noqa: F821
+        return False, "django_release state: execution modules django_release and django_store are not synced (saltutil.sync_modules)"
     return __virtualname__
 
 
@@ -78,19 +78,19 @@ def deployed(
     """
     ret = _ret(name)
     mods = __salt__  # noqa: F821
-    live = mods["django_release.current"](name)
+    live = mods["django_store.current"](name)
     if cluster and live:
         return _keep_live(name, live, "in a cluster, orch.deploy switches releases")
     wanted = {"repo": repo, "ref": ref} if repo else {"source": source}
     label = f"{repo}@{ref}" if repo else source
     try:
-        digest = mods["django_release.resolve"](name, **wanted)["digest"]
+        digest = mods["django_store.resolve"](name, **wanted)["digest"]
     except RuntimeError as exc:
         return {**ret, "result": False, "comment": f"source {label}: {exc}", "skip_watch": True}
     if live and _last_digest(name) == digest:
         return _keep_live(name, live, f"{label} is unchanged since it was last released")
     if __opts__["test"]:  # noqa: F821
-        existing = mods["django_release.find"](name, digest)
+        existing = mods["django_store.find"](name, digest)
         target = existing or release or f"a new release of {label}"
         return {**ret, "result": None, "changes": {"release": {"old": live, "new": target}}, "comment": f"{target} would be released"}
     outcome = mods["django_release.release"](name, **wanted, migrate=migrate, fail_level=fail_level, rid=release)
@@ -125,7 +125,7 @@ def _restart(name: str) -> dict[str, Any]:
 
 def mod_watch(name: str, **_kwargs: Any) -> dict[str, Any]:
     """Restart the live release without dropping a request (its config changed)."""
-    live = __salt__["django_release.current"](name)  # noqa: F821
+    live = __salt__["django_store.current"](name)  # noqa: F821
     if live is None:
         return {**_ret(name), "comment": "no live release to restart"}
     if __opts__["test"]:  # noqa: F821

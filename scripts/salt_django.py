@@ -254,7 +254,7 @@ def main() -> int:
         return operation(conf, "django_db.restore", project, f"file={args.file}", f"confirm={args.confirm}")
     if args.command == "backup":
         return show(conf, "django_db.backup", project)
-    functions = {"releases": "django_release.list_releases", "backups": "django_db.list_backups", "audit": "django_release.audit"}
+    functions = {"releases": "django_store.list_releases", "backups": "django_db.list_backups", "audit": "django_audit.audit"}
     return show(conf, functions[args.command], project)
 
 

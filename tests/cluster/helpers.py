@@ -215,7 +215,7 @@ def failed(ret: dict[str, Any]) -> dict[str, Any]:
 
 def live(cluster: Cluster, names: list[str]) -> dict[str, str]:
     """The live release id on each app server."""
-    return cluster.salt(names, "django_release.current", ["demo"], tgt_type="list")
+    return cluster.salt(names, "django_store.current", ["demo"], tgt_type="list")
 
 
 def orchestrate(cluster: Cluster, sls: str, pillar: dict[str, Any] | None = None) -> tuple[dict[str, Any], float]:

@@ -263,7 +263,7 @@ def test_rolling_deploy_under_load_drops_nothing(cluster: Cluster, releases: Rel
 
 
 def test_the_first_rollout_rolls_back_to_the_release_the_converge_put_live(cluster: Cluster) -> None:
-    listed = cluster.salt(APPS, "django_release.list_releases", ["demo"], tgt_type="list")
+    listed = cluster.salt(APPS, "django_store.list_releases", ["demo"], tgt_type="list")
     converged, rolled_out = {a: listed[a]["releases"][0] for a in APPS}, listed[APPS[0]]["current"]
     back, seconds = orchestrate(cluster, "orch.rollback")
     timing("orch.rollback to the converge's release", seconds)
@@ -320,7 +320,7 @@ def test_release_that_does_not_import_stops_before_any_switch(cluster: Cluster, 
     assert live(cluster, APPS) == before
     assert up_in_haproxy(cluster) == set(APPS), haproxy(cluster)
     # the refused build is gone: nothing half-built is left to roll back to
-    built = cluster.salt(APPS, "django_release.list_releases", ["demo"], tgt_type="list")
+    built = cluster.salt(APPS, "django_store.list_releases", ["demo"], tgt_type="list")
     assert not any(r.endswith(releases.head()) for listing in built.values() for r in listing["releases"]), built
 
 

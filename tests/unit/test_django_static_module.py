@@ -12,7 +12,7 @@ import pytest
 from tests.unit.conftest import Utils, load
 
 django_static = load("_modules/django_static.py")
-django_release = load("_modules/django_release.py")
+django_store = load("_modules/django_store.py")
 
 NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
 
@@ -29,17 +29,16 @@ def keep() -> dict:
 
 @pytest.fixture
 def configure_loader_modules(root: Path, keep: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    monkeypatch.setattr(django_release, "AUDIT_ROOT", str(tmp_path / "log"))
     salt: dict = {
         "django_manage.project_root": lambda project: str(root),
         "gunicorn_slots.slot_release": lambda project, slot: None,
         "saltdjango.project": lambda project: {"static": {"keep": keep}, "keep_releases": 2},
     }
     for name in ("current", "info", "list_releases", "prune"):
-        salt[f"django_release.{name}"] = getattr(django_release, name)
+        salt[f"django_store.{name}"] = getattr(django_store, name)
     for name in ("add", "prune"):
         salt[f"django_static.{name}"] = getattr(django_static, name)
-    return {django_release: {"__salt__": salt, "__utils__": Utils()}, django_static: {"__salt__": salt, "__utils__": Utils()}}
+    return {django_store: {"__salt__": salt, "__utils__": Utils()}, django_static: {"__salt__": salt, "__utils__": Utils()}}
 
 
 def build(root: Path, rid: str, day: int, files: dict[str, str]) -> None:
@@ -53,7 +52,7 @@ def build(root: Path, rid: str, day: int, files: dict[str, str]) -> None:
         (static / hashed).write_text(content)
         paths[hashed.replace(hashed.rsplit(".", 2)[1] + ".", "")] = hashed
     (static / "staticfiles.json").write_text(json.dumps({"paths": paths, "version": "1.1"}))
-    (release / django_release.MARKER).write_text(json.dumps({"id": rid, "digest": rid, "built": f"2026-11-{day:02d}T00:00:00"}))
+    (release / django_store.MARKER).write_text(json.dumps({"id": rid, "digest": rid, "built": f"2026-11-{day:02d}T00:00:00"}))
     django_static.add("demo", rid)
 
 
@@ -83,7 +82,7 @@ def test_a_release_pruned_from_disk_and_out_of_the_window_takes_only_its_own_fil
     for day, rid in enumerate(["r1", "r2", "r3"], start=1):
         build(root, rid, day, {f"visits/site.{rid * 6}.css": rid, **shared})
         go_live(root, rid)
-        django_release.prune("demo")
+        django_store.prune("demo")
     assert sorted(os.listdir(root / "releases")) == ["r2", "r3"]
     assert kept(root) == {"visits/site.r2r2r2r2r2r2.css", "visits/site.r3r3r3r3r3r3.css", "admin/base.cccccccccccc.css"}
     assert not (root / "static-kept" / "static" / "visits" / "site.r1r1r1r1r1r1.css").exists()
@@ -94,7 +93,7 @@ def test_the_newest_releases_stay_in_the_window_after_their_directories_are_gone
     for day, rid in enumerate(["r1", "r2", "r3"], start=1):
         build(root, rid, day, {f"visits/site.{rid * 6}.css": rid})
         go_live(root, rid)
-        django_release.prune("demo")
+        django_store.prune("demo")
     assert "r1" not in os.listdir(root / "releases")
     assert "visits/site.r1r1r1r1r1r1.css" in kept(root)
 

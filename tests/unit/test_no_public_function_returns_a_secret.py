@@ -154,8 +154,8 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
     salt["saltdjango.project"] = project
     for module, constant in (
         ("django_db", "BACKUP_ROOT"),
-        ("django_release", "GIT_CACHE"),
-        ("django_release", "AUDIT_ROOT"),
+        ("django_store", "GIT_CACHE"),
+        ("django_audit", "AUDIT_ROOT"),
         ("django_schedule", "SYSTEMD_DIR"),
         ("django_schedule", "CRON_DIR"),
         ("django_schedule", "SCRIPT_DIR"),

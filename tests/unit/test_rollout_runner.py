@@ -178,7 +178,7 @@ class _SwitchingCluster:
         self.steps.append(step if step != "batch" else comment)
 
     def call(self, step: str, tgt: list[str], fun: str, *args: object, **kwargs: object) -> dict:
-        if fun == "django_release.current":
+        if fun == "django_store.current":
             return {server: self.serving[server] for server in tgt}
         if fun == "haproxy_runtime.set_state":
             self.states[str(args[1])] = str(args[2])
