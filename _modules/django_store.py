@@ -54,10 +54,6 @@ def _root(project: str) -> str:
     return __salt__["django_manage.project_root"](project)  # noqa: F821
 
 
-def _pillar(key: str, default: Any = None) -> Any:
-    return __salt__["pillar.get"](key, default)  # noqa: F821
-
-
 # ----------------------------------------------------------------- sources
 
 
@@ -253,8 +249,8 @@ def _virtualenv(project: str, release_dir: str, cfg: dict[str, Any], app: dict[s
     """
     mods = __salt__  # noqa: F821
     deps = mods["django_build.plan"](release_dir, cfg.get("requirements"))
-    python = _pillar("salt_django:python", "/usr/bin/python3")
-    index = mods["django_build.pip_args"](_pillar("salt_django:pip", {}))
+    python = app["python"]
+    index = mods["django_build.pip_args"](app["pip"])
     installer = f"uv {app['uv_version']}" if app["installer"] == "uv" else "pip"
     additions = mods["django_build.additions"](cfg)
     version = mods["django_build.python_version"](python)

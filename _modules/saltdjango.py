@@ -664,7 +664,8 @@ def project(name: str) -> dict[str, Any]:
 def app_settings() -> dict[str, Any]:
     """Pillar ``app`` merged over the ``app`` defaults (build user, uv version, packages).
 
-    ``installer`` (uv or pip) is pillar ``salt_django:installer``, where set.
+    ``installer`` (uv or pip), ``python`` and ``pip`` are pillar
+    ``salt_django:<key>``, where set.
 
     CLI Example:
 
@@ -674,7 +675,10 @@ def app_settings() -> dict[str, Any]:
     """
     data = __pillar__  # noqa: F821
     merged = _merge(defaults()["app"], copy.deepcopy(data.get("app") or {}))
-    merged["installer"] = (data.get("salt_django") or {}).get("installer") or merged["installer"]
+    overrides = data.get("salt_django") or {}
+    for key in ("installer", "python", "pip"):
+        if overrides.get(key) is not None:
+            merged[key] = overrides[key]
     return merged
 
 

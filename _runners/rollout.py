@@ -51,14 +51,6 @@ log = logging.getLogger(__name__)
 
 #: HAProxy backend of a project (salt/haproxy/files/haproxy.cfg.jinja).
 BACKEND = "{project}_app"
-DEFAULTS = {
-    "batch": 1,
-    "drain_timeout": 30,
-    "timeout": 900,
-    "smoke_timeout": 15,
-    "join_wait": 600,
-    "allow_partial": False,
-}
 #: The event that asks for a rollout (reactor/deploy.sls), signed by ``request``.
 DEPLOY_TAG = "salt-django/deploy"
 #: Seconds a signed deploy request stays valid; its nonce is remembered twice as long.
@@ -279,7 +271,7 @@ class _Cluster:
 
         self.pillar = pillar
         self.client = salt.client.get_local_client(__opts__["conf_file"])  # noqa: F821
-        self.settings = {**DEFAULTS, **(pillar.get("rollout") or {})}
+        self.settings = {**_defaults("salt/orch/defaults.yaml")["rollout"], **(pillar.get("rollout") or {})}
         self.steps: list[dict[str, Any]] = []
         hosts = (pillar.get("topology") or {}).get("hosts") or {}
         self.roles = {name: list((spec or {}).get("roles") or []) for name, spec in hosts.items()}
@@ -358,8 +350,7 @@ def _project(pillar: dict[str, Any], project: str | None) -> tuple[str, dict[str
     if project not in projects:
         raise RolloutError("plan", f"no project {project!r} in pillar projects")
     # The config every minion module reads (defaults.yaml + pillar), by the same code.
-    with open(_repo_path("salt/app/defaults.yaml"), encoding="utf-8") as handle:
-        defaults = yaml.safe_load(handle)["project"]
+    defaults = _defaults("salt/app/defaults.yaml")["project"]
     return project, _repo_module("_modules/saltdjango.py")._project_config(project, projects[project], defaults)
 
 
@@ -375,7 +366,7 @@ def _failure(cluster: _Cluster | None, exc: RolloutError, **extra: Any) -> dict[
 
 def _health(cluster: _Cluster, lbs: list[str], server: str, address: str, domain: str, rid: str) -> None:
     """The server's own Nginx, probed from a load balancer as HAProxy probes it."""
-    port = (cluster.pillar.get("nginx") or {}).get("lb_port", 8080)
+    port = {**_defaults("salt/nginx/defaults.yaml")["nginx"], **(cluster.pillar.get("nginx") or {})}["lb_port"]
     probe = lbs[:1] or [server]
     url = f"http://{address if lbs else '127.0.0.1'}:{port}/healthz"
     answer = cluster.call("health", probe, "django_manage.health", url=url, host=domain)[probe[0]]
@@ -563,6 +554,12 @@ _PROJECT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 def _repo_path(relpath: str) -> str:
     """A file of this repository: the runner runs from a copy of it."""
     return os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), relpath)
+
+
+def _defaults(relpath: str) -> dict[str, Any]:
+    """A ``defaults.yaml`` of the state tree: the one place each default is defined."""
+    with open(_repo_path(relpath), encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
 
 
 def _repo_module(relpath: str) -> Any:

@@ -32,7 +32,7 @@ app-build-cache-present:
 
 # uv, pinned, in a virtualenv of the server's own Python (pip options from
 # salt_django:pip, so that an air-gapped server installs it too).
-{%- set pip_options = salt['django_build.pip_args'](salt['pillar.get']('salt_django:pip', {})) | map('quote') | join(' ') %}
+{%- set pip_options = salt['django_build.pip_args'](app.pip) | map('quote') | join(' ') %}
 app-uv-installed:
   cmd.run:
     - name: {{ app.tools_dir }}/bin/pip install --quiet --disable-pip-version-check {{ pip_options }} uv=={{ app.uv_version }}

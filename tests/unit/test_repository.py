@@ -31,17 +31,20 @@ def test_no_file_names_a_path_outside_the_repository() -> None:
     assert names and not found, "\n".join(found)
 
 
-#: A module reading a project's setting straight from pillar, with a default of its own.
-OWN_DEFAULT = re.compile(r"""(pillar\.get"?\]?|_pillar)\(\s*f?["']projects:\{\w+\}:(?!secrets)[\w:]+["']\s*,""")
+#: Code reading a setting straight from pillar with a default of its own (an
+#: empty one, for a key that has none, such as a secret, is no default).
+OWN_DEFAULT = re.compile(r"""(pillar\.get["']?\]?|_pillar)\(\s*f?["'][\w:{}]+["']\s*,(?!\s*(?:None\b|\{\}|\[\]|""|''))""")
 
 
 def test_modules_take_each_project_default_from_defaults_yaml() -> None:
-    """Every setting of a project has its default once, in salt/app/defaults.yaml:
-    modules read the merged config (saltdjango.project), never pillar with a default of their own."""
+    """Every setting has its default once, in a defaults.yaml of the state tree:
+    modules, states, the runner and SLS files read merged configs
+    (saltdjango.project, app_settings, map.jinja), never pillar with a default
+    of their own."""
     found = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
-        for folder in ("_modules", "_states", "_runners")
-        for path in sorted((ROOT / folder).glob("*.py"))
+        for pattern in ("_modules/*.py", "_states/*.py", "_runners/*.py", "salt/**/*.sls", "salt/**/*.jinja")
+        for path in sorted(ROOT.glob(pattern))
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if OWN_DEFAULT.search(line)
     ]
