@@ -1,52 +1,30 @@
-"""Pillar validation and env-file handling for salt-django.
+"""The deployment description as Salt sees it: validated, merged with its
+defaults, and located (the cluster's addresses from the Salt mine).
 
 Every rule that decides whether a deployment description is usable lives
 here, so that the states can refuse bad input before they touch a host and
-so that the rules can be unit-tested without a server. Secrets are handled
-by key name only: no function here returns or logs a secret value (the
-env file's format is ``_utils/saltdjango_env.py``, reachable by other
-modules only).
+so that the rules can be unit-tested without a server. The rules of roles,
+secrets by role and trusted addresses are ``_utils/saltdjango_topology.py``
+(the pillar files need them too); the env file's format is
+``_utils/saltdjango_env.py``. Secrets are handled by key name only: no
+function here returns or logs a secret value.
 """
 
 from __future__ import annotations
 
 import copy
-import ipaddress
 import os
 import re
 import secrets
 import shlex
 import string
 import urllib.parse
-from collections import Counter
 from typing import Any
 
 import yaml
 
 __virtualname__ = "saltdjango"
 
-KNOWN_ROLES = frozenset({"db", "cache", "app", "worker", "web", "lb"})
-#: The roles of a single server (masterless ``make deploy``): all but ``lb``.
-SINGLE_SERVER_ROLES = ("db", "cache", "app", "web")
-#: Secrets of a project that no app process needs: the key of the off-host
-#: backup copies (_modules/django_db.py). They never reach the app's env file.
-SERVER_SECRETS = frozenset({"BACKUP_KEY"})
-#: The secrets of a project (``projects:<p>:secrets``) that a role needs; None: every
-#: one but ``SERVER_SECRETS``. A role not listed needs none. TLS material goes to
-#: whatever ends TLS (``_role_view``).
-ROLE_SECRETS: dict[str, frozenset[str] | None] = {
-    "app": None,
-    "worker": None,
-    "db": frozenset({"DB_PASSWORD", "BACKUP_KEY"}),
-    "cache": frozenset({"REDIS_PASSWORD"}),
-}
-#: The pillar files, in pillar_roots, that hold secrets: salt-django's generated
-#: passwords, then the operator's local.sls, which wins (pillar/role_secrets.sls).
-SECRET_FILES = ("generated.sls", "local.sls")
-#: Mine function (pillar/topology.sls) through which each server publishes its private address.
-MINE_ADDRESS = "salt_django_address"
-#: Where a server's private address must lie when topology:private_network is null (RFC 1918, ULA).
-PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
 REQUIRED_SECRETS = ("DB_PASSWORD", "REDIS_PASSWORD")
 #: Pillar secrets with an env variable of another name; any other secret keeps its name.
 SECRET_VARIABLES = {"SECRET_KEY": "DJANGO_SECRET_KEY", "DB_PASSWORD": "DATABASE_PASSWORD", "REDIS_PASSWORD": "REDIS_PASSWORD"}
@@ -70,6 +48,11 @@ _SQL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 def __virtual__() -> str:
     """Pure Python: available everywhere."""
     return __virtualname__
+
+
+def _topology(function: str) -> Any:
+    """A rule of ``_utils/saltdjango_topology.py``: roles, secrets by role, trusted addresses."""
+    return __utils__[f"saltdjango_topology.{function}"]  # noqa: F821
 
 
 def secret_key_problems(value: Any) -> list[str]:
@@ -141,7 +124,8 @@ def _validate_project(name: str, project: Any, roles: list[str] | None = None) -
     secret_values = project.get("secrets") or {}
     if not isinstance(secret_values, dict):
         return [*errors, f"{key}:secrets: must be a mapping"]
-    for secret in [r for r in REQUIRED_SECRETS if _needs_secret(list(SINGLE_SERVER_ROLES) if roles is None else roles, r)]:
+    held = _topology("roles_of")({}, "", True) if roles is None else roles
+    for secret in [r for r in REQUIRED_SECRETS if _topology("needs_secret")(held, r)]:
         errors.extend(f"{key}:secrets:{secret} {p}" for p in _password_problems(secret_values.get(secret)))
     secret_key = secret_values.get("SECRET_KEY")
     if secret_key is not None:
@@ -247,9 +231,10 @@ def _validate_roles(roles: Any) -> list[str]:
     """Errors in this minion's role list (``salt_django:roles``)."""
     if not isinstance(roles, list):
         return ["salt_django:roles: must be a list"]
-    unknown = sorted(set(map(str, roles)) - KNOWN_ROLES)
+    known = _topology("known_roles")()
+    unknown = sorted(set(map(str, roles)) - set(known))
     if unknown:
-        return [f"salt_django:roles: unknown role(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_ROLES))}"]
+        return [f"salt_django:roles: unknown role(s) {', '.join(unknown)}; known: {', '.join(known)}"]
     return []
 
 
@@ -271,105 +256,6 @@ def topology(pillar: dict[str, Any] | None = None) -> dict[str, list[str]]:
     return {str(name): list((spec or {}).get("roles") or []) if isinstance(spec, dict) else [] for name, spec in hosts.items()}
 
 
-def roles_of(hosts: Any, minion: str, masterless: bool) -> list[str]:
-    """The roles of ``minion`` by ``topology:hosts`` (pillar/topology.yaml): what
-    pillar/topology.sls and pillar/role_secrets.sls give it. A single server
-    (masterless, or no topology) holds every role but ``lb``; a minion the
-    topology does not list, none.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call saltdjango.roles_of '{app1: {roles: [app]}}' app1 False
-    """
-    if masterless or not hosts:
-        return list(SINGLE_SERVER_ROLES)
-    spec = hosts.get(minion) if isinstance(hosts, dict) else None
-    roles = spec.get("roles") if isinstance(spec, dict) else None
-    return [str(role) for role in roles] if isinstance(roles, list) else []
-
-
-def read_topology(directory: str, minion: str, masterless: bool) -> dict[str, Any]:
-    """``topology.yaml`` in ``directory`` as ``minion`` sees it: ``hosts`` (none
-    masterless), ``private_network`` and its ``roles`` (``roles_of``). What
-    pillar/topology.sls and pillar/role_secrets.sls both build on.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call saltdjango.read_topology /srv/salt-django/pillar app1 False
-    """
-    with open(os.path.join(directory, "topology.yaml"), encoding="utf-8") as handle:
-        topology = yaml.safe_load(handle) or {}
-    hosts = {} if masterless else topology.get("hosts") or {}
-    return {"hosts": hosts, "private_network": topology.get("private_network"), "roles": roles_of(hosts, minion, masterless)}
-
-
-def _needs_secret(roles: list[str], secret: str) -> bool:
-    """Whether a server holding ``roles`` gets the project secret named ``secret``."""
-    for role in roles:
-        named = ROLE_SECRETS.get(role, frozenset())
-        if (named is None and secret not in SERVER_SECRETS) or (named is not None and secret in named):
-            return True
-    return False
-
-
-def _ends_tls(roles: list[str], has_lb: bool) -> bool:
-    """Whether a server holding ``roles`` serves the projects' certificates:
-    a load balancer, or the web server of a deployment that has none."""
-    return "lb" in roles or ("web" in roles and not has_lb)
-
-
-def _role_view(data: Any, roles: list[str], has_lb: bool) -> dict[str, Any]:
-    """The secrets pillar ``data`` as a server holding ``roles`` may see it.
-
-    Only ``projects:<p>:secrets`` (filtered by ``_needs_secret``) and
-    ``projects:<p>:tls`` (kept where ``_ends_tls``) are cut; every other key
-    the operator wrote beside them passes, whatever the role. Private: it
-    returns secrets, for pillar/role_secrets.sls only.
-    """
-    if not isinstance(data, dict):
-        return {}
-    view = copy.deepcopy(data)
-    projects = view.get("projects") if isinstance(view.get("projects"), dict) else {}
-    for project in (p for p in projects.values() if isinstance(p, dict)):
-        kept = project.get("secrets")
-        if isinstance(kept, dict):
-            project["secrets"] = {k: v for k, v in kept.items() if _needs_secret(roles, str(k))}
-        elif kept is not None and not _needs_secret(roles, "SECRET_KEY"):
-            # Not a mapping: validation names it where it is needed; elsewhere it goes.
-            project["secrets"] = {}
-        if project.get("secrets") == {}:
-            del project["secrets"]
-        if "tls" in project and not _ends_tls(roles, has_lb):
-            del project["tls"]
-    return view
-
-
-def _read_secret_files(roots: list[str]) -> dict[str, Any]:
-    """``SECRET_FILES`` merged, each the first found in ``roots`` (as Salt finds
-    an SLS), the later winning. They are plain YAML: no renderer runs them.
-    Private: it returns secrets, which a call through ``salt`` would put in
-    the master's job cache; pillar/role_secrets.sls and the rollout runner
-    load this file and call it directly."""
-    merged: dict[str, Any] = {}
-    for name in SECRET_FILES:
-        found = next((os.path.join(root, name) for root in roots if os.path.isfile(os.path.join(root, name))), None)
-        if not found:
-            continue
-        with open(found, encoding="utf-8") as handle:
-            try:
-                data = yaml.safe_load(handle) or {}
-            except yaml.YAMLError as exc:
-                raise ValueError(f"{found}: not plain YAML ({exc})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{found}: must hold a mapping")
-        _merge(merged, data)
-    return merged
-
-
 def members(roles: str | list[str], pillar: dict[str, Any] | None = None) -> list[str]:
     """Minion ids, sorted, of the cluster's servers that hold any of ``roles``.
 
@@ -383,52 +269,12 @@ def members(roles: str | list[str], pillar: dict[str, Any] | None = None) -> lis
     return sorted(name for name, held in topology(pillar).items() if wanted & set(held))
 
 
-def trusted_addresses(published: dict[str, Any], network: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
-    """Split what servers published in the mine into addresses fit for a config file, and refusals.
-
-    A minion controls what it publishes, so its value is input from a
-    stranger: it goes into pg_hba.conf, haproxy.cfg and Nginx only when it
-    is an IP address (the first of the list ``network.ip_addrs`` returns) inside ``network`` (``topology:private_network``), or,
-    when that is null, a private (RFC 1918 or ULA) address. An address that
-    two servers published is refused for both: which one owns it is unknown.
-    Returns ``(accepted, refused)``: minion -> address, minion -> reason.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call saltdjango.trusted_addresses '{app1: [10.0.0.4]}' network=10.0.0.0/24
-    """
-    subnet = ipaddress.ip_network(network, strict=False) if network else None
-    accepted, refused = {}, {}
-    for minion, value in sorted(published.items()):
-        first = value[0] if isinstance(value, list) and value else value
-        try:
-            address = ipaddress.ip_address(first) if isinstance(first, str) else None
-        except ValueError:
-            address = None
-        if address is None:
-            refused[minion] = f"published {str(first)[:80]!r}, which is not an IP address"
-        elif subnet and address not in subnet:
-            refused[minion] = f"published {address}, outside topology:private_network {subnet}"
-        elif not subnet and not any(address in net for net in PRIVATE_NETWORKS):
-            refused[minion] = f"published {address}, which is not a private (RFC 1918 or ULA) address"
-        else:
-            accepted[minion] = str(address)
-    owners = Counter(accepted.values())
-    for minion, address in sorted(accepted.items()):
-        if owners[address] > 1:
-            others = sorted(m for m, a in accepted.items() if a == address and m != minion)
-            refused[minion] = f"published {address}, which {', '.join(others)} published too"
-    return {m: a for m, a in accepted.items() if m not in refused}, refused
-
-
 def _published() -> tuple[dict[str, str], dict[str, str]]:
     """``trusted_addresses`` of every server of the topology, from the Salt mine."""
     names = sorted(topology())
-    found = (__salt__["mine.get"](names, MINE_ADDRESS, tgt_type="list") or {}) if names else {}  # noqa: F821
+    found = (__salt__["mine.get"](names, _topology("mine_address")(), tgt_type="list") or {}) if names else {}  # noqa: F821
     network = (__pillar__.get("topology") or {}).get("private_network")  # noqa: F821
-    return trusted_addresses({name: found[name] for name in names if name in found}, network)
+    return _topology("trusted_addresses")({name: found[name] for name in names if name in found}, network)
 
 
 def addresses(roles: str | list[str]) -> dict[str, str]:
@@ -490,7 +336,7 @@ def _validate_cluster(data: dict[str, Any], minion: str) -> list[str]:
         return []
     errors = []
     for name, held in sorted(hosts.items()):
-        unknown = sorted(set(map(str, held)) - KNOWN_ROLES)
+        unknown = sorted(set(map(str, held)) - set(_topology("known_roles")()))
         if unknown:
             errors.append(f"topology:hosts:{name}:roles: unknown role(s) {', '.join(unknown)}")
     if minion not in hosts:
@@ -498,7 +344,7 @@ def _validate_cluster(data: dict[str, Any], minion: str) -> list[str]:
     for role in ("db", "cache", "app"):
         if not members(role, data):
             errors.append(f"topology:hosts: no server has the role {role}")
-    if len(members("app", data)) > 1 and _needs_secret(hosts.get(minion, []), "SECRET_KEY"):
+    if len(members("app", data)) > 1 and _topology("needs_secret")(hosts.get(minion, []), "SECRET_KEY"):
         for name, project in (data.get("projects") or {}).items():
             if isinstance(project, dict) and not (project.get("secrets") or {}).get("SECRET_KEY"):
                 errors.append(f"projects:{name}:secrets:SECRET_KEY is missing: every app server must sign with the same key")
@@ -546,23 +392,13 @@ def validate(pillar: dict[str, Any] | None = None, minion: str | None = None) ->
     return errors
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; ``override`` wins, ``None`` in it keeps the base value."""
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        elif value is not None or key not in base:
-            base[key] = copy.deepcopy(value)
-    return base
-
-
 def _project_config(name: str, raw: dict[str, Any], defaults: dict[str, Any], cpus: int = 1) -> dict[str, Any]:
     """One project's settings with defaults applied and name-derived values filled in.
 
     Secrets are dropped: states get them from pillar by key, so that a value
     never lands in rendered SLS through this mapping.
     """
-    cfg = _merge(copy.deepcopy(defaults), {k: v for k, v in raw.items() if k != "secrets"})
+    cfg = _topology("merge")(copy.deepcopy(defaults), {k: v for k, v in raw.items() if k != "secrets"})
     cfg["name"] = name
     domains = cfg.get("domains")
     # Render-safe even when the pillar is invalid: the validation state, not a
@@ -674,7 +510,7 @@ def app_settings() -> dict[str, Any]:
         salt-call saltdjango.app_settings
     """
     data = __pillar__  # noqa: F821
-    merged = _merge(defaults()["app"], copy.deepcopy(data.get("app") or {}))
+    merged = _topology("merge")(defaults()["app"], copy.deepcopy(data.get("app") or {}))
     overrides = data.get("salt_django") or {}
     for key in ("installer", "python", "pip"):
         if overrides.get(key) is not None:
@@ -687,7 +523,7 @@ def secret_variables(name: str, pillar: dict[str, Any] | None = None) -> dict[st
 
     The three salt-django knows (SECRET_KEY, DB_PASSWORD, REDIS_PASSWORD)
     get their Django-side names; any other secret keeps its own name, but
-    ``SERVER_SECRETS``, which no app process needs.
+    the server secrets (``saltdjango_topology.SERVER_SECRETS``), which no app process needs.
 
     CLI Example:
 
@@ -699,7 +535,7 @@ def secret_variables(name: str, pillar: dict[str, Any] | None = None) -> dict[st
     raw = (((data.get("projects") or {}).get(name) or {}).get("secrets")) or {}
     found = {var: key for key, var in SECRET_VARIABLES.items()}
     if isinstance(raw, dict):
-        others = [str(key) for key in raw if str(key) not in SECRET_VARIABLES and str(key) not in SERVER_SECRETS]
+        others = [str(key) for key in raw if str(key) not in SECRET_VARIABLES and _topology("needs_secret")(["app"], str(key))]
         found.update({key: key for key in others if _ENV_KEY.match(key)})
     return found
 

@@ -570,6 +570,8 @@ def _repo_module(relpath: str) -> Any:
     if spec is None or spec.loader is None or not os.path.exists(path):
         raise RolloutError("plan", f"cannot load {path}: the runner must run from a copy of the repository")
     module = importlib.util.module_from_spec(spec)
+    # What the Salt loader would give it: a module's rules in _utils/.
+    module.__utils__ = __utils__  # noqa: F821
     spec.loader.exec_module(module)
     return module
 
@@ -599,11 +601,11 @@ def _adopt_live(cluster: _Cluster, project: str, apps: list[str]) -> None:
 def _mine_addresses(cluster: _Cluster) -> tuple[dict[str, str], dict[str, str]]:
     """The servers' private addresses from the master's mine, split as the
     minions split them before writing a config: ``(trusted, refused)``
-    (``saltdjango.trusted_addresses``)."""
+    (``saltdjango_topology.trusted_addresses``)."""
     names = sorted(cluster.roles)
     published = __salt__["mine.get"](",".join(names), "salt_django_address", tgt_type="list") if names else {}  # noqa: F821
     network = (cluster.pillar.get("topology") or {}).get("private_network")
-    return _repo_module("_modules/saltdjango.py").trusted_addresses(published or {}, network)
+    return __utils__["saltdjango_topology.trusted_addresses"](published or {}, network)  # noqa: F821
 
 
 def _ever_connected(minion: str) -> bool:
@@ -626,7 +628,7 @@ def _generate_secrets(cluster: _Cluster) -> dict[str, Any]:
     projects = {n: dict(p) for n, p in raw.items() if isinstance(p, dict) and _PROJECT_NAME.match(str(n))} if isinstance(raw, dict) else {}
     # The master holds no role: its pillar has no secrets (pillar/role_secrets.sls); the files have them.
     try:
-        stored = _repo_module("_modules/saltdjango.py")._read_secret_files(__opts__["pillar_roots"].get("base", []))  # noqa: F821
+        stored = __utils__["saltdjango_topology.read_secret_files"](__opts__["pillar_roots"].get("base", []))  # noqa: F821
     except ValueError as exc:
         raise RolloutError("secrets", str(exc)) from None
     for name, project in projects.items():

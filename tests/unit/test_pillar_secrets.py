@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.conftest import ROOT, load
+from tests.unit.conftest import ROOT, Utils, load
 
 saltdjango = load("_modules/saltdjango.py")
+utils = Utils()
 
 DB, REDIS, KEY = "db-password-0123456789", "redis-password-0123456789", "k" * 10 + "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH"
 PEM = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
@@ -94,7 +95,7 @@ def test_topology_pillar_gives_roles_by_minion_id(secret_roots: list[Path]) -> N
 def test_a_secret_file_that_is_not_plain_yaml_is_named(tmp_path: Path) -> None:
     (tmp_path / "local.sls").write_text("{% set x = 1 %}\nprojects: [\n")
     with pytest.raises(ValueError, match=r"local\.sls: not plain YAML"):
-        saltdjango._read_secret_files([str(tmp_path)])
+        utils["saltdjango_topology.read_secret_files"]([str(tmp_path)])
 
 
 def test_validation_asks_each_role_only_for_its_secrets() -> None:

@@ -6,7 +6,7 @@ from unittest.mock import patch
 
 import pytest
 
-from tests.unit.conftest import load
+from tests.unit.conftest import Utils, load
 
 saltdjango = load("_modules/saltdjango.py")
 
@@ -22,7 +22,7 @@ def project(**overrides: object) -> dict:
 
 @pytest.fixture
 def configure_loader_modules() -> dict:
-    return {saltdjango: {"__pillar__": {}, "__grains__": {"num_cpus": 4}, "__salt__": {}, "__opts__": {"id": "app1"}}}
+    return {saltdjango: {"__pillar__": {}, "__grains__": {"num_cpus": 4}, "__salt__": {}, "__opts__": {"id": "app1"}, "__utils__": Utils()}}
 
 
 @pytest.mark.parametrize(
@@ -216,7 +216,7 @@ FORGED = "10.0.0.5/32 scram-sha-256\nhost all all 0.0.0.0/0 trust\n#"
     ],
 )
 def test_a_published_address_is_trusted_only_when_it_is_one_private_ip(value: object, network: str | None, reason: str | None) -> None:
-    accepted, refused = saltdjango.trusted_addresses({"app1": value, "db": ["10.0.0.2"]}, network)
+    accepted, refused = Utils()["saltdjango_topology.trusted_addresses"]({"app1": value, "db": ["10.0.0.2"]}, network)
     if reason is None:
         assert "app1" in accepted and "app1" not in refused
     else:
@@ -224,7 +224,7 @@ def test_a_published_address_is_trusted_only_when_it_is_one_private_ip(value: ob
 
 
 def test_an_address_two_servers_published_is_refused_for_both() -> None:
-    accepted, refused = saltdjango.trusted_addresses({"app1": ["10.0.0.2"], "db": ["10.0.0.2"], "lb": ["10.0.0.9"]})
+    accepted, refused = Utils()["saltdjango_topology.trusted_addresses"]({"app1": ["10.0.0.2"], "db": ["10.0.0.2"], "lb": ["10.0.0.9"]})
     assert accepted == {"lb": "10.0.0.9"}
     assert refused == {"app1": "published 10.0.0.2, which db published too", "db": "published 10.0.0.2, which app1 published too"}
 
