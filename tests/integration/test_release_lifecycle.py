@@ -293,6 +293,9 @@ def test_audit_log_lists_every_operation_with_its_result(host: Host) -> None:
         ("release", "ok", "make release"),
         ("rollback", "ok", "make rollback"),
         ("rollback", "failed", "make rollback"),
+        # salt-call directly: the exit-code test
+        ("release", "failed", "salt"),
+        ("rollback", "failed", "salt"),
         ("release", "ok", "make release"),
         # while Nginx could not be reloaded, and after
         ("release", "ok", "make release"),
