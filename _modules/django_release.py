@@ -9,6 +9,7 @@ audit log (``django_audit``) and switches with ``gunicorn_slots.activate``
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 __virtualname__ = "django_release"
+
+log = logging.getLogger(__name__)
 
 
 class ReleaseError(RuntimeError):
@@ -49,9 +52,16 @@ def _format_issues(issues: list[dict[str, str]]) -> str:
     return "; ".join(f"{i['id']} ({i['level']}): {i['message']}" for i in issues)
 
 
+def _step(what: str) -> None:
+    """Say which step an operation starts: ``make release`` prints these
+    info lines as they come (scripts/salt_django.py), a build takes minutes."""
+    log.info("salt-django step: %s", what)
+
+
 def _switch(project: str, rid: str) -> dict[str, Any]:
     """Blue/green switch to ``rid``; a new slot gets ``health_timeout`` seconds to be
     healthy, asked with the project's first domain as Host."""
+    _step(f"switch to {rid} (a new slot, healthy, then the socket link)")
     config = __salt__["saltdjango.project"](project)  # noqa: F821
     host = config["primary_domain"] or "localhost"
     return __salt__["gunicorn_slots.activate"](project, rid, host, timeout=float(config["health_timeout"]))  # noqa: F821
@@ -60,12 +70,15 @@ def _switch(project: str, rid: str) -> dict[str, Any]:
 def _gate(project: str, rid: str, fail_level: str) -> None:
     """Everything a release must pass before it may receive a request."""
     mods = __salt__  # noqa: F821
+    _step("check --deploy")
     gate = mods["django_manage.check_deploy"](project, release=rid, fail_level=fail_level)
     if not gate["ok"]:
         raise ReleaseError(f"release {rid} refused by check --deploy: {_format_issues(gate['issues'])}")
+    _step("load the WSGI application")
     wsgi = mods["django_manage.wsgi_check"](project, release=rid)
     if not wsgi["ok"]:
         raise ReleaseError(f"release {rid} refused: its WSGI application does not load: {wsgi['error']}")
+    _step("collectstatic")
     static = mods["django_manage.collectstatic"](project, release=rid)
     if not static["ok"]:
         raise ReleaseError(f"release {rid}: collectstatic failed: {static['error']}")
@@ -75,6 +88,7 @@ def _gate(project: str, rid: str, fail_level: str) -> None:
 def _migrate(project: str, rid: str) -> dict[str, Any]:
     """Back up the database, then apply the release's pending migrations."""
     mods = __salt__  # noqa: F821
+    _step("pending migrations")
     pending = mods["django_manage.unapplied_migrations"](project, release=rid)
     if not pending["ok"]:
         raise ReleaseError(f"release {rid}: showmigrations failed: {pending['error']}")
@@ -82,7 +96,9 @@ def _migrate(project: str, rid: str) -> dict[str, Any]:
         return {}
     changes: dict[str, Any] = {}
     if "db" in (_pillar("salt_django:roles", []) or []):
+        _step("back up the database")
         changes["backup"] = mods["django_db.backup"](project, reason=f"before-{rid}")["file"]
+    _step(f"migrate: {', '.join(pending['migrations'])}")
     outcome = mods["django_manage.migrate"](project, release=rid)
     if not outcome["ok"]:
         raise ReleaseError(f"release {rid} not switched: migration {outcome['failed']} failed: {outcome['error']}")
@@ -113,6 +129,7 @@ def run_hooks(project: str, stage: str, release: str | None = None, scope: str =
     for hook in hooks:
         if scope != "all" and hook["each"] != (scope == "each"):
             continue
+        _step(f"{stage} hook {hook['label']!r}")
         if "manage" in hook:
             result = mods["django_manage.run"](project, *hook["manage"], release=release)
         else:
@@ -164,8 +181,10 @@ def _built_and_checked(
     ``migrations``). A new build that is refused is deleted: it never
     served, so it is no rollback target.
     """
+    _step(f"resolve {repo + '@' + (ref or 'HEAD') if repo else source}")
     resolved = _store("resolve")(project, source=source, repo=repo, ref=ref)
     details["source"] = resolved["label"]
+    _step(f"build {resolved['label']} (or find it built)")
     built = _store("build")(project, resolved, rid=rid)
     rid = details["to"] = built["id"]
     changes: dict[str, Any] = {"built": rid} if built["built"] else {}
