@@ -376,8 +376,10 @@ def _health(cluster: _Cluster, lbs: list[str], server: str, address: str, domain
 
 def _roll(cluster: _Cluster, project: str, conf: dict[str, Any], targets: dict[str, str], operation: str) -> None:
     """Switch each app server to its release id in ``targets``, batch by batch,
-    out of HAProxy's rotation meanwhile. A failure puts its batch back as it
-    was (``_restore_batch``): earlier batches keep the new release."""
+    out of HAProxy's rotation meanwhile. The servers of a batch drain, switch
+    and come back together, so that a rollout takes as many steps as it has
+    batches, however many servers a batch holds. A failure puts its batch
+    back as it was (``_restore_batch``): earlier batches keep the new release."""
     lbs = cluster.members_up("lb")
     backend = BACKEND.format(project=project)
     addresses = _mine_addresses(cluster)[0]
@@ -391,24 +393,46 @@ def _roll(cluster: _Cluster, project: str, conf: dict[str, Any], targets: dict[s
             for server in batch:
                 drained.append(server)
                 cluster.call("drain", lbs, "haproxy_runtime.set_state", backend, server, "drain")
+            # They drain at once: the second wait ends with (or soon after) the first.
+            for server in batch:
                 waited = cluster.call(
                     "drain", lbs, "haproxy_runtime.wait_drained", backend, server, timeout=cluster.settings["drain_timeout"]
                 )
                 cluster.log(f"drain {server}", f"sessions left: {max((d['sessions'] for d in waited.values()), default=0)}")
+            outcomes = _activate(cluster, project, batch, targets, operation, switched)
             for server in batch:
-                hooks = operation == "switch"
-                outcome = cluster.call(operation, [server], "django_release.activate", project, targets[server], hooks=hooks)[server]
-                if not outcome["ok"]:
-                    # Blue/green: the server still serves its old release.
-                    raise RolloutError(operation, outcome["comment"], server)
-                switched.append(server)
                 _health(cluster, lbs, server, addresses.get(server, ""), conf["domains"][0], targets[server])
                 cluster.call("ready", lbs, "haproxy_runtime.set_state", backend, server, "ready")
                 drained.remove(server)
-                cluster.log(f"{operation} {server}", outcome["comment"])
+                cluster.log(f"{operation} {server}", outcomes[server]["comment"])
         except RolloutError:
             _restore_batch(cluster, project, lbs, backend, before, switched, drained)
             raise
+
+
+def _activate(
+    cluster: _Cluster, project: str, batch: list[str], targets: dict[str, str], operation: str, switched: list[str]
+) -> dict[str, Any]:
+    """``django_release.activate`` on every server of ``batch`` at once (one
+    job per target release); ``switched`` gets the servers that switched.
+    Raises RolloutError naming a server that did not."""
+    outcomes: dict[str, Any] = {}
+    try:
+        for rid in sorted({targets[server] for server in batch}):
+            group = [server for server in batch if targets[server] == rid]
+            outcomes.update(cluster.call(operation, group, "django_release.activate", project, rid, hooks=operation == "switch"))
+    except RolloutError:
+        # Which servers switched is unknown: each goes back (a no-op where it did not).
+        switched.extend(server for server in batch if server not in switched)
+        raise
+    switched.extend(server for server in batch if outcomes[server]["ok"])
+    failed = [server for server in batch if not outcomes[server]["ok"]]
+    if failed:
+        for server in (s for s in batch if s not in failed):
+            cluster.log(f"{operation} {server}", f"{outcomes[server]['comment']}, then goes back with its batch")
+        # Blue/green: a server that failed still serves its old release.
+        raise RolloutError(operation, outcomes[failed[0]]["comment"], failed[0])
+    return outcomes
 
 
 def _restore_batch(

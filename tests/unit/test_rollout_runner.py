@@ -170,6 +170,7 @@ class _SwitchingCluster:
         # a third server stays in rotation while the batch of two switches
         self.pillar: dict = {}
         self.steps: list[str] = []
+        self.activations: list[list[str]] = []
 
     def members_up(self, role: str) -> list[str]:
         return ["lb"] if role == "lb" else sorted(self.serving)
@@ -186,11 +187,15 @@ class _SwitchingCluster:
         if fun == "haproxy_runtime.wait_drained":
             return {"lb": {"sessions": 0}}
         if fun == "django_release.activate":
-            [server], rid = tgt, str(args[1])
-            if rid == "new" and server == self.refuses:
-                return {server: {"ok": False, "comment": "did not become healthy"}}
-            self.serving[server] = rid
-            return {server: {"ok": True, "comment": f"{rid} live"}}
+            self.activations.append(list(tgt))
+            rid, outcomes = str(args[1]), {}
+            for server in tgt:
+                if rid == "new" and server == self.refuses:
+                    outcomes[server] = {"ok": False, "comment": "did not become healthy"}
+                else:
+                    self.serving[server] = rid
+                    outcomes[server] = {"ok": True, "comment": f"{rid} live"}
+            return outcomes
         if fun == "django_manage.health":
             return {tgt[0]: {"ok": True, "body": {"release": "new"}}}
         raise AssertionError(fun)
@@ -206,6 +211,19 @@ def test_a_failed_batch_goes_back_to_the_old_release_and_into_rotation(monkeypat
     assert cluster.states == dict.fromkeys(["app1", "app2", "app3"], "ready")
     assert "restore app1" in cluster.steps
     assert cluster.steps[0] == "switch 1/2: app1, app2" and "switch 2/2: app3" not in cluster.steps, cluster.steps
+    # the batch switched at once (one job), then app1 went back alone
+    assert cluster.activations == [["app1", "app2"], ["app1"]], cluster.activations
+
+
+def test_a_batch_switches_at_once_and_the_rollout_takes_one_step_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollout, "_mine_addresses", lambda cluster: ({}, {}))
+    servers = [f"app{n}" for n in range(1, 9)]
+    cluster = _SwitchingCluster(dict.fromkeys(servers, "old"), refuses="")
+    cluster.settings["batch"] = 2
+    rollout._roll(cluster, "demo", {"domains": ["d.example"]}, dict.fromkeys(servers, "new"), "switch")
+    assert cluster.serving == dict.fromkeys(servers, "new")
+    assert cluster.activations == [servers[0:2], servers[2:4], servers[4:6], servers[6:8]]
+    assert cluster.states == dict.fromkeys(servers, "ready")
 
 
 def test_a_batch_never_takes_every_server_out_of_rotation() -> None:
