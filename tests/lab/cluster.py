@@ -91,6 +91,9 @@ WantedBy=multi-user.target
 """
 MINION_LAYER_SCRIPT = f"""\
 set -euo pipefail
+# as scripts/bootstrap.sh does first: the image, like Debian's cloud images, has no python3-venv
+apt-get update -q >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv >/dev/null
 /usr/bin/python3 -m venv {SALT_VENV}
 {SALT_VENV}/bin/pip install -q --disable-pip-version-check --no-cache-dir \\
     --no-index --find-links /opt/wheelhouse -r /root/salt-requirements.txt
