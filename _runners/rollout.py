@@ -511,7 +511,7 @@ def deploy(release: str | None = None, project: str | None = None, allow_partial
             everyone = cluster.ping()
             apps = cluster.members_up("app")
             if not apps:
-                raise RolloutError("plan", "no app server answers")
+                raise RolloutError("plan", "no app server answers test.ping", ", ".join(cluster.members("app")) or None)
             skipped = sorted(set(cluster.members("app")) - set(apps))
             # One that never connected (not started yet) builds the cluster's release when it joins.
             behind = [server for server in skipped if _ever_connected(server)]
@@ -808,7 +808,7 @@ def plan(release: str | None = None, project: str | None = None) -> dict[str, An
             cluster.ping()
             apps = cluster.members_up("app")
             if not apps:
-                raise RolloutError("plan", "no app server answers")
+                raise RolloutError("plan", "no app server answers test.ping", ", ".join(cluster.members("app")) or None)
             first = apps[0]
             if "release" in source:
                 rid = source["release"]
@@ -972,7 +972,7 @@ def restore(file: str | None = None, copy: str | None = None, project: str | Non
             cluster.ping()
             db = cluster.members_up("db")[:1]
             if not db:
-                raise RolloutError("plan", "no db server answers")
+                raise RolloutError("plan", "no db server answers test.ping", ", ".join(cluster.members("db")) or None)
             if copy:
                 found = [c for c in _copies(name, db[0]) if c["copy"] == copy]
                 if not found:

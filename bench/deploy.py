@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import report  # noqa: E402
-from tests.integration.helpers import REPO_IN_HOST, make  # noqa: E402
+from tests.integration.helpers import REPO_IN_HOST, make, quick_start  # noqa: E402
 from tests.lab import hosts  # noqa: E402
 
 
@@ -88,7 +88,7 @@ def main() -> int:
                 started = time.monotonic()
                 host.start()
                 figures[f"{platform}: host start seconds (warm)"] = round(time.monotonic() - started, 2)
-                host.copy_in(ROOT, REPO_IN_HOST)
+                quick_start(host)
                 figures.update(deploy_figures(host, platform))
                 if platform == "debian12":
                     started = time.monotonic()

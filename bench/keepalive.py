@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import report  # noqa: E402
-from tests.integration.helpers import DOMAIN, REPO_IN_HOST, make  # noqa: E402
+from tests.integration.helpers import DOMAIN, make, quick_start  # noqa: E402
 from tests.lab import hosts  # noqa: E402
 
 SECONDS = 40
@@ -63,7 +63,7 @@ def main() -> int:
     host = hosts.Host("benchka", hosts.ensure_base(), work / "host", boot=True)
     try:
         host.start()
-        host.copy_in(ROOT, REPO_IN_HOST)
+        quick_start(host)
         make(host)
         rounds = {
             "quiet": None,

@@ -105,6 +105,8 @@ def main() -> int:
     try:
         host.start()
         host.path(REQUIREMENTS).write_text((ROOT / "example" / "requirements.txt").read_text())
+        # as scripts/bootstrap.sh does first: the lab image, like Debian's cloud images, has no python3-venv
+        host.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null")
         host.run(f"{PYTHON} -m venv /opt/uvtool && /opt/uvtool/bin/pip install -q uv=={UV_VERSION}")
         host.run(f"{PYTHON} -m venv /root/pip-probe")
         figures["host nproc"] = int(host.run("nproc").stdout.strip())

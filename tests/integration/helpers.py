@@ -51,13 +51,34 @@ def run_make(host: Host, target: str) -> tuple[int, str]:
     return result.returncode, result.stdout + result.stderr
 
 
+def quick_start_prerequisite() -> str:
+    """The one line the README's quick start runs on a fresh server before
+    ``make deploy`` (Debian's cloud images lack git and make), read from the
+    README so that the tests run what it says."""
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text.split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    code = [line.strip() for line in section.splitlines() if line.startswith("    ")]
+    deploy = next(i for i, line in enumerate(code) if line.startswith("make deploy"))
+    if len(code[:deploy]) != 1:
+        raise ValueError(f"README.md, Quick start: one command before make deploy expected, found {code[:deploy]}")
+    return code[0]
+
+
+def quick_start(host: Host) -> None:
+    """What the README's quick start has a user do before ``make``: its
+    prerequisite line, then the repository (a copy of this one, at ``REPO_IN_HOST``)."""
+    host.run(quick_start_prerequisite(), timeout=300)
+    host.copy_in(REPO_ROOT, REPO_IN_HOST)
+
+
 @contextmanager
 def repo_host(name: str, base: Path, workdir: Path, boot: bool = True, local_pillar: str | None = None) -> Iterator[Host]:
-    """A started test host holding a copy of this repo (and a local pillar, if given)."""
+    """A started test host set up as the README's quick start says, up to ``make``
+    (:func:`quick_start`), with a local pillar if given."""
     host = Host(name, base, workdir / name, boot=boot)
     host.start()
     try:
-        host.copy_in(REPO_ROOT, REPO_IN_HOST)
+        quick_start(host)
         if local_pillar is not None:
             host.run(["install", "-d", "-m", "0700", "/etc/salt-django/pillar"])
             host.run(["sh", "-c", "umask 077 && cat > /etc/salt-django/pillar/local.sls"], input=local_pillar)

@@ -190,6 +190,8 @@ def write(host: Host, root: str, files: dict[str, str]) -> None:
 
 def generate_projects(host: Host) -> None:
     """startproject/startapp with a Django from the host's wheelhouse, then the files of each project."""
+    # python3-venv: the image has none before make deploy installs it, as a fresh cloud server
+    host.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null")
     host.run(f"/usr/bin/python3 -m venv /tmp/gen && /tmp/gen/bin/pip install -q Django==5.2.19 && mkdir -p {SRC}/mysite {SRC}/envsite")
     host.run(f"cd {SRC}/mysite && /tmp/gen/bin/django-admin startproject mysite . && /tmp/gen/bin/django-admin startapp notes")
     host.run(f"cd {SRC}/envsite && /tmp/gen/bin/django-admin startproject envsite .")

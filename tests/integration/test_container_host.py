@@ -1,6 +1,6 @@
 """`make deploy` on a host whose PID 1 is not systemd (a container, a CI job).
 
-Exactly the README's quick start, from a copy of the repo and nothing else:
+Exactly the README's quick start, its prerequisite line and a copy of the repo:
 the bootstrap must notice that systemd is absent, so that Salt drives the
 init.d scripts and the services really start, and schedules run from cron.
 """

@@ -96,6 +96,8 @@ def test_plain_host_has_no_systemd(plain: lab.Host) -> None:
 
 def test_offline_salt_venv(plain: lab.Host) -> None:
     t0 = time.monotonic()
+    # as scripts/bootstrap.sh does first: the image, like Debian's cloud images, has no python3-venv
+    plain.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null")
     plain.run(f"python3 -m venv /tmp/v && /tmp/v/bin/pip install -q salt=={SALT_VERSION}")
     _timing(f"venv + pip install salt=={SALT_VERSION} (offline wheelhouse)", time.monotonic() - t0)
     out = plain.run("/tmp/v/bin/salt-call --version").stdout

@@ -74,7 +74,7 @@ EOF
 printf 'deb %s %s main\n' "$MIRROR" "$SUITE" > "$OUT/etc/apt/sources.list"
 rm -f "$OUT"/etc/apt/sources.list.d/*
 
-t "locales, local apt repo download: $REPO_PKGS"
+t "local apt repo download: $REPO_PKGS"
 mkdir -p "$OUT/srv/lab-repo" "$OUT/var/cache/apt/archives"
 # In the chroot: resolve each repo package alone and all of them together
 # (with the image's own apt config: no recommends), download into the
@@ -84,8 +84,6 @@ inns bash -ec 'set -o pipefail
     mount -t proc proc "$out/proc"
     mount --bind "$cache/archives" "$out/var/cache/apt/archives"
     cp /etc/resolv.conf "$out/etc/resolv.conf"
-    echo "en_US.UTF-8 UTF-8" > "$out/etc/locale.gen"
-    chroot "$out" locale-gen >/dev/null
     echo "LANG=C.UTF-8" > "$out/etc/default/locale"
     export DEBIAN_FRONTEND=noninteractive
     chroot "$out" apt-get -q update
@@ -127,11 +125,16 @@ t "wheelhouse, built by the image's own Python"
 # wheelhouse-newest.txt is fetched as for the newest Python, without resolving:
 # an image of an older Python then holds the wheels it must refuse by name
 # (Django 6 on Debian 12), not "no such package".
+# The image has no python3-venv (a cloud image has none): it is installed from
+# the local repo for this build only, then purged with what it pulled in.
 mkdir -p "$OUT/opt/wheelhouse" "$OUT/tmp/reqs"
 cp "${REQS[@]}" "$NEWEST" "$OUT/tmp/reqs/"
 cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$OUT/tmp/reqs/ca.crt"
 inns bash -ec 'out=$1; shift
     mount -t proc proc "$out/proc"
+    installed() { chroot "$out" dpkg-query -W -f="\${Status} \${Package}\n" | sed -n "s/^install ok installed //p" | sort; }
+    before=$(installed)
+    DEBIAN_FRONTEND=noninteractive chroot "$out" apt-get -q install -y python3-venv
     env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 PIP_CERT=/tmp/reqs/ca.crt \
         PIP_DISABLE_PIP_VERSION_CHECK=1 ${PIP_INDEX_URL:+PIP_INDEX_URL=$PIP_INDEX_URL} \
         ${https_proxy:+https_proxy=$https_proxy} ${HTTPS_PROXY:+HTTPS_PROXY=$HTTPS_PROXY} \
@@ -140,6 +143,12 @@ inns bash -ec 'out=$1; shift
             /tmp/wheel-venv/bin/pip wheel -q --use-pep517 --no-cache-dir -w /opt/wheelhouse $*
             /tmp/wheel-venv/bin/pip download -q --no-cache-dir --no-deps --only-binary=:all: \
                 --python-version 3.13 -d /opt/wheelhouse -r /tmp/reqs/wheelhouse-newest.txt"
+    # Every package the install added, not only python3-venv: autoremove would
+    # keep python3.X-venv, which python3.X suggests.
+    added=$(comm -13 <(echo "$before") <(installed))
+    DEBIAN_FRONTEND=noninteractive chroot "$out" apt-get -q purge -y $added
+    chroot "$out" apt-get clean
+    [ -z "$(comm -13 <(echo "$before") <(installed))" ]
 ' build "$OUT" "${REQS[@]/#*\//-r /tmp/reqs/}" >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "building the wheelhouse failed"; }
 rm -rf "$OUT/tmp/reqs" "$OUT/tmp/wheel-venv"
 # Any pip on a host installs only from the wheelhouse (no route out anyway).

@@ -91,6 +91,9 @@ WantedBy=multi-user.target
 """
 MINION_LAYER_SCRIPT = f"""\
 set -euo pipefail
+# as scripts/bootstrap.sh does first: the image, like Debian's cloud images, has no python3-venv
+apt-get update -q >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv >/dev/null
 /usr/bin/python3 -m venv {SALT_VENV}
 {SALT_VENV}/bin/pip install -q --disable-pip-version-check --no-cache-dir \\
     --no-index --find-links /opt/wheelhouse -r /root/salt-requirements.txt
@@ -674,13 +677,21 @@ class Cluster:
             self._client = salt.client.LocalClient(c_path=str(self.master_conf))
         return self._client
 
-    def salt(self, tgt: str | list[str], fun: str, arg: Sequence[Any] = (), timeout: float = 60, **kw: Any) -> dict[str, Any]:
+    def salt(
+        self, tgt: str | list[str], fun: str, arg: Sequence[Any] = (), timeout: float = 60, *, check: bool = False, **kw: Any
+    ) -> dict[str, Any]:
         """``salt <tgt> <fun> <arg...>``: {minion id: return}, False for a targeted
         minion that did not answer (as ``LocalClient.cmd``). ``kw``: what
         ``LocalClient.cmd`` takes (``tgt_type="list"``, ``kwarg={...}``,
-        ``full_return=True``...)."""
+        ``full_return=True``...).
+
+        ``check=True``: raise LabError naming the function and every targeted
+        minion that did not answer (a hung or stopped minion costs at most
+        ``min(timeout, 30)`` + ``gather_job_timeout`` seconds), and those
+        minions' processes as seen from outside."""
         full = kw.pop("full_return", False)
         tgt_type = kw.pop("tgt_type", "glob")
+        started = time.monotonic()
         pub = self.client.run_job(tgt, fun, list(arg), tgt_type=tgt_type, timeout=timeout, listen=True, **kw)
         if not pub:
             return {}
@@ -702,7 +713,37 @@ class Cluster:
             for minion in missing & set(cached):
                 data = {"ret": cached[minion].get("return"), "retcode": cached[minion].get("retcode", 0), "jid": pub["jid"]}
                 ret[minion] = data if full else data["ret"]
+        silent = sorted(set(pub["minions"]) - set(ret))
+        if check and silent:
+            gather = kw.get("gather_job_timeout", self.client.opts["gather_job_timeout"])
+            raise LabError(
+                f"salt {tgt} {fun}: no answer from {', '.join(silent)} after {time.monotonic() - started:.1f}s"
+                f" (timeout {timeout:g}s, gather_job_timeout {gather:g}s, job {pub['jid']})\n"
+                + "\n".join(self.minion_processes(name) for name in silent)
+            )
         return {**dict.fromkeys(pub["minions"], False), **ret}
+
+    def minion_processes(self, name: str) -> str:
+        """The host's salt-minion processes and their states (``T`` = stopped),
+        read from outside through its cgroup: works on a frozen or hung host,
+        where ``run()`` would hang too."""
+        host = self.hosts.get(name)
+        if host is None or not host.running:
+            return f"{name}: host not running"
+        service = self._cgroup_file(host, "payload/system.slice/salt-minion.service")
+        try:
+            frozen = "frozen 1" in self._cgroup_file(host, "payload/cgroup.events").read_text()
+            pids = (service / "cgroup.procs").read_text().split()
+        except OSError:
+            return f"{name}: no salt-minion.service cgroup ({service}): the minion does not run"
+        lines = [f"{name}: salt-minion.service processes{' (host frozen)' if frozen else ''}:"]
+        for pid in pids:
+            try:
+                status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+            except OSError:
+                continue
+            lines.append(f"  pid {pid} (this machine's pid): {status.get('Name', '?')} state {status.get('State', '?')}")
+        return "\n".join(lines)
 
     def run_runner(self, fun: str, *args: Any, timeout: float = 600, check: bool = False, **kwargs: Any) -> Any:
         """``salt-run <fun> <args> key=value...`` against the master; return its

@@ -7,7 +7,19 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+#: Seconds a unit test may take: the slowest needs about 10 (rendering every
+#: state tree); the suite's 20 minutes are for lab tests, a hung unit test fails in 2.
+UNIT_TIMEOUT = 120
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.path)).parents and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT))
 
 
 class Utils(dict):

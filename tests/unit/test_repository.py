@@ -64,3 +64,20 @@ def test_every_public_function_has_a_cli_example() -> None:
         and "CLI Example:\n\n.. code-block::" not in (ast.get_docstring(node) or "")
     ]
     assert not missing, "no CLI Example:\n" + "\n".join(missing)
+
+
+def test_the_quick_start_prerequisites_are_in_the_lab_image_repo() -> None:
+    """The tests run the README's prerequisite line in lab hosts, offline: what
+    it installs must be a ``repo:`` package of the lab image, not a ``base:`` one
+    (a fresh cloud server does not have it)."""
+    from tests.integration.helpers import quick_start_prerequisite
+
+    line = quick_start_prerequisite()
+    installed = line.split("apt-get install -y", 1)[1].split("#", 1)[0].split()
+    sections: dict[str, set[str]] = {}
+    for entry in (ROOT / "tests" / "lab" / "packages.txt").read_text().splitlines():
+        section, _, package = entry.split("#", 1)[0].partition(":")
+        if package.strip():
+            sections.setdefault(section.strip(), set()).add(package.strip())
+    assert installed, line
+    assert set(installed) <= sections["repo"] and not set(installed) & sections["base"], line
