@@ -332,6 +332,13 @@ class _Cluster:
         """The servers holding ``role`` that answered the last ping."""
         return [name for name in self.members(role) if name in self.alive]
 
+    def up(self, role: str) -> list[str]:
+        """``members_up``, where none answering stops the operation, naming the servers."""
+        found = self.members_up(role)
+        if not found:
+            raise RolloutError("plan", f"no {role} server answers test.ping", ", ".join(self.members(role)) or None)
+        return found
+
     def converge(self, step: str, tgt: list[str], sls: str | None = None) -> None:
         """Highstate (or one SLS) on ``tgt``; queued behind a state run already going there."""
         if sls:
@@ -509,9 +516,7 @@ def deploy(release: str | None = None, project: str | None = None, allow_partial
             name, conf = _project(cluster.pillar, project)
             source = _source_of(release, conf, name)
             everyone = cluster.ping()
-            apps = cluster.members_up("app")
-            if not apps:
-                raise RolloutError("plan", "no app server answers test.ping", ", ".join(cluster.members("app")) or None)
+            apps = cluster.up("app")
             skipped = sorted(set(cluster.members("app")) - set(apps))
             # One that never connected (not started yet) builds the cluster's release when it joins.
             behind = [server for server in skipped if _ever_connected(server)]
@@ -806,9 +811,7 @@ def plan(release: str | None = None, project: str | None = None) -> dict[str, An
             name, conf = _project(cluster.pillar, project)
             source = _source_of(release, conf, name)
             cluster.ping()
-            apps = cluster.members_up("app")
-            if not apps:
-                raise RolloutError("plan", "no app server answers test.ping", ", ".join(cluster.members("app")) or None)
+            apps = cluster.up("app")
             first = apps[0]
             if "release" in source:
                 rid = source["release"]
@@ -970,9 +973,7 @@ def restore(file: str | None = None, copy: str | None = None, project: str | Non
             if bool(file) == bool(copy):
                 raise RolloutError("plan", "name one backup: file=<backup on the db server> or copy=<off-host copy>")
             cluster.ping()
-            db = cluster.members_up("db")[:1]
-            if not db:
-                raise RolloutError("plan", "no db server answers test.ping", ", ".join(cluster.members("db")) or None)
+            db = cluster.up("db")[:1]
             if copy:
                 found = [c for c in _copies(name, db[0]) if c["copy"] == copy]
                 if not found:
