@@ -63,6 +63,19 @@ from .hosts import (
 )
 
 SALT_REQUIREMENTS = REPO_ROOT / "requirements" / "salt.txt"
+
+
+def _jobs() -> Any:
+    """``_utils/saltdjango_jobs.py``: how the rollout runner reads job returns."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("salt_django_lab_jobs", REPO_ROOT / "_utils" / "saltdjango_jobs.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 #: Where Salt lives on every minion host (as scripts/bootstrap.sh puts it).
 SALT_VENV = "/opt/salt-django/venv"
 #: The test venv's Salt scripts (salt-master, salt-run) run the master side.
@@ -695,24 +708,10 @@ class Cluster:
         pub = self.client.run_job(tgt, fun, list(arg), tgt_type=tgt_type, timeout=timeout, listen=True, **kw)
         if not pub:
             return {}
-        # ``timeout`` is how long Salt waits before asking the minions whether
-        # the job still runs: every 30 s at most, so that a lost return costs
-        # seconds, not the whole timeout.
-        ret: dict[str, Any] = {}
-        interval = min(timeout, 30)
-        for chunk in self.client.get_cli_event_returns(pub["jid"], pub["minions"], interval, tgt, tgt_type, **kw):
-            for minion, data in (chunk or {}).items():
-                if isinstance(data, dict) and not data.get("failed"):
-                    ret[minion] = data if full else data.get("ret", {})
-        # Salt's event bus can drop a return the master has written to its job
-        # cache (saltstack/salt#57954, "the CLI waits for a return already
-        # received"): read those from the cache.
-        missing = set(pub["minions"]) - set(ret)
-        if missing:
-            cached = self.client.returners[f"{self.client.opts['master_job_cache']}.get_jid"](pub["jid"])
-            for minion in missing & set(cached):
-                data = {"ret": cached[minion].get("return"), "retcode": cached[minion].get("retcode", 0), "jid": pub["jid"]}
-                ret[minion] = data if full else data["ret"]
+        # The runner's reading of returns (events, then the job cache for a
+        # lost one), asking every 30 s at most whether the job still runs.
+        collected = _jobs().collect(self.client, pub, tgt, tgt_type, min(timeout, 30), **kw)
+        ret = {minion: {**data, "jid": pub["jid"]} if full else data.get("ret", {}) for minion, data in collected.items()}
         silent = sorted(set(pub["minions"]) - set(ret))
         if check and silent:
             gather = kw.get("gather_job_timeout", self.client.opts["gather_job_timeout"])
