@@ -362,9 +362,11 @@ def _project(pillar: dict[str, Any], project: str | None) -> tuple[str, dict[str
 
 
 def _finish(cluster: _Cluster | None, ok: bool, comment: str, **extra: Any) -> dict[str, Any]:
+    """The runner's result. A failure fails the orchestration (``__context__``)
+    and salt-run's exit code (which it reads from ``retcode`` in the return)."""
     if not ok:
-        __context__["retcode"] = 1  # noqa: F821 - the orchestration fails
-    return {"result": ok, "comment": comment, **extra, "steps": cluster.steps if cluster else []}
+        __context__["retcode"] = 1  # noqa: F821
+    return {"result": ok, "retcode": 0 if ok else 1, "comment": comment, **extra, "steps": cluster.steps if cluster else []}
 
 
 def _failure(cluster: _Cluster | None, exc: RolloutError, **extra: Any) -> dict[str, Any]:

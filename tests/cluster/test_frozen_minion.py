@@ -47,7 +47,11 @@ def cluster(make_cluster: Callable[..., Cluster], tmp_path_factory: pytest.TempP
         [MINION],
         [tmp_path_factory.mktemp("file_roots")],
         [pillar],
-        {"runner_dirs": [str(REPO_ROOT / "_runners")], "salt_django_state_dir": str(state_dir)},
+        {
+            "runner_dirs": [str(REPO_ROOT / "_runners")],
+            "utils_dirs": [str(REPO_ROOT / "_utils")],
+            "salt_django_state_dir": str(state_dir),
+        },
     )
 
 
@@ -90,6 +94,7 @@ def test_calls_to_a_frozen_minion_fail_in_bounded_time_naming_call_and_minion(cl
     timing("salt-run rollout.plan with the frozen minion fails", took)
     print(plan)
     assert plan["result"] is False and plan["server"] == MINION, plan
+    assert cluster.last_runner.returncode == 1, "salt-run fails, for scripts and CI"
     assert plan["comment"] == f"plan on {MINION}: no app server answers test.ping", plan
     assert took < RUNNER_PING + MASTER_GATHER + MARGIN
 
