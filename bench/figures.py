@@ -120,8 +120,25 @@ def single_host(work: Path, run: Callable[[hosts.Host], dict[str, Any]]) -> dict
 # ------------------------------------------------------------------ no-op
 
 
-def noop(host: hosts.Host, reps: int) -> dict[str, Any]:
-    pings, deploys, state_runs, states = [], [], [], 0
+def baseline_deploy(host: hosts.Host, rev: str) -> str:
+    """The command a no-op `make deploy` ran at commit ``rev`` (its scripts/:
+    bootstrap.sh, with the salt_django.py calls it made), in this host's repository copy."""
+    old = "/root/baseline"
+    host.run(["mkdir", "-p", f"{old}/scripts"])
+    for name in ("bootstrap.sh", "salt_django.py"):
+        text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:scripts/{name}"], capture_output=True, text=True, check=True).stdout
+        # bootstrap.sh finds the repository from its own path: the host's copy.
+        host.path(f"{old}/scripts/{name}").write_text(text.replace('REPO=$(cd "$(dirname "$0")/.." && pwd)', f"REPO={REPO_IN_HOST}"))
+    host.run(["sed", "-i", f's|"$REPO/scripts/salt_django.py"|{old}/scripts/salt_django.py|', f"{old}/scripts/bootstrap.sh"])
+    python = "/opt/salt-django/venv/bin/python"
+    return f"cd {REPO_IN_HOST} && bash {old}/scripts/bootstrap.sh && {python} {old}/scripts/salt_django.py --conf /etc/salt-django apply"
+
+
+def noop(host: hosts.Host, reps: int, baseline: str | None = None) -> dict[str, Any]:
+    """No-op `make deploy` against `salt-call test.ping`, and against the same
+    deploy as commit ``baseline`` ran it, each repetition side by side."""
+    pings, deploys, state_runs, states, before = [], [], [], 0, []
+    old = baseline_deploy(host, baseline) if baseline else None
     for _ in range(reps):
         pings.append(timed(host, f"{SALT_CALL} test.ping")[0])
         seconds, output = timed(host, f"cd {REPO_IN_HOST} && make deploy")
@@ -130,6 +147,11 @@ def noop(host: hosts.Host, reps: int) -> dict[str, Any]:
         deploys.append(seconds)
         state_runs.append(float(found.group(4)))
         states = int(found.group(1))
+        if old:
+            seconds, output = timed(host, old)
+            found = _SUMMARY.search(output)
+            assert found and found.group(2) == "0" and found.group(3) == "0", output[-3000:]
+            before.append(seconds)
     # Where a no-op spends its time: Salt's own duration of each state.
     ret = json.loads(host.run(f"{SALT_CALL} --out=json state.apply", timeout=600).stdout)["local"]
     slowest = sorted(((s.get("duration", 0.0), s.get("__id__", k)) for k, s in ret.items()), reverse=True)[:10]
@@ -142,6 +164,14 @@ def noop(host: hosts.Host, reps: int) -> dict[str, Any]:
         "sum of state durations, ms": round(sum(s.get("duration", 0.0) for s in ret.values())),
         "slowest states, ms": [[round(ms), sid] for ms, sid in slowest],
         "versions": host_versions(host),
+        **(
+            {
+                f"make deploy as at {baseline}, seconds": spread(before),
+                f"make deploy / as at {baseline}": spread([d / b for d, b in zip(deploys, before, strict=True)]),
+            }
+            if baseline
+            else {}
+        ),
     }
 
 
@@ -465,11 +495,18 @@ def summary_rows() -> list[list[str]]:
     if noop_data:
         deploy, ratio = noop_data["make deploy, seconds"], noop_data["ratio"]
         met = deploy["median"] <= 2.5 and ratio["median"] <= 3
+        against = [key for key in noop_data if key.startswith("make deploy / as at ")]
+        baseline = (
+            f"; before (as at {against[0][len('make deploy / as at ') :]}, side by side): "
+            f"{fmt(noop_data[against[0].replace(' / ', ' ') + ', seconds'], ' s')}, now {fmt(noop_data[against[0]], 'x')} of it"
+            if against
+            else ""
+        )
         rows.append(
             [
                 f"no-op `make deploy` ({noop_data['states']} states) vs `salt-call --local test.ping`",
                 "≤ 2.5 s and ≤ 3x",
-                f"{fmt(deploy, ' s')}; {fmt(ratio, 'x')} (test.ping {fmt(noop_data['salt-call test.ping, seconds'], ' s')})",
+                f"{fmt(deploy, ' s')}; {fmt(ratio, 'x')} (test.ping {fmt(noop_data['salt-call test.ping, seconds'], ' s')}){baseline}",
                 "met" if met else "not met",
             ]
         )
@@ -646,6 +683,7 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=8, help="seconds per wrk run")
     parser.add_argument("--apps", default="2,4,8", help="app servers of the rollout clusters")
+    parser.add_argument("--baseline", help="a commit whose make deploy the no-op figure is also measured against, side by side")
     parser.add_argument("--rollout-reps", type=int, default=3, help="switch-only rollouts per cluster")
     opts = parser.parse_args()
     parts = opts.parts.split(",")
@@ -656,7 +694,7 @@ def main() -> int:
 
             def both(host: hosts.Host) -> dict[str, Any]:
                 if "noop" in parts:
-                    save("noop", noop(host, opts.reps))
+                    save("noop", noop(host, opts.reps, opts.baseline))
                 if "serving" in parts:
                     save("serving", serving(host, opts.reps, opts.seconds))
                 return {}
