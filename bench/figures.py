@@ -214,21 +214,41 @@ def wrk(host: hosts.Host, url: str, seconds: int, headers: list[str]) -> dict[st
 
 
 def start_direct(host: hosts.Host) -> None:
-    """The live slot's Gunicorn command line, bound to 127.0.0.1:DIRECT_PORT instead of its socket."""
+    """The live slot's Gunicorn command line, bound to 127.0.0.1:DIRECT_PORT
+    instead of its socket, under supervisord as the slots run: its access log
+    goes the same way (supervisord copies it into a log file, which costs CPU too)."""
     slot = host.run("readlink /srv/demo/shared/run/gunicorn.sock").stdout.strip().rsplit("-", 1)[1].split(".")[0]
     user = host.run("stat -c %U /srv/demo/shared/run").stdout.strip()
     host.run(
-        f'sed \'s|--bind "unix:[^"]*"|--bind 127.0.0.1:{DIRECT_PORT}|\' /srv/demo/bin/gunicorn-run > /tmp/direct-run'
-        " && chmod 755 /tmp/direct-run"
+        f'sed \'s|--bind "unix:[^"]*"|--bind 127.0.0.1:{DIRECT_PORT}|\' /srv/demo/bin/gunicorn-run > /srv/demo/bin/bench-direct-run'
+        " && chmod 755 /srv/demo/bin/bench-direct-run"
     )
-    host.run(f"setsid runuser -u {user} -- /tmp/direct-run {slot} > /tmp/direct.log 2>&1 < /dev/null &")
+    program = "\n".join(
+        [
+            "[program:bench-direct]",
+            f"command=/srv/demo/bin/bench-direct-run {slot}",
+            f"user={user}",
+            "directory=/srv/demo",
+            'environment=HOME="/srv/demo"',
+            "autostart=true",
+            "stopasgroup=true",
+            "killasgroup=true",
+            "stdout_logfile=/var/log/demo/bench-direct.log",
+            "stdout_logfile_maxbytes=20MB",
+            "stdout_logfile_backups=5",
+            "redirect_stderr=true",
+            "",
+        ]
+    )
+    host.path("/etc/supervisor/conf.d/bench-direct.conf").write_text(program)
+    host.run("supervisorctl update")
     for _ in range(120):
         url = f"http://127.0.0.1:{DIRECT_PORT}/healthz"
         probe = host.run(f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Host: {DOMAIN}' {url}", check=False)
         if probe.stdout.strip() == "200":
             return
         time.sleep(0.5)
-    raise RuntimeError(f"direct Gunicorn did not start: {host.run('tail -20 /tmp/direct.log').stdout}")
+    raise RuntimeError(f"direct Gunicorn did not start: {host.run('tail -20 /var/log/demo/bench-direct.log').stdout}")
 
 
 def serving(host: hosts.Host, reps: int, seconds: int) -> dict[str, Any]:
