@@ -137,13 +137,13 @@ def baseline_deploy(host: hosts.Host, rev: str) -> str:
 def noop(host: hosts.Host, reps: int, baseline: str | None = None) -> dict[str, Any]:
     """No-op `make deploy` against `salt-call test.ping`, and against the same
     deploy as commit ``baseline`` ran it, each repetition side by side."""
-    pings, deploys, state_runs, states, before = [], [], [], 0, []
+    pings, deploys, state_runs, states, before, deploy_output = [], [], [], 0, [], ""
     old = baseline_deploy(host, baseline) if baseline else None
     for _ in range(reps):
         pings.append(timed(host, f"{SALT_CALL} test.ping")[0])
-        seconds, output = timed(host, f"cd {REPO_IN_HOST} && make deploy")
-        found = _SUMMARY.search(output)
-        assert found and found.group(2) == "0" and found.group(3) == "0", output[-3000:]
+        seconds, deploy_output = timed(host, f"cd {REPO_IN_HOST} && make deploy")
+        found = _SUMMARY.search(deploy_output)
+        assert found and found.group(2) == "0" and found.group(3) == "0", deploy_output[-3000:]
         deploys.append(seconds)
         state_runs.append(float(found.group(4)))
         states = int(found.group(1))
@@ -157,6 +157,9 @@ def noop(host: hosts.Host, reps: int, baseline: str | None = None) -> dict[str, 
     slowest = sorted(((s.get("duration", 0.0), s.get("__id__", k)) for k, s in ret.items()), reverse=True)[:10]
     return {
         "states": states,
+        "what the last no-op make deploy printed (without the per-state lines)": [
+            line for line in deploy_output.splitlines() if not re.match(r"\s+\[\s*\d+\]", line)
+        ],
         "make deploy, seconds": spread(deploys),
         "state run (make deploy's summary), seconds": spread(state_runs),
         "salt-call test.ping, seconds": spread(pings),

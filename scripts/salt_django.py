@@ -16,6 +16,7 @@ import string
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -227,19 +228,28 @@ def apply(conf: str, test: bool) -> int:
     minion in this process does it all (see :func:`local_caller`)."""
     print("salt-django: applying the state tree" + (" (test=True: nothing is changed)" if test else ""), flush=True)
     started = time.monotonic()
-    try:
-        caller = local_caller(conf)
-        projects = caller.cmd("pillar.get", "projects") or {}
-        projects = projects if isinstance(projects, dict) else {}
-        # Modules that changed, or passwords the pillar compiled at start lacks
-        # (a first deploy, a new project): start the minion again with them.
-        if sync_tree(caller) | report_secrets(Path(conf, "pillar", "generated.sls"), projects):
+    # What salt-call printed to its stderr, which was shown only when it failed:
+    # Salt's warnings go to the log file, its errors into the summary.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    import salt._logging.impl  # Salt's logger class, before any of its loggers exists
+
+    log_file = (yaml.safe_load(Path(conf, "minion").read_text()) or {}).get("log_file", "")
+    with salt_logging(log_file) as progress:
+        # Salt's own stderr handler, which holds every warning until the process exits.
+        salt._logging.impl.shutdown_temp_handler()
+        try:
             caller = local_caller(conf)
-        with salt_logging(caller.opts.get("log_file", "")) as progress:
+            projects = caller.cmd("pillar.get", "projects") or {}
+            projects = projects if isinstance(projects, dict) else {}
+            # Modules that changed, or passwords the pillar compiled at start lacks
+            # (a first deploy, a new project): start the minion again with them.
+            if sync_tree(caller) | report_secrets(Path(conf, "pillar", "generated.sls"), projects):
+                caller = local_caller(conf)
             ret = caller.cmd("state.apply", test=True) if test else caller.cmd("state.apply")
-    except Exception as exc:  # noqa: BLE001 - whatever Salt raises, the user gets it and a non-zero exit
-        print(f"salt-django: salt failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        except Exception as exc:  # noqa: BLE001 - whatever Salt raises, the user gets it and a non-zero exit
+            print("\n".join(progress.errors), file=sys.stderr)
+            print(f"salt-django: salt failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
     seconds = time.monotonic() - started
     total, changed, changes, failures = summarize(ret)
     if not total and not failures:
