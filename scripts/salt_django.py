@@ -230,8 +230,10 @@ def apply(conf: str, test: bool) -> int:
     started = time.monotonic()
     # What salt-call printed to its stderr, which was shown only when it failed:
     # Salt's warnings go to the log file, its errors into the summary.
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
     import salt._logging.impl  # Salt's logger class, before any of its loggers exists
+
+    # After importing salt, whose own filters would show its modules' deprecations once.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     log_file = (yaml.safe_load(Path(conf, "minion").read_text()) or {}).get("log_file", "")
     with salt_logging(log_file) as progress:
