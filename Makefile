@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 PROJECT ?= demo
 CLI = $(SALT_PY) scripts/salt_django.py --conf $(CONF) --project $(PROJECT)
 
-.PHONY: help deploy plan release rollback releases backup backups restore audit test lint unit test-deps
+.PHONY: help deploy plan release rollback releases backup backups restore audit test lint unit test-deps bench
 
 help:
 	@echo "make deploy                     configure this host and deploy (idempotent)"
@@ -27,6 +27,7 @@ help:
 	@echo "make audit                      who released, rolled back or restored what, when"
 	@echo "make test                       lint + unit + integration tests"
 	@echo "make lint                       ruff, salt-lint and the duplicate-code check only"
+	@echo "make bench                      every benchmark, in test hosts; report in bench/reports/figures.md"
 
 deploy:
 	@scripts/bootstrap.sh
@@ -75,3 +76,17 @@ unit: test-deps
 
 test: lint
 	$(TEST_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# Every benchmark, in throwaway test hosts (never on this machine): issue
+# 14's figures (bench/figures.py: report, PNG plots and data under
+# bench/reports/), then the older single-figure ones. BENCH_ARGS is passed to
+# bench/figures.py (e.g. BENCH_ARGS="--parts serving --reps 3").
+BENCH_ARGS ?=
+bench: test-deps $(TEST_VENV)/.bench-requirements.sha256
+	$(TEST_VENV)/bin/python bench/figures.py $(BENCH_ARGS)
+	$(TEST_VENV)/bin/python bench/keepalive.py
+	$(TEST_VENV)/bin/python bench/deploy.py
+
+$(TEST_VENV)/.bench-requirements.sha256: requirements/bench.txt requirements/test.txt requirements/salt.txt
+	$(TEST_VENV)/bin/pip install -q --disable-pip-version-check -r requirements/bench.txt
+	@sha256sum requirements/bench.txt requirements/test.txt requirements/salt.txt > $@

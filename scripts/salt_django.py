@@ -6,7 +6,9 @@ Runs with the Salt virtualenv's interpreter (it needs PyYAML and salt-call).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -15,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,40 +106,104 @@ def init_secrets(conf: str) -> int:
         return 1
     projects = json.loads(result.stdout)["local"] or {}
     projects = projects if isinstance(projects, dict) else {}
+    report_secrets(generated, projects)
+    return 0
+
+
+def report_secrets(generated: Path, projects: dict[str, Any]) -> bool:
+    """:func:`update_generated` for ``projects`` (pillar as compiled), saying
+    what it added or dropped; whether it changed the file."""
     deployed = {name for name in projects if Path(f"/etc/{name}/env").exists()}
     added, dropped = update_generated(generated, projects, deployed, "make deploy")
     if added:
         print(f"salt-django: generated {', '.join(added)} in {generated}")
     if dropped:
         print(f"salt-django: {', '.join(dropped)} left pillar: its generated passwords are gone from {generated}")
-    return 0
+    return bool(added or dropped)
 
 
 _COMPLETED = re.compile(r"Completed state \[(?P<name>.*?)\] at time .*\(duration_in_ms=(?P<ms>[\d.]+)\)")
 
 
-def salt_call_with_progress(conf: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """``salt_call``, printing each state as it completes (Salt's info log line
-    for it, read from stderr as it comes), with a running count: a first
-    deploy takes minutes, and silence looks like a hang."""
-    cmd = [str(SALT_CALL), "-c", conf, "--local", "--out=json", "--retcode-passthrough", "-l", "info", *args]
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
-        # The JSON comes at the end, and may not fit in a pipe: read it beside the log.
-        out: list[str] = []
-        reader = threading.Thread(target=lambda: out.append(proc.stdout.read()))  # type: ignore[union-attr]
-        reader.start()
-        errors, done = [], 0
-        for line in proc.stderr:
-            found = _COMPLETED.search(line)
-            if found:
-                done += 1
-                print(f"  [{done:3d}] {found['name'][:90]} ({float(found['ms']) / 1000:.1f} s)", flush=True)
-            elif "[ERROR" in line or "[CRITICAL" in line:
-                errors.append(line)
-        reader.join()
-        proc.wait()
-    return subprocess.CompletedProcess(cmd, proc.returncode, "".join(out), "".join(errors))
+class Progress(logging.Handler):
+    """Prints each state as it completes (Salt's info log record for it), with
+    a running count: a first deploy takes minutes, and silence looks like a
+    hang. Keeps the error records, to show if the run fails."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.done = 0
+        self.errors: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        found = _COMPLETED.search(message)
+        if found:
+            self.done += 1
+            print(f"  [{self.done:3d}] {found['name'][:90]} ({float(found['ms']) / 1000:.1f} s)", flush=True)
+        elif record.levelno >= logging.ERROR:
+            self.errors.append(f"[{record.levelname}] {message}")
+
+
+def local_caller(conf: str) -> Any:
+    """Salt's masterless minion in this process (what ``salt-call --local`` sets
+    up: config, the directories it verifies, grains, pillar, modules), once
+    for every call of an apply: each salt-call would pay that start again."""
+    import salt.client
+    import salt.config
+    import salt.utils.verify
+
+    opts = salt.config.minion_config(os.path.join(conf, "minion"))
+    # As salt-call --local: the local file client, and no minion to tell of
+    # module refreshes (firing that event waits a second for a connection).
+    opts["file_client"] = "local"
+    opts["local"] = True
+    # As salt-call: a state run uses the pillar compiled at start.
+    opts["__cli"] = "salt-call"
+    # apply syncs the tree's own modules before its state run (sync_tree):
+    # a state run would sync every kind of module, then rebuild its loader.
+    opts["autoload_dynamic_modules"] = False
+    dirs = [opts["pki_dir"], opts["cachedir"], opts["extension_modules"]]
+    salt.utils.verify.verify_env(dirs, opts["user"], permissive=opts["permissive_pki_access"], pki_dir=opts["pki_dir"])
+    return salt.client.Caller(mopts=opts)
+
+
+def sync_tree(caller: Any) -> bool:
+    """Sync the kinds of custom module the state tree holds (``salt/_modules``,
+    ``salt/_states``...) into the minion's cache, as a state run's automatic
+    sync of all twenty kinds would, at a tenth of its cost; whether any changed."""
+    kinds = sorted({entry[1:] for root in caller.opts["file_roots"]["base"] for entry in os.listdir(root) if entry.startswith("_")})
+    synced = [caller.cmd(f"saltutil.sync_{kind}", refresh=False) for kind in kinds]  # every kind, no short cut
+    return any(synced)
+
+
+@contextlib.contextmanager
+def salt_logging(conf_log_file: str) -> Iterator[Progress]:
+    """Salt's log as salt-call configures it here: warnings and worse into the
+    minion's log file; the completed states to :class:`Progress`."""
+    progress = Progress()
+    root = logging.getLogger()
+    state_log = logging.getLogger("salt.state")
+    handlers: list[logging.Handler] = [progress]
+    if conf_log_file:
+        Path(conf_log_file).parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(conf_log_file)
+        to_file.setLevel(logging.WARNING)
+        to_file.setFormatter(logging.Formatter("%(asctime)s [%(name)s][%(levelname)s] %(message)s"))
+        handlers.append(to_file)
+    for handler in handlers:
+        root.addHandler(handler)
+    levels = root.level, state_log.level
+    root.setLevel(logging.WARNING)
+    state_log.setLevel(logging.INFO)
+    try:
+        yield progress
+    finally:
+        root.setLevel(levels[0])
+        state_log.setLevel(levels[1])
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
 
 
 def summarize(ret: Any) -> tuple[int, int, list[tuple[str, str]], list[tuple[str, str]]]:
@@ -156,19 +224,39 @@ def summarize(ret: Any) -> tuple[int, int, list[tuple[str, str]], list[tuple[str
 
 
 def apply(conf: str, test: bool) -> int:
-    """Apply the highstate and print: URL, states, changed, failed, seconds."""
+    """Generate the passwords pillar lacks (:func:`init_secrets`), apply the
+    highstate and print: states, changed, failed, seconds, URLs. One Salt
+    minion in this process does it all (see :func:`local_caller`)."""
     print("salt-django: applying the state tree" + (" (test=True: nothing is changed)" if test else ""), flush=True)
     started = time.monotonic()
-    args = ["state.apply"] + (["test=True"] if test else [])
-    result = salt_call_with_progress(conf, *args)
+    # What salt-call printed to its stderr, which was shown only when it failed:
+    # Salt's warnings go to the log file, its errors into the summary.
+    import salt._logging.impl  # Salt's logger class, before any of its loggers exists
+
+    # After importing salt, whose own filters would show its modules' deprecations once.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+    log_file = (yaml.safe_load(Path(conf, "minion").read_text()) or {}).get("log_file", "")
+    with salt_logging(log_file) as progress:
+        # Salt's own stderr handler, which holds every warning until the process exits.
+        salt._logging.impl.shutdown_temp_handler()
+        try:
+            caller = local_caller(conf)
+            projects = caller.cmd("pillar.get", "projects") or {}
+            projects = projects if isinstance(projects, dict) else {}
+            # Modules that changed, or passwords the pillar compiled at start lacks
+            # (a first deploy, a new project): start the minion again with them.
+            if sync_tree(caller) | report_secrets(Path(conf, "pillar", "generated.sls"), projects):
+                caller = local_caller(conf)
+            ret = caller.cmd("state.apply", test=True) if test else caller.cmd("state.apply")
+        except Exception as exc:  # noqa: BLE001 - whatever Salt raises, the user gets it and a non-zero exit
+            print("\n".join(progress.errors), file=sys.stderr)
+            print(f"salt-django: salt failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
     seconds = time.monotonic() - started
-    try:
-        ret = json.loads(result.stdout)["local"]
-    except (ValueError, KeyError, TypeError):
-        print(result.stdout + result.stderr, file=sys.stderr)
-        print(f"salt-django: salt-call failed (exit {result.returncode})", file=sys.stderr)
-        return result.returncode or 1
     total, changed, changes, failures = summarize(ret)
+    if not total and not failures:
+        print("\n".join(progress.errors), file=sys.stderr)
     for sid, comment in changes:
         print(f"  changed  {sid}: {comment}")
     for sid, comment in failures:
@@ -176,15 +264,44 @@ def apply(conf: str, test: bool) -> int:
     verb = "would change" if test else "changed"
     print(f"salt-django: {total} states, {changed} {verb}, {len(failures)} failed, {seconds:.1f} s")
     if not failures:
-        domains = salt_call(conf, "pillar.get", "projects")
-        for name, project in sorted((json.loads(domains.stdout)["local"] or {}).items()):
-            print(f"salt-django: {name} is served at https://{project['domains'][0]}/")
+        for name, project in sorted(projects.items()):
+            if isinstance(project, dict) and project.get("domains"):
+                print(f"salt-django: {name} is served at https://{project['domains'][0]}/")
     return 1 if failures else 0
 
 
-def call(conf: str, fun: str, *args: str) -> Any:
-    """Run one execution-module function; its return value, or exit on a Salt error."""
-    result = salt_call(conf, fun, *args)
+_STEP = re.compile(r"salt-django step: (?P<step>.*)$")
+
+
+def salt_call_with_steps(conf: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``salt_call``, printing each step an operation starts (django_release's
+    info log line for it, read from stderr as it comes) with a count and the
+    seconds so far: a release builds for minutes, and silence looks like a hang."""
+    cmd = [str(SALT_CALL), "-c", conf, "--local", "--out=json", "--retcode-passthrough", "-l", "info", *args]
+    started = time.monotonic()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        # The JSON comes at the end, and may not fit in a pipe: read it beside the log.
+        out: list[str] = []
+        reader = threading.Thread(target=lambda: out.append(proc.stdout.read()))  # type: ignore[union-attr]
+        reader.start()
+        errors, done = [], 0
+        for line in proc.stderr:
+            found = _STEP.search(line.rstrip())
+            if found:
+                done += 1
+                print(f"  [{done:2d}] {found['step'][:100]} (at {time.monotonic() - started:.1f} s)", flush=True)
+            elif "[ERROR" in line or "[CRITICAL" in line:
+                errors.append(line)
+        reader.join()
+        proc.wait()
+    return subprocess.CompletedProcess(cmd, proc.returncode, "".join(out), "".join(errors))
+
+
+def call(conf: str, fun: str, *args: str, steps: bool = False) -> Any:
+    """Run one execution-module function; its return value, or exit on a Salt error.
+    ``steps``: print the steps it says it starts, as they come."""
+    result = salt_call_with_steps(conf, fun, *args) if steps else salt_call(conf, fun, *args)
     try:
         return json.loads(result.stdout)["local"]
     except (ValueError, KeyError, TypeError):
@@ -193,9 +310,10 @@ def call(conf: str, fun: str, *args: str) -> Any:
 
 
 def operation(conf: str, fun: str, *args: str) -> int:
-    """A release, rollback or restore: print its outcome, exit 1 if it failed."""
+    """A release, rollback or restore: print its steps as they start and its
+    outcome, exit 1 if it failed."""
     started = time.monotonic()
-    outcome = call(conf, fun, *args)
+    outcome = call(conf, fun, *args, steps=True)
     seconds = time.monotonic() - started
     if not isinstance(outcome, dict):
         print(f"salt-django: {outcome}", file=sys.stderr)

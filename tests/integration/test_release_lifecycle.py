@@ -105,6 +105,10 @@ def test_release_from_git_under_load_drops_no_request(host: Host) -> None:
     with Load(host) as load:
         code, output = run_make(host, f"release REPO={GIT} REF=v2")
     assert code == 0, output[-2000:]
+    # each step as it starts, counted, before the outcome
+    steps = re.findall(r"^  \[ ?(\d+)\] (\S+)", output, re.M)
+    assert [name for _, name in steps][:3] == ["resolve", "build", "check"], output[-2000:]
+    assert [int(n) for n, _ in steps] == list(range(1, len(steps) + 1)) and ("switch" in dict(steps).values()), output[-2000:]
     live = _live(host)
     assert live != first and live.endswith("-" + host.run(f"git -C {GIT} rev-parse --short=7 v2").stdout.strip())
     assert load.result["sent"] > 50 and load.result["failed"] == 0, load.result

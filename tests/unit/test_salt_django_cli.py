@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import logging
 
 import pytest
 
@@ -36,18 +35,14 @@ def test_a_project_removed_from_pillar_loses_its_generated_entry() -> None:
     assert data == {"projects": {"site": {"secrets": {"DB_PASSWORD": "b" * 40}}}}
 
 
-def test_a_deploy_prints_each_state_as_it_completes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    fake = tmp_path / "salt-call"
-    states = {f"s{i}": {"result": True, "changes": {}, "__run_num__": i} for i in range(3)}
-    log = "".join(f"[INFO    ] Completed state [/etc/s{i}] at time 01:02:03.000 (duration_in_ms={i * 1500}.0)\\n" for i in range(3))
-    # more JSON than a pipe holds, written after the log, as salt-call does
-    payload = json.dumps({"local": {**states, "padding": "x" * 200_000}})
-    fake.write_text(f"#!/bin/sh\nprintf '%b' '{log}' >&2\nprintf '[ERROR   ] boom\\\\n' >&2\ncat <<'EOF'\n{payload}\nEOF\n")
-    fake.chmod(0o755)
-    monkeypatch.setattr(cli, "SALT_CALL", fake)
-    result = cli.salt_call_with_progress("/etc/salt-django", "state.apply")
+def test_a_deploy_prints_each_state_as_it_completes(capsys: pytest.CaptureFixture[str]) -> None:
+    state_log = logging.getLogger("salt.state")
+    with cli.salt_logging("") as progress:
+        for i in range(3):
+            state_log.info("Completed state [%s] at time %s (duration_in_ms=%s)", f"/etc/s{i}", "01:02:03.000", i * 1500.0)
+        state_log.debug("Completed state [/etc/hidden] at time 01:02:03.000 (duration_in_ms=1.0)")
+        progress.handle(logging.LogRecord("salt.loader", logging.ERROR, __file__, 1, "boom", None, None))
+    state_log.info("Completed state [/etc/after] at time 01:02:03.000 (duration_in_ms=1.0)")
     printed = capsys.readouterr().out.splitlines()
     assert printed == ["  [  1] /etc/s0 (0.0 s)", "  [  2] /etc/s1 (1.5 s)", "  [  3] /etc/s2 (3.0 s)"], printed
-    assert json.loads(result.stdout)["local"]["s2"]["__run_num__"] == 2 and result.stderr.startswith("[ERROR")
+    assert progress.errors == ["[ERROR] boom"]
