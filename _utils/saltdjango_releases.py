@@ -1,12 +1,12 @@
 """What a release is called and what a state run's return says, read the
-same way by the minions' modules, the rollout runner and the CLI."""
+same way by the minions' modules and the rollout runner."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-#: ``<UTC build time>-<first 7 hex digits of the tree digest>``, e.g. ``20261129T040000Z-1a2b3c4``.
+#: ``<UTC build time>-<first 7 hex digits of the source's digest (commit or content hash)>``.
 RELEASE_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{7}")
 
 
