@@ -353,10 +353,10 @@ class Progress:
 
 def topology_pillar(work: Path, apps: list[str]) -> Path:
     """A copy of pillar/ whose topology.yaml lists db, cache, ``apps`` and lb
-    (its .sls files find _modules/ beside it: a link to the repository's)."""
+    (its .sls files find _utils/ beside it: a link to the repository's)."""
     pillar = work / "pillar"
     shutil.copytree(ROOT / "pillar", pillar)
-    (work / "_modules").symlink_to(ROOT / "_modules")
+    (work / "_utils").symlink_to(ROOT / "_utils")
     topology = yaml.safe_load((ROOT / "pillar" / "topology.yaml").read_text())
     topology["hosts"] = {"db": {"roles": ["db"]}, "cache": {"roles": ["cache"]}}
     topology["hosts"].update({name: {"roles": ["app", "web"]} for name in apps})
