@@ -90,29 +90,17 @@ def update_generated(
     return added, dropped
 
 
-def init_secrets(conf: str) -> int:
-    """Generate the database and Redis passwords that pillar lacks, into ``<conf>/pillar/generated.sls``.
+def report_secrets(generated: Path, projects: dict[str, Any]) -> bool:
+    """Generate the passwords pillar lacks into ``generated``
+    (``<conf>/pillar/generated.sls``) with :func:`update_generated`, saying what
+    it added or dropped; whether it changed the file.
 
     Runs before every apply, so that a project added to pillar gets its
     passwords the way the first one did (see :func:`plan_secrets`; a project
     is deployed here when it has ``/etc/<name>/env``). The file (mode 0600)
     is salt-django's; ``local.sls`` is the operator's and is never written: a
     value there wins over a generated one (pillar/top.sls reads it later).
-    """
-    generated = Path(conf, "pillar", "generated.sls")
-    result = salt_call(conf, "pillar.get", "projects")
-    if result.returncode != 0:
-        print(f"salt-django: cannot read pillar: {result.stderr.strip()}", file=sys.stderr)
-        return 1
-    projects = json.loads(result.stdout)["local"] or {}
-    projects = projects if isinstance(projects, dict) else {}
-    report_secrets(generated, projects)
-    return 0
-
-
-def report_secrets(generated: Path, projects: dict[str, Any]) -> bool:
-    """:func:`update_generated` for ``projects`` (pillar as compiled), saying
-    what it added or dropped; whether it changed the file."""
+    ``projects`` is pillar as compiled."""
     deployed = {name for name in projects if Path(f"/etc/{name}/env").exists()}
     added, dropped = update_generated(generated, projects, deployed, "make deploy")
     if added:
@@ -224,7 +212,7 @@ def summarize(ret: Any) -> tuple[int, int, list[tuple[str, str]], list[tuple[str
 
 
 def apply(conf: str, test: bool) -> int:
-    """Generate the passwords pillar lacks (:func:`init_secrets`), apply the
+    """Generate the passwords pillar lacks (:func:`report_secrets`), apply the
     highstate and print: states, changed, failed, seconds, URLs. One Salt
     minion in this process does it all (see :func:`local_caller`)."""
     print("salt-django: applying the state tree" + (" (test=True: nothing is changed)" if test else ""), flush=True)
@@ -338,7 +326,6 @@ def main() -> int:
     parser.add_argument("--conf", default="/etc/salt-django", help="Salt config directory")
     parser.add_argument("--project", default="demo", help="project name (pillar projects:<name>)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("init-secrets", help="generate the database and Redis passwords that pillar lacks")
     apply_parser = sub.add_parser("apply", help="apply the state tree and summarize")
     apply_parser.add_argument("--test", action="store_true", help="predict changes only (test=True)")
     release_parser = sub.add_parser("release", help="build, gate, migrate and switch to a release")
@@ -356,8 +343,6 @@ def main() -> int:
     args = parser.parse_args()
     conf, project = args.conf, args.project
     os.environ.setdefault("SALT_DJANGO_TRIGGER", f"make {args.command}")
-    if args.command == "init-secrets":
-        return init_secrets(conf)
     if args.command == "apply":
         return apply(conf, args.test)
     if args.command == "release":
