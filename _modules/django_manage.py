@@ -43,12 +43,12 @@ def project_root(project: str) -> str:
 
         salt-call django_manage.project_root demo
     """
-    return __salt__["saltdjango.project"](project)["root"]  # noqa: F821
+    return __salt__["saltdjango.paths"](project)["root"]  # noqa: F821
 
 
 def _env_file(project: str) -> str:
     """``/etc/<project>/env``: the secrets and settings of the running app."""
-    return __salt__["saltdjango.project"](project)["env_file"]  # noqa: F821
+    return __salt__["saltdjango.paths"](project)["env_file"]  # noqa: F821
 
 
 def _app_user(project: str) -> str:

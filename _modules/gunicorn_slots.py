@@ -179,7 +179,7 @@ def _wait_healthy(project: str, slot: str, release: str, host: str, timeout: flo
 
 def _log_tail(project: str, lines: int = 8) -> str:
     """The last lines of the slots' log, secrets masked (this text reaches the job cache)."""
-    path = os.path.join(__salt__["saltdjango.project"](project)["log_dir"], "gunicorn.log")  # noqa: F821
+    path = os.path.join(__salt__["saltdjango.paths"](project)["log_dir"], "gunicorn.log")  # noqa: F821
     try:
         with open(path, "rb") as handle:
             handle.seek(max(os.fstat(handle.fileno()).st_size - 16384, 0))

@@ -416,12 +416,31 @@ def _project_config(name: str, raw: dict[str, Any], defaults: dict[str, Any], cp
     cfg["database"]["name"] = cfg["database"].get("name") or name
     cfg["database"]["user"] = cfg["database"].get("user") or name
     cfg["gunicorn"]["workers"] = cfg["gunicorn"].get("workers") or 2 * max(int(cpus), 1) + 1
-    cfg["root"] = f"/srv/{name}"
-    cfg["conf_dir"] = f"/etc/{name}"
-    cfg["env_file"] = f"/etc/{name}/env"
-    cfg["run_dir"] = f"/srv/{name}/shared/run"
-    cfg["log_dir"] = f"/var/log/{name}"
+    cfg.update(paths(name))
     return cfg
+
+
+def paths(name: str) -> dict[str, str]:
+    """Where project ``name`` lives on a server: ``root`` (releases, ``current``,
+    ``shared``), ``conf_dir``, ``env_file``, ``run_dir`` and ``log_dir``.
+
+    Derived from the name alone, so that a module needing only a path reads
+    neither pillar nor the mine (``project`` does both), and a project gone
+    from pillar can still be found.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.paths demo
+    """
+    return {
+        "root": f"/srv/{name}",
+        "conf_dir": f"/etc/{name}",
+        "env_file": f"/etc/{name}/env",
+        "run_dir": f"/srv/{name}/shared/run",
+        "log_dir": f"/var/log/{name}",
+    }
 
 
 def projects(defaults: dict[str, Any] | None = None, pillar: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
@@ -606,7 +625,7 @@ def mask_secrets(text: str, name: str) -> str:
 
         salt-call saltdjango.mask_secrets "$(tail /var/log/demo/gunicorn.log)" demo
     """
-    env = __utils__["saltdjango_env.read"](project(name)["env_file"])  # noqa: F821
+    env = __utils__["saltdjango_env.read"](paths(name)["env_file"])  # noqa: F821
     return _mask(text, [env[var] for var in secret_names(name) if var in env])
 
 

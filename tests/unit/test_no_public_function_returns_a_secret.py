@@ -141,17 +141,14 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
             monkeypatch.setattr(module, dunder, value, raising=False)
         module.__utils__ = utils
 
-    # The paths a project's config names, and the modules' fixed roots, under tmp_path.
-    real_project = modules["saltdjango"].project
+    # The paths of a project (its config derives them too), and the modules' fixed roots, under tmp_path.
+    real_paths = modules["saltdjango"].paths
 
-    def project(name: str) -> dict[str, Any]:
-        cfg = real_project(name)
-        for key in ("root", "conf_dir", "env_file", "run_dir", "log_dir"):
-            cfg[key] = str(tmp_path) + cfg[key]
-        return cfg
+    def paths(name: str) -> dict[str, str]:
+        return {key: str(tmp_path) + path for key, path in real_paths(name).items()}
 
-    monkeypatch.setattr(modules["saltdjango"], "project", project)
-    salt["saltdjango.project"] = project
+    monkeypatch.setattr(modules["saltdjango"], "paths", paths)
+    salt["saltdjango.paths"] = paths
     for module, constant in (
         ("django_db", "BACKUP_ROOT"),
         ("django_store", "GIT_CACHE"),
