@@ -272,6 +272,8 @@ class _Cluster:
         self.pillar = pillar
         self.client = salt.client.get_local_client(__opts__["conf_file"])  # noqa: F821
         self.settings = {**_defaults("salt/orch/defaults.yaml")["rollout"], **(pillar.get("rollout") or {})}
+        # Where HAProxy (and so the runner's health probes) reaches each app server's Nginx.
+        self.lb_port = {**_defaults("salt/nginx/defaults.yaml")["nginx"], **(pillar.get("nginx") or {})}["lb_port"]
         self.steps: list[dict[str, Any]] = []
         hosts = (pillar.get("topology") or {}).get("hosts") or {}
         self.roles = {name: list((spec or {}).get("roles") or []) for name, spec in hosts.items()}
@@ -375,9 +377,8 @@ def _failure(cluster: _Cluster | None, exc: RolloutError, **extra: Any) -> dict[
 
 def _health(cluster: _Cluster, lbs: list[str], server: str, address: str, domain: str, rid: str) -> None:
     """The server's own Nginx, probed from a load balancer as HAProxy probes it."""
-    port = {**_defaults("salt/nginx/defaults.yaml")["nginx"], **(cluster.pillar.get("nginx") or {})}["lb_port"]
     probe = lbs[:1] or [server]
-    url = f"http://{address if lbs else '127.0.0.1'}:{port}/healthz"
+    url = f"http://{address if lbs else '127.0.0.1'}:{cluster.lb_port}/healthz"
     answer = cluster.call("health", probe, "django_manage.health", url=url, host=domain)[probe[0]]
     if not answer.get("ok") or answer.get("body", {}).get("release") != rid:
         raise RolloutError("health", f"{url} answered {answer.get('status')} {answer.get('body') or answer.get('error')}", server)

@@ -167,6 +167,7 @@ class _SwitchingCluster:
         self.serving, self.refuses = serving, refuses
         self.states: dict[str, str] = dict.fromkeys(serving, "ready")
         self.settings = {"batch": 2, "drain_timeout": 1}
+        self.lb_port = 8080
         # a third server stays in rotation while the batch of two switches
         self.pillar: dict = {}
         self.steps: list[str] = []
