@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import fcntl
 import fnmatch
+import functools
 import hashlib
 import json
 import os
@@ -65,8 +66,9 @@ from .hosts import (
 SALT_REQUIREMENTS = REPO_ROOT / "requirements" / "salt.txt"
 
 
+@functools.cache
 def _jobs() -> Any:
-    """``_utils/saltdjango_jobs.py``: how the rollout runner reads job returns."""
+    """``_utils/saltdjango_jobs.py``: how the rollout runner reads job returns (loaded once)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("salt_django_lab_jobs", REPO_ROOT / "_utils" / "saltdjango_jobs.py")
