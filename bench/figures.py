@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import REPORTS  # noqa: E402
-from tests.integration.helpers import DOMAIN, REPO_IN_HOST  # noqa: E402
+from tests.integration.helpers import DOMAIN, REPO_IN_HOST, repo_host  # noqa: E402
 from tests.lab import hosts  # noqa: E402
 
 DATA = REPORTS / "figures"
@@ -102,19 +102,12 @@ def host_versions(host: hosts.Host) -> dict[str, str]:
 
 
 def single_host(work: Path, run: Callable[[hosts.Host], dict[str, Any]]) -> dict[str, Any]:
-    """A booted Debian 12 host, deployed with the demo and ``SECOND``, given to ``run``."""
-    host = hosts.Host("benchfig", hosts.ensure_base(), work / "single", boot=True)
-    try:
-        host.start()
-        host.copy_in(ROOT, REPO_IN_HOST)
-        host.run(["install", "-d", "-m", "0700", "/etc/salt-django/pillar"])
-        local = {"projects": {"demo": {"gunicorn": {"workers": WORKERS}}, **SECOND}}
-        host.run(["sh", "-c", "umask 077 && cat > /etc/salt-django/pillar/local.sls"], input=yaml.safe_dump(local))
+    """A booted Debian 12 host, set up as the README's quick start says and
+    deployed with the demo and ``SECOND``, given to ``run``."""
+    local = {"projects": {"demo": {"gunicorn": {"workers": WORKERS}}, **SECOND}}
+    with repo_host("benchfig", hosts.ensure_base(), work, local_pillar=yaml.safe_dump(local)) as host:
         timed(host, f"cd {REPO_IN_HOST} && make deploy")
         return run(host)
-    finally:
-        host.stop(hard=True)
-        host.destroy()
 
 
 # ------------------------------------------------------------------ no-op
