@@ -122,6 +122,8 @@ done
 t "wheelhouse, built by the image's own Python"
 # Wheels must match the image's interpreter, so its own pip builds them, with
 # this machine's index settings and CA bundle (the chroot shares its network).
+# Each requirements file is resolved on its own, as the virtualenv it is for
+# (Salt's, a project's) is: Salt pins a python-dateutil that Celery refuses.
 # wheelhouse-newest.txt is fetched as for the newest Python, without resolving:
 # an image of an older Python then holds the wheels it must refuse by name
 # (Django 6 on Debian 12), not "no such package".
@@ -140,7 +142,9 @@ inns bash -ec 'out=$1; shift
         ${https_proxy:+https_proxy=$https_proxy} ${HTTPS_PROXY:+HTTPS_PROXY=$HTTPS_PROXY} \
         chroot "$out" bash -ec "
             python3 -m venv /tmp/wheel-venv
-            /tmp/wheel-venv/bin/pip wheel -q --use-pep517 --no-cache-dir -w /opt/wheelhouse $*
+            for req in $*; do
+                /tmp/wheel-venv/bin/pip wheel -q --use-pep517 --no-cache-dir -w /opt/wheelhouse -r \$req
+            done
             /tmp/wheel-venv/bin/pip download -q --no-cache-dir --no-deps --only-binary=:all: \
                 --python-version 3.13 -d /opt/wheelhouse -r /tmp/reqs/wheelhouse-newest.txt"
     # Every package the install added, not only python3-venv: autoremove would
@@ -149,7 +153,7 @@ inns bash -ec 'out=$1; shift
     DEBIAN_FRONTEND=noninteractive chroot "$out" apt-get -q purge -y $added
     chroot "$out" apt-get clean
     [ -z "$(comm -13 <(echo "$before") <(installed))" ]
-' build "$OUT" "${REQS[@]/#*\//-r /tmp/reqs/}" >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "building the wheelhouse failed"; }
+' build "$OUT" "${REQS[@]/#*\///tmp/reqs/}" >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "building the wheelhouse failed"; }
 rm -rf "$OUT/tmp/reqs" "$OUT/tmp/wheel-venv"
 # Any pip on a host installs only from the wheelhouse (no route out anyway).
 cat > "$OUT/etc/pip.conf" <<'EOF'
