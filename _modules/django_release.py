@@ -3,8 +3,9 @@ rollback, restart: build beside the live one (``django_store``), gate,
 migrate, switch.
 
 Each operation holds the project's deploy lock, writes one line to the
-audit log (``django_audit``) and switches with ``gunicorn_slots.activate``
-(no request dropped).
+audit log (``django_audit``) and switches the queue workers
+(``django_workers``, no job lost), then the app server with
+``gunicorn_slots.activate`` (no request dropped).
 """
 
 from __future__ import annotations
@@ -58,13 +59,46 @@ def _step(what: str) -> None:
     log.info("salt-django step: %s", what)
 
 
-def _switch(project: str, rid: str) -> dict[str, Any]:
-    """Blue/green switch to ``rid``; a new slot gets ``health_timeout`` seconds to be
-    healthy, asked with the project's first domain as Host."""
+def _switch(project: str, rid: str, restart: bool = False) -> dict[str, Any]:
+    """Switch this server to ``rid``: its queue workers first (``django_workers``:
+    the running jobs finish), then, where it serves requests, blue/green: a
+    new slot gets ``health_timeout`` seconds to be healthy, asked with the
+    project's first domain as Host. A server that serves no request only
+    repoints ``current``. If the slot fails, the workers go back too."""
+    mods = __salt__  # noqa: F821
+    config = mods["saltdjango.project"](project)
+    if config["runs"]["workers"]:
+        _step(f"workers: the running jobs finish, then they start on {rid}")
+    workers = mods["django_workers.switch"](project, rid, restart=restart)
+    if not config["runs"]["web"]:
+        __utils__["saltdjango_files.relink"](os.path.join(_root(project), "current"), os.path.join("releases", rid))  # noqa: F821
+        return {"release": rid, "workers": workers}
     _step(f"switch to {rid} (a new slot, healthy, then the socket link)")
-    config = __salt__["saltdjango.project"](project)  # noqa: F821
     host = config["primary_domain"] or "localhost"
-    return __salt__["gunicorn_slots.activate"](project, rid, host, timeout=float(config["health_timeout"]))  # noqa: F821
+    try:
+        return {**mods["gunicorn_slots.activate"](project, rid, host, timeout=float(config["health_timeout"])), "workers": workers}
+    except RuntimeError:
+        if workers["changed"] and workers["old"]:
+            mods["django_workers.switch"](project, workers["old"])
+        raise
+
+
+def is_live(project: str, release: str) -> bool:
+    """True when ``release`` is what this server runs: its serving slot (where
+    it serves requests) and its queue workers (where it runs them).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_release.is_live demo 20261129T040000Z-1a2b3c4
+    """
+    mods = __salt__  # noqa: F821
+    if not mods["django_workers.is_running"](project, release):
+        return False
+    if mods["saltdjango.project"](project)["runs"]["web"]:
+        return bool(mods["gunicorn_slots.is_serving"](project, release))
+    return _store("current")(project) == release
 
 
 def _gate(project: str, rid: str, fail_level: str) -> None:
@@ -258,7 +292,7 @@ def release(
     def work() -> dict[str, Any]:
         _, changes = _built_and_checked(project, details, source, repo, ref, rid, fail_level, migrate)
         new = details["to"]
-        if previous != new or not __salt__["gunicorn_slots.is_serving"](project, new):  # noqa: F821
+        if previous != new or not is_live(project, new):
             ran = _switch_with_hooks(project, new, previous, "all")
             changes["release"] = {"old": previous, "new": new}
             if ran:
@@ -320,7 +354,7 @@ def activate(project: str, release: str, hooks: bool = True) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         if not _store("is_built")(project, release):
             raise ReleaseError(f"release {release} of {project} is not built on this server")
-        if live == release and __salt__["gunicorn_slots.is_serving"](project, release):  # noqa: F821
+        if live == release and is_live(project, release):
             return {"comment": f"release {release} already serves"}
         if hooks:
             _switch_with_hooks(project, release, live, "each")
@@ -381,9 +415,10 @@ def restart(project: str) -> dict[str, Any]:
         if live is None:
             raise ReleaseError(f"{project} has no live release to restart")
         try:
-            outcome = _switch(project, live)
+            outcome = _switch(project, live, restart=True)
         except OPERATION_ERRORS as exc:
             raise ReleaseError(f"restart of {live} failed, the running processes keep serving: {exc}") from exc
-        return {"changes": {"restarted": outcome}, "comment": f"release {live} restarted in slot {outcome['slot']['new']}"}
+        where = f"in slot {outcome['slot']['new']}" if "slot" in outcome else "(its workers)"
+        return {"changes": {"restarted": outcome}, "comment": f"release {live} restarted {where}"}
 
     return _operation(project, "restart", {"from": live, "to": live}, work)

@@ -190,11 +190,7 @@ def _log_tail(project: str, lines: int = 8) -> str:
 
 
 def _set_link(path: str, target: str) -> None:
-    temp = f"{path}.{os.getpid()}.tmp"
-    if os.path.lexists(temp):
-        os.unlink(temp)
-    os.symlink(target, temp)
-    os.replace(temp, path)
+    __utils__["saltdjango_files.relink"](path, target)  # noqa: F821
 
 
 def _listen_queue(path: str) -> int | None:

@@ -29,9 +29,14 @@ REQUIRED_SECRETS = ("DB_PASSWORD", "REDIS_PASSWORD")
 #: Pillar secrets with an env variable of another name; any other secret keeps its name.
 SECRET_VARIABLES = {"SECRET_KEY": "DJANGO_SECRET_KEY", "DB_PASSWORD": "DATABASE_PASSWORD", "REDIS_PASSWORD": "REDIS_PASSWORD"}
 #: Env variables derived from secrets (URLs with a password in them).
-DERIVED_SECRET_VARIABLES = ("DATABASE_URL", "REDIS_URL", "CACHE_URL")
+DERIVED_SECRET_VARIABLES = ("DATABASE_URL", "REDIS_URL", "CACHE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "RQ_REDIS_URL")
 DEFAULTS_URL = "salt://app/defaults.yaml"
 APP_SERVER_KINDS = frozenset({"gunicorn"})
+#: Queue libraries a project's background workers may use (pillar ``workers:kind``).
+WORKER_KINDS = ("celery", "rq")
+_WORKER_KEYS = frozenset({"kind", "app", "queues", "concurrency", "max_task_seconds", "beat", "cron"})
+_PYTHON_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_.]*)?$")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 HOOK_STAGES = ("build", "before_switch", "after_switch")
 MIN_PASSWORD_LENGTH = 16
 SECRET_KEY_MIN_LENGTH = 50
@@ -145,7 +150,48 @@ def _validate_project(name: str, project: Any, roles: list[str] | None = None) -
             errors.append(f"{key}:secrets:{secret}: salt-django sets this variable itself")
         elif not isinstance(value, str | int | float) or isinstance(value, bool):
             errors.append(f"{key}:secrets:{secret}: must be a string")
-    return errors + _build_problems(key, project)
+    return errors + _build_problems(key, project) + _worker_problems(key, project.get("workers"))
+
+
+def _worker_queues(workers: dict[str, Any]) -> list[str]:
+    """The queues a project's workers consume: ``queues``, for RQ also ``app``
+    (the issue's shorthand), else the library's default queue."""
+    queues = workers.get("queues") or (workers.get("app") if workers.get("kind") == "rq" else None)
+    if isinstance(queues, str):
+        queues = [q.strip() for q in queues.split(",") if q.strip()]
+    return list(queues) if queues else ["celery" if workers.get("kind", "celery") == "celery" else "default"]
+
+
+def _worker_problems(key: str, workers: Any) -> list[str]:
+    """Errors in a project's ``workers:`` (its background workers); none when it declares none."""
+    if workers is None or workers == {}:
+        return []
+    key = f"{key}:workers"
+    if not isinstance(workers, dict):
+        return [f"{key}: must be a mapping such as {{kind: celery, app: <project>.celery:app}}"]
+    errors = [f"{key}:{k}: unknown key; known: {', '.join(sorted(_WORKER_KEYS))}" for k in sorted(map(str, set(workers) - _WORKER_KEYS))]
+    kind = workers.get("kind", "celery")
+    if kind not in WORKER_KINDS:
+        return [*errors, f"{key}:kind: {kind!r} is not supported; supported: {', '.join(WORKER_KINDS)}"]
+    app = workers.get("app")
+    if kind == "celery" and not (isinstance(app, str) and _PYTHON_PATH.match(app)):
+        errors.append(f"{key}:app: must name the project's Celery application, e.g. {{name}}.celery:app or {{name}}")
+    if kind == "celery" and workers.get("cron") is not None:
+        errors.append(f"{key}:cron: is RQ's periodic jobs module; Celery's periodic tasks run by beat (workers:beat)")
+    if kind == "rq" and workers.get("cron") is not None and not (isinstance(workers["cron"], str) and _PYTHON_PATH.match(workers["cron"])):
+        errors.append(f"{key}:cron: must be the dotted path of the module that registers RQ's cron jobs")
+    queues = workers.get("queues") or (app if kind == "rq" else None) or []
+    if isinstance(queues, str):
+        queues = queues.split(",")
+    if not isinstance(queues, list) or not all(isinstance(q, str) and _QUEUE_NAME.match(q.strip()) for q in queues):
+        errors.append(f"{key}:queues: must list queue names (letters, digits, _ . -)")
+    for field, low, high in (("concurrency", 1, 256), ("max_task_seconds", 1, 86400)):
+        value = workers.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            errors.append(f"{key}:{field}: must be a whole number from {low} to {high}")
+    if not isinstance(workers.get("beat", True), bool):
+        errors.append(f"{key}:beat: must be true or false")
+    return errors
 
 
 def _build_problems(key: str, project: dict[str, Any]) -> list[str]:
@@ -344,6 +390,9 @@ def _validate_cluster(data: dict[str, Any], minion: str) -> list[str]:
     for role in ("db", "cache", "app"):
         if not members(role, data):
             errors.append(f"topology:hosts: no server has the role {role}")
+    for name, project in (data.get("projects") or {}).items():
+        if isinstance(project, dict) and project.get("workers") and not members("worker", data):
+            errors.append(f"projects:{name}:workers: no server has the role worker (topology:hosts), so nothing would run them")
     if len(members("app", data)) > 1 and _topology("needs_secret")(hosts.get(minion, []), "SECRET_KEY"):
         for name, project in (data.get("projects") or {}).items():
             if isinstance(project, dict) and not (project.get("secrets") or {}).get("SECRET_KEY"):
@@ -416,8 +465,35 @@ def _project_config(name: str, raw: dict[str, Any], defaults: dict[str, Any], cp
     cfg["database"]["name"] = cfg["database"].get("name") or name
     cfg["database"]["user"] = cfg["database"].get("user") or name
     cfg["gunicorn"]["workers"] = cfg["gunicorn"].get("workers") or 2 * max(int(cpus), 1) + 1
+    workers = cfg["workers"] = {"kind": "celery", **(cfg.get("workers") or {})}
+    workers["enabled"] = isinstance(raw.get("workers"), dict) and bool(raw["workers"])
+    workers["queues"] = _worker_queues(workers)
+    workers["concurrency"] = workers.get("concurrency") or max(int(cpus), 1)
     cfg.update(paths(name))
     return cfg
+
+
+def _runs(workers: dict[str, Any], roles: list[str], periodic_here: bool) -> dict[str, bool]:
+    """What of a project this server runs: ``web`` (its app-server slots),
+    ``workers`` (its queue workers) and ``beat`` (the queue's periodic tasks:
+    Celery beat or RQ's cron, on one server of a cluster only)."""
+    workers_here = bool(workers.get("enabled")) and "worker" in roles
+    periodic = bool(workers.get("beat")) if workers.get("kind") == "celery" else bool(workers.get("cron"))
+    return {"web": "app" in roles, "workers": workers_here, "beat": workers_here and periodic and periodic_here}
+
+
+def periodic_server(pillar: dict[str, Any] | None = None) -> str | None:
+    """The one server of a cluster that runs the queues' periodic tasks (beat):
+    the first worker server by minion id, none in a single server's pillar.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.periodic_server
+    """
+    found = members("worker", pillar)
+    return found[0] if found else None
 
 
 def paths(name: str) -> dict[str, str]:
@@ -467,6 +543,10 @@ def projects(defaults: dict[str, Any] | None = None, pillar: dict[str, Any] | No
         for role, key in (("db", "database"), ("cache", "cache")):
             peers = addresses(role)
             found[key] = peers[min(peers)] if peers else ""
+    held = (data.get("salt_django") or {}).get("roles")
+    roles = [str(r) for r in held] if isinstance(held, list) else list(_topology("roles_of")({}, "", True))
+    minion = __opts__.get("id", "") if pillar is None else ""  # noqa: F821
+    periodic = periodic_server(data)
     configs = {}
     for name, cfg in raw.items():
         if not isinstance(cfg, dict):
@@ -477,6 +557,7 @@ def projects(defaults: dict[str, Any] | None = None, pillar: dict[str, Any] | No
             if isinstance(section, dict) and not section.get("host"):
                 section["host"] = host
         configs[name] = _project_config(name, cfg, defaults or {}, cpus)
+        configs[name]["runs"] = _runs(configs[name]["workers"], roles, periodic in (None, minion))
     return configs
 
 
@@ -572,7 +653,8 @@ def secret_names(name: str) -> list[str]:
 
 
 def service_urls(values: dict[str, str]) -> dict[str, str]:
-    """``DATABASE_URL``, ``REDIS_URL`` and ``CACHE_URL`` from the discrete variables of an env.
+    """``DATABASE_URL``, ``REDIS_URL`` and ``CACHE_URL`` (and the queue's
+    ``CELERY_BROKER_URL`` and ``CELERY_RESULT_BACKEND``, or ``RQ_REDIS_URL``) from the discrete variables of an env.
 
     The forms dj-database-url and django-environ read; user and password
     are percent-encoded.
@@ -599,6 +681,12 @@ def service_urls(values: dict[str, str]) -> dict[str, str]:
             f":{values.get('REDIS_PORT') or 6379}/{values.get('REDIS_DB') or 0}"
         )
         urls["REDIS_URL"] = urls["CACHE_URL"] = redis
+        # What Celery and RQ's command line read from the environment (projects
+        # without the settings wrapper, cookiecutter-django's among them).
+        if values.get("SALT_DJANGO_WORKERS") == "celery":
+            urls["CELERY_BROKER_URL"] = urls["CELERY_RESULT_BACKEND"] = redis
+        elif values.get("SALT_DJANGO_WORKERS") == "rq":
+            urls["RQ_REDIS_URL"] = redis
     return urls
 
 

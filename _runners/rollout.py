@@ -420,6 +420,24 @@ def _roll(cluster: _Cluster, project: str, conf: dict[str, Any], targets: dict[s
             raise
 
 
+def _switch_workers(cluster: _Cluster, project: str, targets: dict[str, str], operation: str) -> None:
+    """Switch the queue workers of every worker server to its release in
+    ``targets``, all at once, before any app server switches: a job that a
+    new release enqueues must never reach a worker of the old one, which
+    would not know its task. Each worker lets its running jobs finish first
+    (``django_workers``). A server that also serves requests switches only
+    its workers here; its slots switch with its batch."""
+    for rid in sorted(set(targets.values())):
+        group = [server for server in sorted(targets) if targets[server] == rid]
+        only = [server for server in group if "app" not in cluster.roles.get(server, [])]
+        outcomes = cluster.call(f"{operation} workers", only, "django_release.activate", project, rid, hooks=False)
+        failed = [server for server in only if not outcomes[server]["ok"]]
+        if failed:
+            raise RolloutError(f"{operation} workers", outcomes[failed[0]]["comment"], failed[0])
+        cluster.call(f"{operation} workers", [server for server in group if server not in only], "django_workers.switch", project, rid)
+        cluster.log(f"{operation} workers", f"{', '.join(group)} run {rid}")
+
+
 def _activate(
     cluster: _Cluster, project: str, batch: list[str], targets: dict[str, str], operation: str, switched: list[str]
 ) -> dict[str, Any]:
@@ -520,13 +538,14 @@ def deploy(release: str | None = None, project: str | None = None, allow_partial
             source = _source_of(release, conf, name)
             everyone = cluster.ping()
             apps = cluster.up("app")
-            skipped = sorted(set(cluster.members("app")) - set(apps))
+            workers = cluster.members_up("worker")
+            skipped = sorted(set(cluster.members("app") + cluster.members("worker")) - set(apps + workers))
             # One that never connected (not started yet) builds the cluster's release when it joins.
             behind = [server for server in skipped if _ever_connected(server)]
             if behind and not (cluster.settings["allow_partial"] if allow_partial is None else allow_partial):
                 raise RolloutError(
                     "plan",
-                    "does not answer: nothing is built or migrated while an app server would be left behind"
+                    "does not answer: nothing is built or migrated while an app or worker server would be left behind"
                     " (allow_partial=True, or pillar rollout:allow_partial, to go on without it)",
                     behind[0],
                 )
@@ -549,7 +568,8 @@ def deploy(release: str | None = None, project: str | None = None, allow_partial
             cluster.converge("db", cluster.members("db"))
             cluster.converge("cache", cluster.members("cache"))
             _adopt_live(cluster, name, apps)
-            targets, digest = _prepare(cluster, name, source, apps)
+            built, digest = _prepare(cluster, name, source, list(dict.fromkeys(apps + workers)))
+            targets = {server: built[server] for server in apps}
             first = apps[0]
             pending = cluster.call("migrations", [first], "django_manage.unapplied_migrations", name, release=targets[first])[first]
             if not pending["ok"]:
@@ -564,6 +584,7 @@ def deploy(release: str | None = None, project: str | None = None, allow_partial
                 cluster.log("migrate", f"applied {', '.join(migrated['applied'])} from {first}")
             _once_hooks(cluster, name, "before_switch", first, targets[first])
             try:
+                _switch_workers(cluster, name, {server: built[server] for server in workers}, "switch")
                 _roll(cluster, name, conf, targets, "switch")
                 cluster.converge("refresh load balancer", cluster.members_up("lb"), "haproxy")
                 _smoke(cluster, name, conf, targets)
@@ -721,7 +742,7 @@ def _once_hooks(cluster: _Cluster, project: str, stage: str, server: str, rid: s
 
 
 def _prepare(cluster: _Cluster, project: str, source: dict[str, Any], apps: list[str]) -> tuple[dict[str, str], str | None]:
-    """Build and gate the release on every app server: ({server: release id},
+    """Build and gate the release on every app and worker server: ({server: release id},
     the source's digest). New builds get the id the first server chose."""
     if "release" in source:
         built = cluster.call("build", apps, "django_store.is_built", project, source["release"])
@@ -780,6 +801,7 @@ def rollback(project: str | None = None) -> dict[str, Any]:
             cluster.ping()
             apps = cluster.members_up("app")
             targets = {server: target["servers"].get(server, target["id"]) for server in apps}
+            _switch_workers(cluster, name, dict.fromkeys(cluster.members_up("worker"), target["id"]), "rollback")
             _roll(cluster, name, conf, targets, "rollback")
             _smoke(cluster, name, conf, targets)
             record["attempt"] = {**target, "ok": True, "at": _now()}

@@ -104,7 +104,7 @@ def deployed(
 
 def _keep_live(name: str, live: str, why: str) -> dict[str, Any]:
     """The live release stays: running, or started again if it is not."""
-    if __salt__["gunicorn_slots.is_serving"](name, live):  # noqa: F821
+    if __salt__["django_release.is_live"](name, live):  # noqa: F821
         return {**_ret(name), "comment": f"release {live} is live; {why}"}
     if __opts__["test"]:  # noqa: F821
         return {

@@ -44,6 +44,16 @@ def replace(path: str, data: str | bytes, mode: int = 0o600, owner: tuple[int, i
         raise
 
 
+def relink(path: str, target: str) -> None:
+    """Point the symlink ``path`` at ``target`` at once (a rename): a reader
+    follows the old target or the new one, never none."""
+    temp = f"{path}.{os.getpid()}.tmp"
+    if os.path.lexists(temp):
+        os.unlink(temp)
+    os.symlink(target, temp)
+    os.replace(temp, path)
+
+
 @contextmanager
 def held(
     path: str,

@@ -22,7 +22,7 @@ import yaml
 
 KNOWN_ROLES = frozenset({"db", "cache", "app", "worker", "web", "lb"})
 #: The roles of a single server (masterless ``make deploy``): all but ``lb``.
-SINGLE_SERVER_ROLES = ("db", "cache", "app", "web")
+SINGLE_SERVER_ROLES = ("db", "cache", "app", "worker", "web")
 #: Secrets of a project that no app process needs: the key of the off-host
 #: backup copies (_modules/django_db.py). They never reach the app's env file.
 SERVER_SECRETS = frozenset({"BACKUP_KEY"})

@@ -6,3 +6,7 @@ projects:
     domains:
       - demo.localhost
     source: salt://projects/demo
+    # Background jobs: Celery workers beside Gunicorn (on a cluster's worker servers).
+    workers:
+      kind: celery
+      app: demo.celery:app

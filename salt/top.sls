@@ -15,6 +15,11 @@ base:
     - supervisor
     - app
     - schedule
+  # Queue workers run the project's release too (salt/app, django_workers).
+  'I@salt_django:roles:worker':
+    - match: compound
+    - supervisor
+    - app
   'I@salt_django:roles:web':
     - match: compound
     - nginx

@@ -74,3 +74,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 MEDIA_URL = "media/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Celery beat: a tick every minute (visits.tasks.tick). RQ's equivalent is
+# visits/rq_cron.py. salt-django sets the broker (pillar workers:).
+CELERY_BEAT_SCHEDULE = {"tick": {"task": "visits.tick", "schedule": 60.0}}

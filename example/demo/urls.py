@@ -8,5 +8,7 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("slow/", views.slow, name="slow"),
     path("note/", views.note, name="note"),
+    path("jobs/", views.jobs, name="jobs"),
+    path("jobs/<str:token>/", views.job, name="job"),
     path("admin/", admin.site.urls),
 ]

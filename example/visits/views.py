@@ -4,17 +4,20 @@ release must not break (assets, long requests, forms, sessions)."""
 import os
 import socket
 import time
+import uuid
 
 from django.core.cache import cache
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
-from .models import Visit
+from .models import Job, Tick, Visit
 
 HITS_KEY = "demo:hits"
 # Longest /slow/ sleep: below Gunicorn's worker timeout (30 s by default).
 SLOW_MAX_SECONDS = 25
+# Longest background job: below the workers' max_task_seconds (300 s by default).
+JOB_MAX_SECONDS = 120
 
 
 def index(request: HttpRequest) -> HttpResponse:
@@ -62,3 +65,43 @@ def note(request: HttpRequest) -> HttpResponse:
         Visit.objects.create(server=socket.gethostname(), note=text)
         return HttpResponse(f"saved {text} on {socket.gethostname()}, release {_release()}\n", content_type="text/plain")
     return render(request, "visits/note.html", {"release": _release()})
+
+
+def _enqueue(token: str) -> None:
+    """Hand job ``token`` to the queue library salt-django runs (pillar workers:kind)."""
+    if os.environ.get("SALT_DJANGO_WORKERS") == "rq":
+        from redis import Redis
+        from rq import Queue
+
+        queue = os.environ.get("SALT_DJANGO_QUEUES", "default").split(",")[0]
+        Queue(queue, connection=Redis.from_url(os.environ["RQ_REDIS_URL"])).enqueue("visits.tasks.run_job", token)
+    else:
+        from .tasks import run_job_task
+
+        run_job_task.delay(token)
+
+
+def jobs(request: HttpRequest) -> HttpResponse:
+    """A form (CSRF-protected) that enqueues a job of ``seconds``; the recent jobs and ticks."""
+    if request.method == "POST":
+        try:
+            seconds = min(max(float(request.POST.get("seconds", "0")), 0.0), JOB_MAX_SECONDS)
+        except ValueError:
+            return HttpResponse("seconds must be a number\n", status=400, content_type="text/plain")
+        job = Job.objects.create(token=uuid.uuid4().hex, seconds=seconds, enqueued_on=socket.gethostname(), enqueued_release=_release())
+        _enqueue(job.token)
+        return HttpResponse(f"enqueued {job.token} on {job.enqueued_on}, release {job.enqueued_release}\n", content_type="text/plain")
+    context = {"release": _release(), "jobs": Job.objects.order_by("-id")[:20], "ticks": Tick.objects.order_by("-id")[:5]}
+    return render(request, "visits/jobs.html", context)
+
+
+@require_GET
+def job(request: HttpRequest, token: str) -> JsonResponse:
+    """One job as JSON: where and on which release it was enqueued and ran, how often, when."""
+    found = get_object_or_404(Job, token=token)
+    fields = ("token", "seconds", "enqueued_on", "enqueued_release", "runs", "ran_on", "ran_release")
+    answer = {name: getattr(found, name) for name in fields}
+    for name in ("enqueued", "started", "finished"):
+        moment = getattr(found, name)
+        answer[name] = moment.timestamp() if moment else None
+    return JsonResponse(answer)

@@ -81,6 +81,23 @@ app-{{ name }}-media-directory-present:
       - file: app-{{ name }}-directories-present
       - user: app-{{ name }}-user-present
 
+{%- if project.runs.beat %}
+
+# Celery beat's schedule (when each periodic task last ran): kept across
+# releases, so that a rollout neither skips nor repeats a run.
+app-{{ name }}-beat-directory-present:
+  file.directory:
+    - name: {{ project.root }}/shared/beat
+    - user: {{ project.user }}
+    - group: {{ project.user }}
+    - mode: '0700'
+    - require:
+      - file: app-{{ name }}-directories-present
+      - user: app-{{ name }}-user-present
+    - require_in:
+      - django_release: app-{{ name }}-release-deployed
+{%- endif %}
+
 # Nginx (www-data) reaches Gunicorn's socket here and nobody else does.
 app-{{ name }}-socket-directory-present:
   file.directory:
@@ -136,6 +153,15 @@ app-{{ name }}-env-managed:
         REDIS_PORT: {{ project.cache.port | string | json }}
         REDIS_DB: {{ project.cache.db | string | json }}
         REDIS_USER: {{ name }}
+{%- if project.workers.enabled %}
+        SALT_DJANGO_WORKERS: {{ project.workers.kind }}
+        SALT_DJANGO_QUEUES: {{ project.workers.queues | join(',') | json }}
+        SALT_DJANGO_MAX_TASK_SECONDS: {{ project.workers.max_task_seconds | string | json }}
+{%- if project.workers.kind == 'rq' %}
+        {#- RQ reads it at import: every key and channel of RQ under the project's ACL pattern. #}
+        RQ_KEY_PREFIX: {{ name }}:rq
+{%- endif %}
+{%- endif %}
 {%- if project.health.path %}
         SALT_DJANGO_PROJECT_HEALTH: {{ project.health.path | json }}
 {%- endif %}
@@ -164,6 +190,8 @@ app-{{ name }}-settings-managed:
         - source: salt://app/files/salt_django_settings.py
       - {{ project.root }}/shared/conf/salt_django_wsgi.py:
         - source: salt://app/files/salt_django_wsgi.py
+      - {{ project.root }}/shared/conf/salt_django_worker.py:
+        - source: salt://app/files/salt_django_worker.py
     - user: root
     - group: root
     - mode: '0644'
@@ -172,8 +200,11 @@ app-{{ name }}-settings-managed:
 
 app-{{ name }}-runner-managed:
   file.managed:
-    - name: {{ project.root }}/bin/gunicorn-run
-    - source: salt://app/files/gunicorn-run.jinja
+    - names:
+      - {{ project.root }}/bin/gunicorn-run:
+        - source: salt://app/files/gunicorn-run.jinja
+      - {{ project.root }}/bin/worker-run:
+        - source: salt://app/files/worker-run.jinja
     - template: jinja
     - context:
         project: {{ project | json }}
@@ -192,7 +223,7 @@ app-{{ name }}-manage-command-managed:
     - require:
       - file: app-{{ name }}-directories-present
 
-app-{{ name }}-gunicorn-configured:
+app-{{ name }}-programs-configured:
   file.managed:
     - name: {{ supervisor.conf_dir }}/{{ name }}.conf
     - source: salt://app/files/supervisor-program.conf.jinja
@@ -204,14 +235,14 @@ app-{{ name }}-gunicorn-configured:
       - pkg: supervisor-packages-installed
 
 # Loads new or changed program definitions; supervisord restarts a program
-# whose definition changed (rare: its command line lives in gunicorn-run).
-app-{{ name }}-gunicorn-programs-loaded:
+# whose definition changed (rare: command lines live in gunicorn-run and worker-run).
+app-{{ name }}-programs-loaded:
   cmd.run:
     - name: supervisorctl update
     - require:
       - service: supervisor-service-running
     - onchanges:
-      - file: app-{{ name }}-gunicorn-configured
+      - file: app-{{ name }}-programs-configured
 
 # In a cluster the db and cache servers converge at the same time as this one.
 app-{{ name }}-backends-reachable:
@@ -245,7 +276,7 @@ app-{{ name }}-release-deployed:
       - file: app-{{ name }}-socket-directory-present
       - file: app-{{ name }}-log-directory-present
       - file: app-{{ name }}-manage-command-managed
-      - cmd: app-{{ name }}-gunicorn-programs-loaded
+      - cmd: app-{{ name }}-programs-loaded
       - django_backends: app-{{ name }}-backends-reachable
     - watch:
       - django_env: app-{{ name }}-env-managed

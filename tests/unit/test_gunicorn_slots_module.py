@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.conftest import load
+from tests.unit.conftest import Utils, load
 
 gunicorn_slots = load("_modules/gunicorn_slots.py")
 
@@ -21,7 +21,7 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def configure_loader_modules(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setattr(gunicorn_slots, "LEGACY_UPSTREAM_DIR", str(tmp_path / "nginx"))
-    return {gunicorn_slots: {"__salt__": {"django_manage.project_root": lambda project: str(root)}}}
+    return {gunicorn_slots: {"__salt__": {"django_manage.project_root": lambda project: str(root)}, "__utils__": Utils()}}
 
 
 def test_the_serving_slot_is_the_one_the_socket_link_names(root: Path) -> None:

@@ -87,7 +87,7 @@ def test_topology_pillar_gives_roles_by_minion_id(secret_roots: list[Path]) -> N
     assert _render("topology.sls", "app1", secret_roots)["salt_django"]["roles"] == TOPOLOGY["hosts"]["app1"]["roles"]
     assert _render("topology.sls", "stranger", secret_roots)["salt_django"]["roles"] == []
     single = _render("topology.sls", "host", secret_roots, role="minion")
-    assert single["salt_django"]["roles"] == ["db", "cache", "app", "web"] and "mine_functions" not in single
+    assert single["salt_django"]["roles"] == ["db", "cache", "app", "worker", "web"] and "mine_functions" not in single
     mine = _render("topology.sls", "db", secret_roots)["mine_functions"]["salt_django_address"]
     assert mine == [{"mine_function": "network.ip_addrs"}, {"type": "private"}]
 

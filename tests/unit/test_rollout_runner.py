@@ -243,3 +243,32 @@ def test_the_copies_on_the_master_are_the_names_django_db_gives_them(tmp_path: P
 
 def test_a_join_looks_for_the_mark_salt_common_writes() -> None:
     assert rollout._converged_mark() == "/var/lib/salt-django/converged"
+
+
+def test_workers_switch_all_at_once_and_only_their_workers_where_they_also_serve() -> None:
+    cluster = _SwitchingCluster({"worker1": "old", "worker2": "old", "app1": "old"}, refuses="")
+    cluster.roles = {"worker1": ["worker"], "worker2": ["worker"], "app1": ["app", "web", "worker"]}  # type: ignore[attr-defined]
+    calls: list[tuple[str, list[str]]] = []
+    original = cluster.call
+
+    def call(step: str, tgt: list[str], fun: str, *args: object, **kwargs: object) -> dict:
+        if tgt:
+            calls.append((fun, list(tgt)))
+        if fun == "django_workers.switch":
+            return {server: {"old": "old", "new": args[1], "changed": True} for server in tgt}
+        return original(step, tgt, fun, *args, **kwargs) if tgt else {}
+
+    cluster.call = call  # type: ignore[method-assign]
+    rollout._switch_workers(cluster, "demo", {"worker1": "new", "worker2": "new", "app1": "new"}, "switch")
+    # worker-only servers take the whole release (current, prune); app1 only its workers, its slots wait for its batch
+    assert calls == [("django_release.activate", ["worker1", "worker2"]), ("django_workers.switch", ["app1"])], calls
+    assert cluster.serving == {"worker1": "new", "worker2": "new", "app1": "old"}
+    assert cluster.steps == ["switch workers"]
+
+
+def test_a_worker_that_refuses_the_release_stops_the_rollout_naming_it() -> None:
+    cluster = _SwitchingCluster({"worker1": "old"}, refuses="worker1")
+    cluster.roles = {"worker1": ["worker"]}  # type: ignore[attr-defined]
+    with pytest.raises(rollout.RolloutError) as raised:
+        rollout._switch_workers(cluster, "demo", {"worker1": "new"}, "switch")
+    assert raised.value.server == "worker1" and "did not become healthy" in str(raised.value)

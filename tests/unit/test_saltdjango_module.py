@@ -236,3 +236,54 @@ def test_a_forged_mine_value_never_reaches_a_config(configure_loader_modules: di
     with patch.dict(saltdjango.__pillar__, pillar), patch.dict(saltdjango.__salt__, salt):
         assert saltdjango.addresses("app") == {"app2": "10.0.0.4"}
         assert list(saltdjango.refused_addresses()) == ["app1"]
+
+
+@pytest.mark.parametrize(
+    ("workers", "fragment"),
+    [
+        ("celery", "workers: must be a mapping"),
+        ({"kind": "dramatiq"}, "workers:kind: 'dramatiq' is not supported; supported: celery, rq"),
+        ({"kind": "celery"}, "workers:app: must name the project's Celery application"),
+        ({"kind": "celery", "app": "demo.celery:app; rm -rf /"}, "workers:app: must name"),
+        ({"kind": "rq", "queues": ["default", "high prio"]}, "workers:queues: must list queue names"),
+        ({"kind": "rq", "concurrency": 0}, "workers:concurrency: must be a whole number from 1 to 256"),
+        ({"kind": "rq", "max_task_seconds": True}, "workers:max_task_seconds: must be a whole number"),
+        ({"kind": "celery", "app": "demo", "cron": "demo.cron"}, "workers:cron: is RQ's periodic jobs module"),
+        ({"kind": "rq", "concurency": 2}, "workers:concurency: unknown key"),
+    ],
+)
+def test_a_bad_workers_declaration_names_its_key(workers: object, fragment: str) -> None:
+    errors = saltdjango.validate({"projects": {"demo": project(workers=workers)}})
+    assert any(error.startswith("projects:demo:") and fragment in error for error in errors), errors
+
+
+def test_workers_need_a_worker_server_in_a_cluster() -> None:
+    secrets = {"DB_PASSWORD": GOOD_PASSWORD, "REDIS_PASSWORD": GOOD_PASSWORD, "SECRET_KEY": STRONG_KEY}
+    pillar = cluster_pillar(secrets=secrets, workers={"kind": "celery", "app": "demo.celery:app"})
+    assert saltdjango.validate(pillar, minion="app1") == [
+        "projects:demo:workers: no server has the role worker (topology:hosts), so nothing would run them"
+    ]
+
+
+WORKER_DEFAULTS = {"kind": "celery", "app": None, "queues": [], "concurrency": None, "max_task_seconds": 300, "beat": True, "cron": None}
+
+
+def _runs(minion: str, roles: list[str], workers: dict | None, hosts: dict | None = None) -> dict:
+    defaults = {"database": {}, "cache": {}, "settings": {}, "gunicorn": {}, "workers": WORKER_DEFAULTS}
+    raw = {"demo": {"domains": ["demo.example.org"], **({"workers": workers} if workers else {})}}
+    pillar = {"projects": raw, "salt_django": {"roles": roles}, "topology": {"hosts": hosts or {}}}
+    mine = {"mine.get": _mine({})}
+    with patch.dict(saltdjango.__opts__, {"id": minion}), patch.dict(saltdjango.__pillar__, pillar), patch.dict(saltdjango.__salt__, mine):
+        return saltdjango.projects(defaults)["demo"]
+
+
+def test_beat_runs_on_the_first_worker_server_only_and_rq_queues_default() -> None:
+    hosts = {"app1": {"roles": ["app", "web"]}, "worker1": {"roles": ["worker"]}, "worker2": {"roles": ["worker"]}}
+    celery = {"kind": "celery", "app": "demo.celery:app"}
+    assert _runs("worker1", ["worker"], celery, hosts)["runs"] == {"web": False, "workers": True, "beat": True}
+    assert _runs("worker2", ["worker"], celery, hosts)["runs"] == {"web": False, "workers": True, "beat": False}
+    assert _runs("app1", ["app", "web"], celery, hosts)["runs"] == {"web": True, "workers": False, "beat": False}
+    single = _runs("host", ["db", "cache", "app", "worker", "web"], {"kind": "rq", "app": "high,low"})
+    assert single["runs"] == {"web": True, "workers": True, "beat": False}, "RQ's periodic jobs need workers:cron"
+    assert single["workers"]["queues"] == ["high", "low"] and single["workers"]["concurrency"] == 4
+    assert _runs("host", ["app", "worker"], None)["runs"] == {"web": True, "workers": False, "beat": False}

@@ -80,6 +80,41 @@ _storages.setdefault("default", {"BACKEND": "django.core.files.storage.FileSyste
 _storages.setdefault("staticfiles", {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"})
 STORAGES = _storages
 
+# Background workers (pillar `workers:`): the broker is the project's Redis,
+# as its ACL user, and every key and channel under `<project>:`, the only
+# ones that user may touch (a DB index is no isolation: ACL patterns apply in
+# every DB). A job is acknowledged once it has run, so that a worker stopped
+# or killed mid-job hands it back instead of losing it; it stays invisible to
+# other workers for longer than it may run, so that none runs it twice.
+_workers = os.environ.get("SALT_DJANGO_WORKERS")
+if _workers:
+    _prefix = _env("DJANGO_CACHE_PREFIX") + ":"
+    _max_task = int(_env("SALT_DJANGO_MAX_TASK_SECONDS"))
+    _queues = _env_list("SALT_DJANGO_QUEUES")
+if _workers == "celery":
+    CELERY_BROKER_URL = _env("CELERY_BROKER_URL")
+    # A project with a result backend of its own (django-celery-results...) keeps it.
+    if str(globals().get("CELERY_RESULT_BACKEND") or "redis").startswith("redis"):
+        CELERY_RESULT_BACKEND = _env("CELERY_RESULT_BACKEND")
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
+        "global_keyprefix": _prefix,
+        "visibility_timeout": _max_task + 60,
+        # A killed job's message comes back within ~10 s of its visibility
+        # timeout, instead of kombu's default sweep of every ~100 s.
+        "unacked_restore_throttle": 1,
+    }
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {**globals().get("CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS", {}), "global_keyprefix": _prefix}
+    CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+    CELERY_TASK_ACKS_LATE = True
+    CELERY_TASK_REJECT_ON_WORKER_LOST = True
+    CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+    CELERY_TASK_TIME_LIMIT = min(int(globals().get("CELERY_TASK_TIME_LIMIT") or _max_task), _max_task)
+    CELERY_TASK_DEFAULT_QUEUE = globals().get("CELERY_TASK_DEFAULT_QUEUE", _queues[0])
+elif _workers == "rq":
+    # django-rq's setting; RQ itself takes its key prefix from RQ_KEY_PREFIX.
+    RQ_QUEUES = {name: {"URL": _env("RQ_REDIS_URL"), "DEFAULT_TIMEOUT": _max_task} for name in _queues}
+
 # SMTP from pillar `email:` (password: secrets:EMAIL_HOST_PASSWORD).
 _SMTP = "django.core.mail.backends.smtp.EmailBackend"
 _DEVELOPMENT_MAIL = {f"django.core.mail.backends.{kind}.EmailBackend" for kind in ("console", "dummy", "filebased", "locmem")}
