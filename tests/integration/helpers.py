@@ -202,3 +202,34 @@ def edit_in_host(server: Host, relpath: str, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text
     path.write_text(text.replace(old, new, 1))
+
+
+def enqueue(host: Host, seconds: float = 0, domain: str = DOMAIN, address: str = "127.0.0.1") -> str:
+    """Enqueue a demo job through the web from inside ``host``, as a browser does
+    (the form's CSRF token, then a POST) to ``domain`` at ``address``: its token."""
+    curl = f"curl -sk --max-time 20 -c $jar -b $jar --resolve {domain}:443:{address}"
+    script = f"""set -eu; jar=$(mktemp); trap 'rm -f $jar' EXIT
+        token=$({curl} https://{domain}/jobs/ | sed -n 's/.*name="csrfmiddlewaretoken" value="\\([^"]*\\)".*/\\1/p' | head -n1)
+        {curl} -H 'Referer: https://{domain}/jobs/' --data-urlencode "csrfmiddlewaretoken=$token" \\
+            --data-urlencode seconds={seconds} https://{domain}/jobs/"""
+    out = host.run(["bash", "-c", script]).stdout
+    found = re.match(r"enqueued ([0-9a-f]{32}) on ", out)
+    assert found, out[-2000:]
+    return found.group(1)
+
+
+def job(host: Host, token: str, domain: str = DOMAIN, address: str = "127.0.0.1") -> dict:
+    """A demo job as its page shows it (JSON): where and on which release it was enqueued and ran."""
+    out = host.run(f"curl -sk --max-time 20 --resolve {domain}:443:{address} https://{domain}/jobs/{token}/").stdout
+    return json.loads(out)
+
+
+def finished_job(host: Host, token: str, timeout: float = 90, **where: str) -> dict:
+    """``job`` once it has finished; fails naming the job as it stands after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    found = job(host, token, **where)
+    while found["finished"] is None and time.monotonic() < deadline:
+        time.sleep(1)
+        found = job(host, token, **where)
+    assert found["finished"] is not None, f"job not finished after {timeout:.0f} s: {found}"
+    return found

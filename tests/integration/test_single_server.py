@@ -17,7 +17,19 @@ import pytest
 import yaml
 
 from tests.conftest import PLATFORMS
-from tests.integration.helpers import DOMAIN, Load, edit_in_host, env_value, fetch, make, merged, psql, repo_host
+from tests.integration.helpers import (
+    DOMAIN,
+    Load,
+    edit_in_host,
+    enqueue,
+    env_value,
+    fetch,
+    finished_job,
+    make,
+    merged,
+    psql,
+    repo_host,
+)
 from tests.lab.hosts import REPO_ROOT, Host
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -157,6 +169,20 @@ def test_check_deploy_is_clean_on_the_live_release(server: Host) -> None:
     assert "System check identified no issues" in result.stdout
 
 
+def test_a_job_enqueued_through_the_web_runs_on_the_celery_worker(server: Host) -> None:
+    """The demo declares Celery workers: they run beside Gunicorn. The broker is
+    Redis as the project's ACL user, whose keys must all start with `demo:`:
+    a worker that used any other key would be refused by Redis and run nothing."""
+    token = enqueue(server, seconds=0.5)
+    done = finished_job(server, token)
+    assert done["runs"] == 1 and done["ran_release"] == done["enqueued_release"], done
+    assert token[:9] in fetch(server, f"https://{DOMAIN}/jobs/").body, "the page lists the job"
+    status = server.run("supervisorctl status demo-worker:* demo-beat").stdout
+    assert status.count("RUNNING") == 2, status
+    worker = server.run("ps -o user=,args= -C celery").stdout
+    assert "demo " in worker and " worker " in worker and "root " not in worker, worker
+
+
 def test_second_deploy_changes_nothing_and_test_mode_agrees(server: Host) -> None:
     second = make(server)
     assert (second.changed, second.failed) == (0, 0), second.output[-3000:]
@@ -225,9 +251,16 @@ def test_bad_input_fails_early_and_leaves_the_site_serving(server: Host, overlay
 def test_new_release_switches_without_dropping_a_request(server: Host) -> None:
     before = server.run("readlink /srv/demo/current").stdout.strip()
     edit_in_host(server, "example/visits/templates/visits/index.html", "<h1>salt-django demo</h1>", "<h1>salt-django demo v2</h1>")
+    running = enqueue(server, seconds=8)
     with Load(server) as load:
         deploy = make(server)
     assert deploy.changed == 1, deploy.output[-2000:]
+    # The old worker finished its job before the new one started; none ran it twice.
+    old_job = finished_job(server, running)
+    new_job = finished_job(server, enqueue(server))
+    assert old_job["runs"] == 1 and old_job["ran_release"] == before.rsplit("/", 1)[1], old_job
+    assert new_job["runs"] == 1 and new_job["ran_release"] == server.run("readlink /srv/demo/current").stdout.strip().rsplit("/", 1)[1]
+    assert old_job["finished"] < new_job["started"]
     after = server.run("readlink /srv/demo/current").stdout.strip()
     assert after != before
     assert load.result["sent"] > 50 and load.result["failed"] == 0, load.result
@@ -250,3 +283,28 @@ def test_config_change_restarts_without_dropping_a_request(server: Host) -> None
     assert load.result["failed"] == 0, load.result
     assert env_value(server, "DJANGO_LOG_LEVEL") == "WARNING"
     make(server)
+
+
+def test_rq_workers_and_cron_by_pillar_replace_celery(server: Host) -> None:
+    """Switching a running project to RQ (and RQ's cron for its periodic job) is a pillar change."""
+    local = server.path("/etc/salt-django/pillar/local.sls")
+    rq = {"projects": {"demo": {"workers": {"kind": "rq", "app": None, "cron": "visits.rq_cron", "concurrency": 2}}}}
+    local.write_text(yaml.safe_dump(merged(yaml.safe_load(local.read_text()), rq)))
+    deploy = make(server)
+    assert deploy.failed == 0, deploy.output[-2000:]
+    assert env_value(server, "RQ_KEY_PREFIX") == "demo:rq"
+    status = server.run("supervisorctl status demo-worker:* demo-beat").stdout
+    assert status.count("RUNNING") == 3, status
+    assert "rq" in server.run("ps -o args= -u demo").stdout
+    since = float(server.run("date +%s").stdout)
+    done = finished_job(server, enqueue(server, seconds=0.5))
+    assert done["runs"] == 1, done
+    # RQ's cron enqueues the tick at the next minute; a worker runs it.
+    deadline = since + 100
+    while (
+        float(server.run("date +%s").stdout) < deadline
+        and psql(server, f"SELECT count(*) FROM visits_tick WHERE created > to_timestamp({since})") == "0"
+    ):
+        server.run("sleep 2")
+    assert psql(server, f"SELECT count(*) FROM visits_tick WHERE created > to_timestamp({since})") == "1"
+    assert make(server).changed == 0
