@@ -111,6 +111,10 @@ if _workers == "celery":
     CELERY_WORKER_PREFETCH_MULTIPLIER = 1
     CELERY_TASK_TIME_LIMIT = min(int(globals().get("CELERY_TASK_TIME_LIMIT") or _max_task), _max_task)
     CELERY_TASK_DEFAULT_QUEUE = globals().get("CELERY_TASK_DEFAULT_QUEUE", _queues[0])
+    # Remote control (celery inspect/control) listens with PSUBSCRIBE, which a
+    # Redis ACL allows only for a pattern it lists literally, never under
+    # `<project>:*`: the worker would stop at its first subscription.
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 elif _workers == "rq":
     # django-rq's setting; RQ itself takes its key prefix from RQ_KEY_PREFIX.
     RQ_QUEUES = {name: {"URL": _env("RQ_REDIS_URL"), "DEFAULT_TIMEOUT": _max_task} for name in _queues}
