@@ -298,11 +298,14 @@ def _backup_file(project: str, file: str) -> str:
 
 
 def _app_programs(project: str) -> list[str]:
-    """The project's Gunicorn programs that run on this server (none on a db-only server)."""
+    """The project's running Gunicorn programs and its queue workers on this
+    server (none on a db-only server): nothing may write while a restore runs."""
     slots = __salt__.get("gunicorn_slots.program_state")  # noqa: F821
     if not slots or not shutil.which("supervisorctl"):
         return []
-    return [__salt__["gunicorn_slots.program"](project, s) for s in ("a", "b") if slots(project, s) == "RUNNING"]  # noqa: F821
+    running = [__salt__["gunicorn_slots.program"](project, s) for s in ("a", "b") if slots(project, s) == "RUNNING"]  # noqa: F821
+    workers = __salt__.get("django_workers.programs")  # noqa: F821
+    return running + (workers(project) if workers else [])
 
 
 def _pg_restore(project: str, path: str) -> subprocess.CompletedProcess[bytes]:

@@ -121,6 +121,36 @@ def _start(project: str, names: list[str]) -> str | None:
     return f"{detail or states}; the end of its log: {_log_tail(project)}"
 
 
+def stop(project: str) -> list[str]:
+    """Stop ``project``'s workers here, their running jobs finished first (a
+    restore of the database must not race them). Returns what was stopped.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt worker1 django_workers.stop demo
+    """
+    names = programs(project)
+    if names:
+        _ctl("stop", *names)
+    return names
+
+
+def start(project: str) -> dict[str, Any]:
+    """Start ``project``'s workers here again (after ``stop``): ``{"ok", "comment"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt worker1 django_workers.start demo
+    """
+    names = programs(project)
+    failed = _start(project, names) if names and linked_release(project) else None
+    return {"ok": failed is None, "comment": failed or f"{', '.join(names) or 'no worker'} running"}
+
+
 def switch(project: str, release: str, restart: bool = False) -> dict[str, Any]:
     """Run ``project``'s workers on ``release``: warm stop, relink, start; a no-op
     where this server runs none, or runs them on ``release`` already.

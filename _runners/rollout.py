@@ -849,15 +849,18 @@ def plan(release: str | None = None, project: str | None = None) -> dict[str, An
             if not pending["ok"]:
                 raise RolloutError("migrations", pending["error"], first)
             live = cluster.call("live", apps, "django_store.current", name)
+            workers = cluster.members_up("worker")
     except RolloutError as exc:
         return _failure(cluster, exc, project=name, release=release)
-    skipped = sorted(set(cluster.members("app")) - set(apps))
-    steps = [{"step": "build", "servers": apps, "release": rid}]
+    skipped = sorted(set(cluster.members("app") + cluster.members("worker")) - set(apps + workers))
+    steps = [{"step": "build", "servers": list(dict.fromkeys(apps + workers)), "release": rid}]
     if pending["migrations"]:
         steps += [
             {"step": "backup", "servers": cluster.members("db")[:1]},
             {"step": "migrate", "servers": [first], "migrations": pending["migrations"]},
         ]
+    if workers:
+        steps.append({"step": "switch workers", "servers": workers})
     for number, batch in enumerate(_batches(apps, _batch_size(cluster.settings["batch"], len(apps))), 1):
         steps.append({"step": "switch", "batch": number, "servers": batch, "from": {s: live[s] for s in batch}})
     steps += [
@@ -1023,7 +1026,7 @@ def restore(file: str | None = None, copy: str | None = None, project: str | Non
 def _restore_held(cluster: _Cluster, project: str, db: str, file: str) -> dict[str, Any]:
     """``django_db.restore`` on ``db`` with every app server out of HAProxy's
     rotation (maint, sessions ended) until it is done, whatever happens."""
-    lbs, apps = cluster.members_up("lb"), cluster.members_up("app")
+    lbs, apps, workers = cluster.members_up("lb"), cluster.members_up("app"), cluster.members_up("worker")
     backend = BACKEND.format(project=project)
     held: list[str] = []
     try:
@@ -1033,8 +1036,17 @@ def _restore_held(cluster: _Cluster, project: str, db: str, file: str) -> dict[s
         for server in apps:
             cluster.call("maintenance", lbs, "haproxy_runtime.wait_drained", backend, server, timeout=cluster.settings["drain_timeout"])
         cluster.log("maintenance", f"{', '.join(apps) or 'no app server'} out of rotation")
+        # Queue workers write too: their running jobs finish, then they stop until the restore is done.
+        cluster.call("maintenance", workers, "django_workers.stop", project)
         outcome = cluster.call("restore", [db], "django_db.restore", project, file=file, confirm=True)[db]
     finally:
+        for server in workers:
+            try:
+                started = cluster.call("ready", [server], "django_workers.start", project)[server]
+            except RolloutError as exc:
+                started = {"ok": False, "comment": str(exc)}
+            if not started["ok"]:
+                cluster.log("ready", f"the workers on {server} did not start again: {started['comment']}")
         for server in held:
             try:
                 cluster.call("ready", lbs, "haproxy_runtime.set_state", backend, server, "ready")

@@ -22,6 +22,7 @@ TOPOLOGY = yaml.safe_load((REPO_ROOT / "pillar" / "topology.yaml").read_text())[
 SPARE = "app3"
 HOSTS = [name for name in TOPOLOGY if name != SPARE]
 APPS = sorted(name for name in HOSTS if "app" in TOPOLOGY[name]["roles"])
+WORKERS = sorted(name for name in HOSTS if "worker" in TOPOLOGY[name]["roles"])
 DOMAIN = "demo.localhost"
 TEMPLATE = "visits/templates/visits/index.html"
 SECRET_KEY = "lab-secret-key-x7Kq9mP2vR4tW6yZ8bN1cD3fG5hJ0lA-a1b2c3d4e5f6g7h8"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import json
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ from tests.cluster.helpers import (
     SECRET_KEY,
     SPARE,
     TEMPLATE,
+    WORKERS,
     Releases,
     apply_all,
     cluster_args,
@@ -60,8 +62,9 @@ from tests.cluster.helpers import (
     write_secrets,
 )
 from tests.cluster.traffic import SlowRequests, Traffic, Visitor, get
-from tests.integration.helpers import TICK_MINUTES, TICKS, minutes_of_ticks, records
+from tests.integration.helpers import TICK_MINUTES, TICKS, enqueue, finished_job, minutes_of_ticks, records
 from tests.lab.cluster import SALT_BIN, Cluster
+from tests.lab.hosts import Host, LabError
 
 pytestmark = pytest.mark.slow
 
@@ -159,7 +162,7 @@ def test_secrets_stay_where_they_belong(cluster: Cluster) -> None:
     password's SHA-256); the master's job cache (every state run's return) holds none."""
     secrets = [*passwords(cluster).values(), SECRET_KEY]
     patterns = " ".join(f"-e '{value}'" for value in secrets)
-    expected = {name: {"/etc/demo/env"} if name in APPS else set() for name in HOSTS}
+    expected = {name: {"/etc/demo/env"} if name in APPS + WORKERS else set() for name in HOSTS}
     found = {
         name: set(cluster.hosts[name].run(f"grep -rlsF {patterns} /etc /srv /var /opt /root /tmp /run /home", check=False).stdout.split())
         for name in HOSTS
@@ -206,6 +209,44 @@ def test_db_and_cache_refuse_strangers(cluster: Cluster) -> None:
     assert answers[5:7] == ["$1", "1"], answers
 
 
+def test_a_job_enqueued_through_the_lb_runs_on_the_worker_server(cluster: Cluster) -> None:
+    lb = cluster.hosts["lb"]
+    done = finished_job(lb, enqueue(lb, seconds=0.5))
+    assert done["ran_on"] in WORKERS and done["enqueued_on"] in APPS and done["runs"] == 1, done
+    for name in APPS:
+        programs = cluster.hosts[name].run("supervisorctl status", check=False).stdout
+        assert "demo-worker" not in programs and "demo-beat" not in programs, (name, programs)
+    status = cluster.hosts[WORKERS[0]].run("supervisorctl status", check=False).stdout
+    assert "gunicorn" not in status and status.count("RUNNING") == 2 and "demo-beat" in status, status
+
+
+class _Jobs:
+    """Jobs enqueued through the load balancer, one every half second, while something happens."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.tokens: list[str] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Jobs:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tokens.append(enqueue(self.host, seconds=0.2))
+            except (AssertionError, LabError) as exc:
+                self.failures.append(str(exc)[-300:])
+            self._stop.wait(0.5)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
 def test_rolling_deploy_under_load_drops_nothing(cluster: Cluster, releases: Releases, visitor: Visitor) -> None:
     v2 = {
         TEMPLATE: lambda t: t.replace("salt-django demo</h1>", "salt-django demo v2</h1>"),
@@ -219,11 +260,15 @@ def test_rolling_deploy_under_load_drops_nothing(cluster: Cluster, releases: Rel
     superuser = "/srv/demo/bin/manage createsuperuser --noinput --username admin --email a@example.org"
     cluster.hosts[APPS[0]].run(superuser, env={"DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD})
     old_assets = visitor.run("login", "--user", "admin", "--password", ADMIN_PASSWORD)["assets"]
+    lb = cluster.hosts["lb"]
+    long_job = enqueue(lb, seconds=10)
+    started = time.time()
     with (
         Traffic(lb_ip(cluster), DOMAIN) as traffic,
         PageLoads(f"https://{DOMAIN}/", {DOMAIN: lb_ip(cluster)}) as browser,
         SlowRequests(lb_ip(cluster), DOMAIN) as slow,
         visitor.posting("rollout"),
+        _Jobs(lb) as jobs,
     ):
         result, seconds = orchestrate(cluster, "orch.deploy", {"release": "v2"})
         time.sleep(2)  # requests after the last switch too
@@ -260,6 +305,26 @@ def test_rolling_deploy_under_load_drops_nothing(cluster: Cluster, releases: Rel
     after = visitor.run("check")
     assert after["logged_in"], after
     assert after["assets"] == {url: {"status": 200, "same": True} for url in old_assets}, after["assets"]
+
+    # Background jobs: the 10-s job running when the rollout started finished on the old
+    # worker, which only then restarted; every job enqueued meanwhile ran exactly once, on
+    # the release that enqueued it or a newer one (release ids sort by time).
+    running = finished_job(lb, long_job, timeout=120)
+    ran = [finished_job(lb, token, timeout=120) for token in jobs.tokens]
+    counts = {
+        "enqueued": len(jobs.tokens),
+        "completed": sum(1 for job in ran if job["runs"] >= 1),
+        "lost": sum(1 for job in ran if job["runs"] == 0),
+        "duplicated": sum(1 for job in ran if job["runs"] > 1),
+        "on the new release": sum(1 for job in ran if job["ran_release"] == rid),
+    }
+    print(f"[lab figures] jobs during the rollout: {counts}; enqueue failures: {len(jobs.failures)}", flush=True)
+    assert not jobs.failures, jobs.failures[:3]
+    assert running["runs"] == 1 and running["ran_release"] in olds and running["started"] < started < running["finished"], running
+    assert counts["enqueued"] > 10 and counts["lost"] == counts["duplicated"] == 0, counts
+    assert all(job["ran_release"] >= job["enqueued_release"] and job["ran_on"] in WORKERS for job in ran), ran
+    assert counts["on the new release"] > 0
+    assert running["finished"] <= min(job["started"] for job in ran if job["ran_release"] == rid), "the worker restarted after its job"
 
 
 def test_the_first_rollout_rolls_back_to_the_release_the_converge_put_live(cluster: Cluster) -> None:
@@ -604,7 +669,7 @@ NOOP_MIGRATION = """from django.db import migrations
 
 
 class Migration(migrations.Migration):
-    dependencies = [("visits", "0001_initial")]
+    dependencies = [("visits", "0002_jobs_and_ticks")]
     operations = [migrations.RunSQL("SELECT 1", "SELECT 1")]
 """
 
@@ -616,24 +681,25 @@ def _serving(cluster: Cluster, apps: list[str]) -> tuple[dict[str, str], dict[st
 
 def test_a_plan_lists_each_step_and_changes_nothing(cluster: Cluster, releases: Releases) -> None:
     apps = [*APPS, SPARE]
-    changes = {TEMPLATE: lambda t: t.replace("demo v2</h1>", "demo v4</h1>"), "visits/migrations/0002_plan.py": lambda _: NOOP_MIGRATION}
+    changes = {TEMPLATE: lambda t: t.replace("demo v2</h1>", "demo v4</h1>"), "visits/migrations/0003_plan.py": lambda _: NOOP_MIGRATION}
     releases.commit("v4", _healthy(changes))
     before = _serving(cluster, apps)
     planned = cluster.run_runner("rollout.plan", release="v4", check=True)
     assert planned["result"] is True, planned
     steps = [(step["step"], step["servers"]) for step in planned["plan"]]
     assert steps == [
-        ("build", apps),
+        ("build", apps + WORKERS),
         ("backup", ["db"]),
         ("migrate", [APPS[0]]),
+        ("switch workers", WORKERS),
         *(("switch", [server]) for server in apps),
         ("refresh load balancer", ["lb"]),
         ("smoke test", ["lb"]),
     ], steps
-    assert planned["plan"][2]["migrations"] == ["visits.0002_plan"], planned["plan"][2]
+    assert planned["plan"][2]["migrations"] == ["visits.0003_plan"], planned["plan"][2]
     assert _serving(cluster, apps) == before
     pending = cluster.salt(APPS[0], "django_manage.unapplied_migrations", ["demo"])[APPS[0]]
-    assert pending["migrations"] == [], "the plan migrated nothing (the live release knows no 0002)"
+    assert pending["migrations"] == [], "the plan migrated nothing (the live release knows no 0003)"
     status = cluster.run_runner("rollout.status", check=True)
     assert {name: server["live"] for name, server in status["servers"].items()} == before[0], status
 
@@ -659,6 +725,19 @@ def test_second_rollout_is_refused_while_one_runs(cluster: Cluster, releases: Re
     apps = [*APPS, SPARE]
     served = live(cluster, apps)
     assert len(set(served.values())) == 1 and served[SPARE].endswith(short), served
+
+
+def test_the_periodic_task_runs_once_a_minute_on_one_server_only(cluster: Cluster) -> None:
+    """Celery beat, on the worker server only; its schedule outlived the rollouts
+    and the restore above. A window of 3 minutes, its edges half-way between two
+    ticks, holds exactly 3 runs."""
+    query = "SELECT extract(epoch FROM created), server FROM visits_tick ORDER BY created"
+    rows = cluster.hosts["db"].run(f"runuser -u postgres -- psql -At -F ' ' demo -c '{query}'").stdout.split("\n")
+    ticks = [(float(row.split()[0]), row.split()[1]) for row in rows if row.strip()]
+    assert ticks and {server for _, server in ticks} == set(WORKERS[:1]), ticks
+    end = ticks[-1][0] + 30
+    assert ticks[0][0] < end - 180, f"fewer than 3 minutes of ticks: {ticks}"
+    assert len([t for t, _ in ticks if end - 180 <= t < end]) == 3, ticks[-6:]
 
 
 def test_schedule_runs_on_exactly_one_app_server(cluster: Cluster) -> None:
