@@ -99,7 +99,7 @@ if _workers == "celery":
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
         "global_keyprefix": _prefix,
-        "visibility_timeout": _max_task + 60,
+        "visibility_timeout": _max_task + 30,
         # A killed job's message comes back within ~10 s of its visibility
         # timeout, instead of kombu's default sweep of every ~100 s.
         "unacked_restore_throttle": 1,
@@ -109,7 +109,11 @@ if _workers == "celery":
     CELERY_TASK_ACKS_LATE = True
     CELERY_TASK_REJECT_ON_WORKER_LOST = True
     CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-    CELERY_TASK_TIME_LIMIT = min(int(globals().get("CELERY_TASK_TIME_LIMIT") or _max_task), _max_task)
+    # A stopping worker is killed max_task_seconds (+5) after TERM: a job
+    # still running then comes back once its visibility timeout passed. On a
+    # worker that keeps running, a job is killed before that timeout, so that
+    # it never runs twice at once.
+    CELERY_TASK_TIME_LIMIT = min(int(globals().get("CELERY_TASK_TIME_LIMIT") or _max_task + 15), _max_task + 15)
     CELERY_TASK_DEFAULT_QUEUE = globals().get("CELERY_TASK_DEFAULT_QUEUE", _queues[0])
     # Remote control (celery inspect/control) listens with PSUBSCRIBE, which a
     # Redis ACL allows only for a pattern it lists literally, never under
