@@ -322,7 +322,8 @@ def test_rq_workers_and_cron_by_pillar_replace_celery(server: Host) -> None:
     """Switching a running project to RQ (and RQ's cron for its periodic job) is a pillar change."""
     if server.name.endswith("13"):
         pytest.skip("the queue libraries do not depend on the platform: Debian 12 covers RQ")
-    _workers_pillar(server, {"kind": "rq", "app": None, "cron": "visits.rq_cron", "concurrency": 2})
+    # the repository's pillar names the Celery app: RQ gets its queues by name
+    _workers_pillar(server, {"kind": "rq", "queues": ["default"], "cron": "visits.rq_cron", "concurrency": 2})
     assert env_value(server, "RQ_KEY_PREFIX") == "demo:rq"
     status = server.run("supervisorctl status demo-worker:* demo-beat").stdout
     assert status.count("RUNNING") == 3, status
