@@ -323,7 +323,7 @@ def test_rq_workers_and_cron_by_pillar_replace_celery(server: Host) -> None:
     if server.name.endswith("13"):
         pytest.skip("the queue libraries do not depend on the platform: Debian 12 covers RQ")
     # the repository's pillar names the Celery app: RQ gets its queues by name
-    _workers_pillar(server, {"kind": "rq", "queues": ["default"], "cron": "visits.rq_cron", "concurrency": 2})
+    _workers_pillar(server, {"kind": "rq", "queues": ["default"], "cron": "visits.rq_cron", "concurrency": 2, "max_task_seconds": 3})
     assert env_value(server, "RQ_KEY_PREFIX") == "demo:rq"
     status = server.run("supervisorctl status demo-worker:* demo-beat").stdout
     assert status.count("RUNNING") == 3, status
