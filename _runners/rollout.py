@@ -741,26 +741,26 @@ def _once_hooks(cluster: _Cluster, project: str, stage: str, server: str, rid: s
         cluster.log(stage, outcome["comment"])
 
 
-def _prepare(cluster: _Cluster, project: str, source: dict[str, Any], apps: list[str]) -> tuple[dict[str, str], str | None]:
+def _prepare(cluster: _Cluster, project: str, source: dict[str, Any], servers: list[str]) -> tuple[dict[str, str], str | None]:
     """Build and gate the release on every app and worker server: ({server: release id},
     the source's digest). New builds get the id the first server chose."""
     if "release" in source:
-        built = cluster.call("build", apps, "django_store.is_built", project, source["release"])
+        built = cluster.call("build", servers, "django_store.is_built", project, source["release"])
         missing = [server for server, ok in built.items() if not ok]
         if missing:
             raise RolloutError("build", f"release {source['release']} is not built there", missing[0])
-        return dict.fromkeys(apps, source["release"]), None
-    first, rest = apps[0], apps[1:]
+        return dict.fromkeys(servers, source["release"]), None
+    first, rest = servers[0], servers[1:]
     made = cluster.call("build", [first], "django_release.prepare", project, **source)[first]
     if not made["ok"]:
         raise RolloutError("build", made["comment"], first)
     results = {first: made}
     results.update(cluster.call("build", rest, "django_release.prepare", project, release=made["id"], **source))
-    for server in apps:
+    for server in servers:
         if not results[server]["ok"]:
             raise RolloutError("build", results[server]["comment"], server)
-    cluster.log("build", f"release {made['id']} built and checked on {', '.join(apps)}")
-    return {server: results[server]["id"] for server in apps}, made["digest"]
+    cluster.log("build", f"release {made['id']} built and checked on {', '.join(servers)}")
+    return {server: results[server]["id"] for server in servers}, made["digest"]
 
 
 def _remember(project: str, servers: dict[str, str], source: dict[str, Any], digest: str | None, ok: bool) -> None:
