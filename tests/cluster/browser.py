@@ -51,6 +51,9 @@ class Visit:
     color: str = ""
     requests: int = 0
     failed: list[str] = field(default_factory=list)
+    #: Requests Chromium aborted because this machine's own interfaces changed
+    #: (another lab session's hosts starting or stopping): no answer of the site.
+    network_changed: int = 0
 
 
 class Chromium:
@@ -161,6 +164,8 @@ class Chromium:
                 visit.requests += 1
             elif method == "Network.responseReceived" and params["response"]["status"] >= 400:
                 visit.failed.append(f"{params['response']['url']}: HTTP {params['response']['status']}")
+            elif method == "Network.loadingFailed" and params.get("errorText") == "net::ERR_NETWORK_CHANGED":
+                visit.network_changed += 1
             elif method == "Network.loadingFailed" and not params.get("canceled"):
                 visit.failed.append(f"{urls.get(params['requestId'], '?')}: {params.get('errorText')}")
             elif method == "Page.loadEventFired":
@@ -225,4 +230,6 @@ class PageLoads:
         requests = sum(v.requests for v in self.visits)
         text = f"{len(self.visits)} page loads ({requests} requests), {len(self.failed)} failed subresources, "
         text += f"pages by release {dict(self.releases)}; first failures: {self.failed[:5]}"
+        changed = sum(v.network_changed for v in self.visits)
+        text += f"; {changed} aborted by a change of this machine's interfaces" if changed else ""
         return text + (f"; browser error: {self.error}" if self.error else "")
