@@ -237,6 +237,8 @@ def activate(project: str, release: str, host: str, timeout: float = 60) -> dict
     if not health["ok"]:
         _retire(project, new)
         detail = health.get("error") or health.get("body") or started.stdout.strip()
+        if "end of its log" not in str(detail):
+            detail = f"{detail}; the end of its log: {_log_tail(project)}"
         raise RuntimeError(f"release {release} did not become healthy in slot {new}: {detail}")
     _set_link(_serving_socket(project), f"gunicorn-{new}.sock")
     _set_link(os.path.join(root, "current"), os.path.join("releases", release))
