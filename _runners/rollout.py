@@ -567,7 +567,7 @@ def deploy(release: str | None = None, project: str | None = None, allow_partial
             cluster.log("validate", f"pillar valid on {', '.join(everyone)}; not answering, skipped: {', '.join(skipped) or 'none'}")
             cluster.converge("db", cluster.members("db"))
             cluster.converge("cache", cluster.members("cache"))
-            _adopt_live(cluster, name, apps)
+            _adopt_live(cluster, name, list(dict.fromkeys(apps + workers)))
             built, digest = _prepare(cluster, name, source, list(dict.fromkeys(apps + workers)))
             targets = {server: built[server] for server in apps}
             first = apps[0]
@@ -590,9 +590,9 @@ def deploy(release: str | None = None, project: str | None = None, allow_partial
                 _smoke(cluster, name, conf, targets)
             except RolloutError:
                 # Some servers may serve the new release: a rollback goes back to the one before.
-                _remember(name, targets, source, digest, ok=False)
+                _remember(name, built, source, digest, ok=False)
                 raise
-            _remember(name, targets, source, digest, ok=True)
+            _remember(name, built, source, digest, ok=True)
             _once_hooks(cluster, name, "after_switch", first, targets[first])
     except RolloutError as exc:
         return _failure(cluster, exc, project=name, release=release)
@@ -635,14 +635,14 @@ def _cli() -> Any:
     return _repo_module("scripts/salt_django.py")
 
 
-def _adopt_live(cluster: _Cluster, project: str, apps: list[str]) -> None:
-    """Record the release a converge put live before the first rollout, so
-    that ``orch.rollback`` after that rollout goes back to it."""
+def _adopt_live(cluster: _Cluster, project: str, servers: list[str]) -> None:
+    """Record the release a converge put live on ``servers`` (app and worker)
+    before the first rollout, so that ``orch.rollback`` after that rollout goes back to it."""
     records = _records()
     record = records.setdefault(project, {})
     if record.get("current"):
         return
-    live = cluster.call("live", apps, "django_store.current", project)
+    live = cluster.call("live", servers, "django_store.current", project)
     source = {"source": (cluster.pillar.get("projects") or {}).get(project, {}).get("source")}
     entry = _adopted(record, live, source)
     if entry:
@@ -801,7 +801,9 @@ def rollback(project: str | None = None) -> dict[str, Any]:
             cluster.ping()
             apps = cluster.members_up("app")
             targets = {server: target["servers"].get(server, target["id"]) for server in apps}
-            _switch_workers(cluster, name, dict.fromkeys(cluster.members_up("worker"), target["id"]), "rollback")
+            # Each server goes back to its own build (a converge's builds differ in their second).
+            workers = {server: target["servers"].get(server, target["id"]) for server in cluster.members_up("worker")}
+            _switch_workers(cluster, name, workers, "rollback")
             _roll(cluster, name, conf, targets, "rollback")
             _smoke(cluster, name, conf, targets)
             record["attempt"] = {**target, "ok": True, "at": _now()}
@@ -1196,8 +1198,9 @@ def join(minion: str) -> dict[str, Any]:
             cluster.call("sync", [minion], "saltutil.sync_all")
             cluster.call("mine", [minion], "mine.update")
             if {"app", "worker"} & set(roles):
-                # The database admits servers by address (pg_hba).
+                # The database and the object store admit servers by address (pg_hba, Nginx).
                 cluster.converge("db", cluster.members_up("db"), "postgres")
+                cluster.converge("storage", cluster.members_up("storage"), "storage")
             cluster.converge("highstate", [minion])
             if "web" in roles:
                 cluster.converge("refresh load balancer", cluster.members_up("lb"), "haproxy")
