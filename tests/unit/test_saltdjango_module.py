@@ -76,7 +76,7 @@ def test_bad_domains_are_refused(domains: object, fragment: str) -> None:
 
 def test_unknown_role_is_named() -> None:
     errors = saltdjango.validate({"salt_django": {"roles": ["app", "databse"]}, "projects": {"demo": project()}})
-    assert errors == ["salt_django:roles: unknown role(s) databse; known: app, cache, db, lb, web, worker"]
+    assert errors == ["salt_django:roles: unknown role(s) databse; known: app, cache, db, lb, storage, web, worker"]
 
 
 def test_no_project_is_an_error() -> None:
