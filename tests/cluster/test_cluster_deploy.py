@@ -265,7 +265,7 @@ def test_an_upload_through_one_app_server_is_served_by_the_other(cluster: Cluste
     # The S3 port: app servers get the object (anonymous GET), the lb a 403 from Nginx;
     # SeaweedFS's own ports answer on loopback only.
     bucket = f"http://{storage.ip}:8333/demo-media/{stored['name']}"
-    for name in APPS:
+    for name in APPS + WORKERS:
         got = cluster.hosts[name].run(f"curl -s {bucket} | sha256sum").stdout.split()[0]
         assert got == digest, name
     refused = lb.run(f"curl -s -w '\n%{{http_code}}' {bucket}").stdout
