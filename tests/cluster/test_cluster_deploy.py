@@ -257,7 +257,7 @@ def test_an_upload_through_one_app_server_is_served_by_the_other(cluster: Cluste
         verdict = lb.run(
             f"curl -s -o /dev/null -w '%{{http_code}}' -X {method} -H 'Host: {DOMAIN}' http://{app2}:8080{stored['url']}"
         ).stdout
-        assert verdict == "403", (method, verdict)
+        assert verdict == "405", (method, verdict)
     for path in ("/media/uploads/missing.bin", "/media/", "/media/?list-type=2"):
         verdict = lb.run(f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Host: {DOMAIN}' http://{app2}:8080{path}").stdout
         assert verdict == "404", (path, verdict)

@@ -189,7 +189,7 @@ def test_uploads_are_served_sandboxed_and_as_downloads(server: Host) -> None:
     image = fetch(server, f"https://{DOMAIN}/media/probe.png")
     assert image.status == 200 and "content-disposition" not in image.headers and image.header("Content-Security-Policy") == "sandbox"
     put = server.run(f"curl -sk -o /dev/null -w '%{{http_code}}' -X PUT --resolve {DOMAIN}:443:127.0.0.1 https://{DOMAIN}/media/probe.png")
-    assert put.stdout == "403"
+    assert put.stdout == "405"
 
 
 def test_healthz_answers_by_ip_over_plain_http(server: Host) -> None:
