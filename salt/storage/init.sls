@@ -3,8 +3,10 @@
 {%- set app = salt['saltdjango.app_settings']() %}
 {#- weed's own shell, for buckets: its logs to stderr, its scratch files in ours. #}
 {%- set shell = 'TMPDIR=' ~ storage.data_dir ~ '/tmp ' ~ storage.weed ~ ' -logtostderr shell -master=127.0.0.1:' ~ storage.ports.master %}
-{#- Nothing to store (no project keeps its media here): the role stays idle. #}
-{%- if not storage.buckets %}
+{#- Nothing to store (no project keeps its media here, and none ever did): the
+    role stays idle. Once SeaweedFS runs it stays managed, so that the keys
+    of a project that left are taken out of its identities. #}
+{%- if not storage.buckets and not salt['file.file_exists'](storage.conf_dir ~ '/identities.json') %}
 
 storage-unused-noted:
   test.nop:
