@@ -122,6 +122,7 @@ if _workers == "celery":
 elif _workers == "rq":
     # django-rq's setting; RQ itself takes its key prefix from RQ_KEY_PREFIX.
     RQ_QUEUES = {name: {"URL": _env("RQ_REDIS_URL"), "DEFAULT_TIMEOUT": _max_task} for name in _queues}
+
 # --- Media (uploads): pillar projects:<p>:media, env from salt/app/init.sls ---
 # local (no DJANGO_MEDIA_BACKEND): MEDIA_ROOT above, on this app server.
 # s3: the project's private bucket, on the cluster's storage server or an
