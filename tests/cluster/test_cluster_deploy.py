@@ -329,7 +329,7 @@ def test_rolling_deploy_under_load_drops_nothing(cluster: Cluster, releases: Rel
     }
     short = releases.commit("v2", v2)
     # each server built the converge's release itself: ids may differ in their second
-    olds = set(live(cluster, APPS).values())
+    olds = set(live(cluster, APPS + WORKERS).values())
     hooks_before = {name: len(records(cluster.hosts[name], HOOK_RUNS)) for name in APPS}
     superuser = "/srv/demo/bin/manage createsuperuser --noinput --username admin --email a@example.org"
     cluster.hosts[APPS[0]].run(superuser, env={"DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD})
