@@ -346,7 +346,8 @@ def _importable(venv: str, modules: list[str]) -> bool:
 
 def additions(cfg: dict[str, Any]) -> list[tuple[list[str], str]]:
     """What salt-django adds to a project's virtualenv: the app server, and with
-    the settings wrapper the PostgreSQL and Redis drivers it configures.
+    the settings wrapper the PostgreSQL and Redis drivers it configures, and
+    for uploads on S3 (``media: {backend: s3}``) django-storages and boto3.
 
     CLI Example:
 
@@ -358,6 +359,9 @@ def additions(cfg: dict[str, Any]) -> list[tuple[list[str], str]]:
     found = [([server["kind"]], f"{server['kind']}=={server['version']}")]
     if (cfg.get("settings") or {}).get("wrapper", True):
         found += [(["psycopg", "psycopg2"], cfg["drivers"]["database"]), (["redis"], cfg["drivers"]["cache"])]
+        # Only then: a project with local media keeps the virtualenv key it had.
+        if (cfg.get("media") or {}).get("backend") == "s3":
+            found += [(["storages"], cfg["drivers"]["storage"]), (["boto3"], cfg["drivers"]["s3"])]
     return found
 
 

@@ -31,6 +31,9 @@ SECRET_VARIABLES = {"SECRET_KEY": "DJANGO_SECRET_KEY", "DB_PASSWORD": "DATABASE_
 #: Env variables derived from secrets (URLs with a password in them).
 DERIVED_SECRET_VARIABLES = ("DATABASE_URL", "REDIS_URL", "CACHE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "RQ_REDIS_URL")
 DEFAULTS_URL = "salt://app/defaults.yaml"
+#: The storage component's defaults: the port its S3 proxy listens on, which app servers connect to.
+STORAGE_DEFAULTS_URL = "salt://storage/defaults.yaml"
+MEDIA_BACKENDS = ("local", "s3")
 APP_SERVER_KINDS = frozenset({"gunicorn"})
 #: Queue libraries a project's background workers may use (pillar ``workers:kind``).
 WORKER_KINDS = ("celery", "rq")
@@ -48,6 +51,9 @@ _HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _PROJECT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 _ENV_KEY = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _SQL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# S3's bucket naming rules (no dots: path-style addressing and TLS both stay simple).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 
 
 def __virtual__() -> str:
@@ -242,6 +248,71 @@ def _build_problems(key: str, project: dict[str, Any]) -> list[str]:
     return errors
 
 
+def uses_storage(project: Any) -> bool:
+    """Whether ``project`` (its pillar) keeps its uploads on the cluster's own
+    storage server: ``media: {backend: s3}`` with no ``endpoint``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.uses_storage '{media: {backend: s3}}'
+    """
+    media = project.get("media") if isinstance(project, dict) else None
+    return isinstance(media, dict) and media.get("backend") == "s3" and not media.get("endpoint")
+
+
+def _endpoint_problems(endpoint: Any) -> list[str]:
+    """Why ``endpoint`` is not the base URL of an S3-compatible service."""
+    if not isinstance(endpoint, str) or not endpoint:
+        return ["must be a URL, e.g. https://s3.example.org"]
+    try:
+        url = urllib.parse.urlsplit(endpoint)
+        url.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return [f"{endpoint!r} is not a URL"]
+    if url.scheme != "https":
+        return [f"{endpoint!r} must be https:// (keys and uploads cross networks we do not control)"]
+    if not url.hostname or url.username or url.password or url.query or url.fragment or url.path not in ("", "/"):
+        return [f"{endpoint!r} must be scheme://host[:port] only (the bucket is media:bucket, the keys are secrets)"]
+    return []
+
+
+def _media_problems(name: str, project: Any, roles: list[str] | None, storage: list[str] | None) -> list[str]:
+    """Errors in ``projects:<name>:media``. ``roles``: this server's (None: a
+    single server's); ``storage``: the cluster's storage servers (None: a single server)."""
+    key = f"projects:{name}:media"
+    if not isinstance(project, dict) or project.get("media") is None:
+        return []
+    media = project["media"]
+    if not isinstance(media, dict):
+        return [f"{key}: must be a mapping, e.g. {{backend: s3}}"]
+    backend = media.get("backend", "local")
+    if backend not in MEDIA_BACKENDS:
+        return [f"{key}:backend: {backend!r} is not supported; supported: {', '.join(MEDIA_BACKENDS)}"]
+    errors = []
+    limit = media.get("max_upload_mb")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100000):
+        errors.append(f"{key}:max_upload_mb: must be a whole number of MB, 1 or more")
+    if backend == "local":
+        return errors
+    if media.get("bucket") is not None and not _BUCKET.match(str(media["bucket"])):
+        errors.append(f"{key}:bucket: {media['bucket']!r} must match {_BUCKET.pattern} (an S3 bucket name)")
+    if media.get("region") is not None and not _REGION.match(str(media["region"])):
+        errors.append(f"{key}:region: {media['region']!r} is not a region name, e.g. us-east-1")
+    if media.get("endpoint"):
+        errors.extend(f"{key}:endpoint: {p}" for p in _endpoint_problems(media["endpoint"]))
+    elif storage is None:
+        errors.append(f"{key}:endpoint: required on a single server: the storage role (salt-django's own object store) is for a cluster")
+    elif not storage:
+        errors.append(f"{key}: backend s3 without an endpoint needs a server with the role storage (pillar/topology.yaml)")
+    held = _topology("roles_of")({}, "", True) if roles is None else roles
+    values = project.get("secrets") if isinstance(project.get("secrets"), dict) else {}
+    for secret in [s for s in _topology("media_secrets")() if _topology("needs_secret")(held, s)]:
+        errors.extend(f"projects:{name}:secrets:{secret} {p}" for p in _password_problems(values.get(secret)))
+    return errors
+
+
 def hook_command(item: Any) -> dict[str, Any]:
     """A hook of pillar ``hooks:<stage>`` as ``{"manage" or "run": argv, "each": bool, "label": str}``.
 
@@ -426,13 +497,16 @@ def validate(pillar: dict[str, Any] | None = None, minion: str | None = None) ->
     # Schedules are read by django_schedule, as salt/schedule renders them.
     mods = globals().get("__salt__", {})
     checks = [(mods.get(f"django_schedule.{check}"), key) for check, key in (("job_problems", "schedule"), ("backup_problems", "backups"))]
+    storage = members("storage", data) if topology(data) else None
     for name, project in projects.items():
         errors.extend(_validate_project(name, project, held))
+        errors.extend(_media_problems(name, project, held, storage))
         for check, key in checks:
             if check and isinstance(project, dict):
                 errors.extend(check(f"projects:{name}", project.get(key)))
     if pillar is None and topology() and {"app", "worker"} & set(data.get("salt_django", {}).get("roles", [])):
-        for role in ("db", "cache"):
+        needed = ("db", "cache", "storage") if any(uses_storage(p) for p in projects.values()) else ("db", "cache")
+        for role in needed:
             if members(role) and not addresses(role):
                 errors.append(
                     f"topology:hosts: no {role} server ({', '.join(members(role))}) has published its address"
@@ -469,6 +543,12 @@ def _project_config(name: str, raw: dict[str, Any], defaults: dict[str, Any], cp
     workers["enabled"] = isinstance(raw.get("workers"), dict) and bool(raw["workers"])
     workers["queues"] = _worker_queues(workers)
     workers["concurrency"] = workers.get("concurrency") or max(int(cpus), 1)
+    media = cfg.setdefault("media", {})
+    if isinstance(media, dict):
+        # Render-safe as above: validation names a bad value, Jinja never trips on one.
+        media["bucket"] = _bucket(name, media)
+        media["internal"] = uses_storage(raw)
+        media["endpoint"] = media.get("endpoint") or ""
     cfg.update(paths(name))
     return cfg
 
@@ -539,10 +619,14 @@ def projects(defaults: dict[str, Any] | None = None, pillar: dict[str, Any] | No
     if not isinstance(raw, dict):
         return {}
     found: dict[str, str] = {}
+    storage_url = ""
     if pillar is None and topology():
         for role, key in (("db", "database"), ("cache", "cache")):
             peers = addresses(role)
             found[key] = peers[min(peers)] if peers else ""
+        if any(uses_storage(p) for p in raw.values()):
+            peers = addresses("storage")
+            storage_url = f"http://{_url_host(peers[min(peers)])}:{storage_settings()['port']}" if peers else ""
     held = (data.get("salt_django") or {}).get("roles")
     roles = [str(r) for r in held] if isinstance(held, list) else list(_topology("roles_of")({}, "", True))
     minion = __opts__.get("id", "") if pillar is None else ""  # noqa: F821
@@ -558,7 +642,77 @@ def projects(defaults: dict[str, Any] | None = None, pillar: dict[str, Any] | No
                 section["host"] = host
         configs[name] = _project_config(name, cfg, defaults or {}, cpus)
         configs[name]["runs"] = _runs(configs[name]["workers"], roles, periodic in (None, minion))
+        media = configs[name]["media"]
+        if not isinstance(media, dict):
+            continue
+        if media.get("internal"):
+            # The storage server's S3 proxy (salt/storage), over the private network.
+            media["endpoint"] = storage_url
+        media.update(_endpoint_parts(media.get("endpoint") or ""))
     return configs
+
+
+def _endpoint_parts(endpoint: str) -> dict[str, str]:
+    """What Nginx needs to proxy ``/media/`` to an S3 endpoint: ``scheme``,
+    ``hostname`` (TLS name), ``netloc`` (the Host header) and ``upstream``
+    (host:port, the port the scheme implies when the URL has none). All
+    empty when the endpoint is unknown or not a URL (validation names it)."""
+    try:
+        url = urllib.parse.urlsplit(endpoint)
+        port = url.port or {"http": 80, "https": 443}.get(url.scheme)
+    except ValueError:
+        port = None
+    if not endpoint or not url.hostname or not port:
+        return {"scheme": "", "hostname": "", "netloc": "", "upstream": ""}
+    return {"scheme": url.scheme, "hostname": url.hostname, "netloc": url.netloc, "upstream": f"{_url_host(url.hostname)}:{port}"}
+
+
+def storage_settings() -> dict[str, Any]:
+    """``storage/defaults.yaml`` merged with pillar ``storage``: what ``storage/map.jinja``
+    reads, and where app servers find the storage server's S3 port.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.storage_settings
+    """
+    cache = __context__  # noqa: F821 - injected by the Salt loader
+    if "saltdjango.storage_defaults" not in cache:
+        text = __salt__["cp.get_file_str"](STORAGE_DEFAULTS_URL)  # noqa: F821
+        if not text:
+            raise RuntimeError(f"cannot read {STORAGE_DEFAULTS_URL} from the fileserver")
+        cache["saltdjango.storage_defaults"] = yaml.safe_load(text)["storage"]
+    pillar = __pillar__.get("storage") or {}  # noqa: F821
+    return _topology("merge")(copy.deepcopy(cache["saltdjango.storage_defaults"]), pillar if isinstance(pillar, dict) else {})
+
+
+def _bucket(name: str, media: dict[str, Any]) -> str:
+    """Project ``name``'s bucket: ``media:bucket``, else ``<name>-media`` (a bucket name allows no underscore)."""
+    return str(media.get("bucket") or f"{name.replace('_', '-')}-media")
+
+
+def storage_buckets(pillar: dict[str, Any] | None = None) -> dict[str, str]:
+    """Project -> bucket, for every project whose uploads live on the cluster's
+    storage server (``uses_storage``): the buckets salt/storage creates, each
+    reachable with its project's keys only. No secret: the identities file
+    reads the keys from pillar itself.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.storage_buckets
+    """
+    data = __pillar__ if pillar is None else pillar  # noqa: F821
+    raw = data.get("projects") or {}
+    if not isinstance(raw, dict):
+        return {}
+    found = {}
+    for name, project in sorted(raw.items()):
+        if uses_storage(project):
+            found[str(name)] = _bucket(str(name), project["media"])
+    return found
 
 
 def defaults() -> dict[str, Any]:

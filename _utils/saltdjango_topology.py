@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-KNOWN_ROLES = frozenset({"db", "cache", "app", "worker", "web", "lb"})
+KNOWN_ROLES = frozenset({"db", "cache", "app", "worker", "web", "lb", "storage"})
 #: The roles of a single server (masterless ``make deploy``): all but ``lb``.
 SINGLE_SERVER_ROLES = ("db", "cache", "app", "worker", "web")
 #: Secrets of a project that no app process needs: the key of the off-host
@@ -34,7 +34,13 @@ ROLE_SECRETS: dict[str, frozenset[str] | None] = {
     "worker": None,
     "db": frozenset({"DB_PASSWORD", "BACKUP_KEY"}),
     "cache": frozenset({"REDIS_PASSWORD"}),
+    # The S3 keys of the projects whose uploads live in the cluster's own
+    # object store (salt/storage writes them into its identities file).
+    "storage": frozenset({"S3_ACCESS_KEY", "S3_SECRET_KEY"}),
 }
+#: A project's keys to its S3 bucket (``projects:<p>:secrets``), generated for a
+#: bucket on the cluster's storage server, the operator's for an external endpoint.
+MEDIA_SECRETS = ("S3_ACCESS_KEY", "S3_SECRET_KEY")
 #: The pillar files, in pillar_roots, that hold secrets: salt-django's generated
 #: passwords, then the operator's local.sls, which wins (pillar/role_secrets.sls).
 SECRET_FILES = ("generated.sls", "local.sls")
@@ -181,6 +187,11 @@ def mine_functions(network: str | None) -> dict[str, Any]:
     publishes its private address: in ``network``, else a private one."""
     scope = {"cidr": network} if network else {"type": "private"}
     return {MINE_ADDRESS: [{"mine_function": "network.ip_addrs"}, scope]}
+
+
+def media_secrets() -> tuple[str, ...]:
+    """The names of a project's S3 keys (``MEDIA_SECRETS``), for ``saltdjango``."""
+    return MEDIA_SECRETS
 
 
 def mine_address() -> str:

@@ -10,6 +10,9 @@ base:
   'I@salt_django:roles:cache':
     - match: compound
     - redis
+  'I@salt_django:roles:storage':
+    - match: compound
+    - storage
   'I@salt_django:roles:app':
     - match: compound
     - supervisor

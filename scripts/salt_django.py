@@ -35,6 +35,21 @@ def salt_call(conf: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 REQUIRED_SECRETS = ("DB_PASSWORD", "REDIS_PASSWORD")
+#: The keys of a project's bucket on the cluster's storage server (_utils/saltdjango_topology.py: MEDIA_SECRETS).
+MEDIA_SECRETS = ("S3_ACCESS_KEY", "S3_SECRET_KEY")
+
+
+def media_secrets(project: dict[str, Any]) -> tuple[str, ...]:
+    """The secrets salt-django generates for ``project``'s uploads: its S3 keys
+    when its media live in the cluster's own object store (``media: {backend:
+    s3}`` without an ``endpoint``); none for local media or an external
+    endpoint, whose keys are the operator's. Generated for deployed projects
+    too: the storage server and the app servers both read them from pillar,
+    so a new pair can never disagree with a running one."""
+    media = project.get("media")
+    if isinstance(media, dict) and media.get("backend") == "s3" and not media.get("endpoint"):
+        return MEDIA_SECRETS
+    return ()
 
 
 def plan_secrets(
@@ -50,7 +65,8 @@ def plan_secrets(
     is what this file gives was removed by the operator: its entry goes too,
     else it would stay a project without domains. The keys of ``always``
     (which nothing outside salt-django holds yet, such as the key of the
-    off-host backup copies) are generated for deployed projects too.
+    off-host backup copies) are generated for deployed projects too, and so
+    are the S3 keys of :func:`media_secrets`.
     """
     data = {**generated, "projects": dict(generated.get("projects") or {})}
     added, dropped = [], []
@@ -61,7 +77,7 @@ def plan_secrets(
             dropped.append(name)
             continue
         have = project.get("secrets") or {}
-        for key in (*always,) if name in deployed else (*REQUIRED_SECRETS, *always):
+        for key in (*always, *media_secrets(project)) if name in deployed else (*REQUIRED_SECRETS, *always, *media_secrets(project)):
             if key not in have:
                 data["projects"].setdefault(name, {}).setdefault("secrets", {})[key] = "".join(secrets.choice(ALPHABET) for _ in range(40))
                 added.append(f"projects:{name}:secrets:{key}")

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 from django.urls import path
-from visits import views
+from visits import uploads, views
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -10,5 +10,6 @@ urlpatterns = [
     path("note/", views.note, name="note"),
     path("jobs/", views.jobs, name="jobs"),
     path("jobs/<str:token>/", views.job, name="job"),
+    path("upload/", uploads.upload, name="upload"),
     path("admin/", admin.site.urls),
 ]

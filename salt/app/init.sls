@@ -165,6 +165,13 @@ app-{{ name }}-env-managed:
 {%- if project.health.path %}
         SALT_DJANGO_PROJECT_HEALTH: {{ project.health.path | json }}
 {%- endif %}
+{#- Uploads on S3 (the settings wrapper's Media section); the keys are secrets:S3_ACCESS_KEY/S3_SECRET_KEY. #}
+{%- if project.media.backend == 's3' %}
+        DJANGO_MEDIA_BACKEND: s3
+        DJANGO_MEDIA_S3_ENDPOINT: {{ project.media.endpoint | json }}
+        DJANGO_MEDIA_S3_BUCKET: {{ project.media.bucket | json }}
+        DJANGO_MEDIA_S3_REGION: {{ project.media.region | json }}
+{%- endif %}
 {%- if project.email.host %}
         DJANGO_EMAIL_HOST: {{ project.email.host | json }}
         DJANGO_EMAIL_PORT: {{ project.email.port | string | json }}
@@ -182,7 +189,8 @@ app-{{ name }}-env-managed:
     - require:
       - file: app-{{ name }}-conf-directory-present
 
-# The settings wrapper, and the WSGI entry point that serves /healthz.
+# The settings wrapper, the WSGI entry point that serves /healthz, and with
+# media on S3 the storage class the wrapper names.
 app-{{ name }}-settings-managed:
   file.managed:
     - names:
@@ -192,6 +200,10 @@ app-{{ name }}-settings-managed:
         - source: salt://app/files/salt_django_wsgi.py
       - {{ project.root }}/shared/conf/salt_django_worker.py:
         - source: salt://app/files/salt_django_worker.py
+{%- if project.media.backend == 's3' %}
+      - {{ project.root }}/shared/conf/salt_django_storage.py:
+        - source: salt://app/files/salt_django_storage.py
+{%- endif %}
     - user: root
     - group: root
     - mode: '0644'

@@ -121,6 +121,8 @@ def write_secrets(cluster: Cluster, repo: str) -> None:
                 # one worker beside the two that the rollout test's 20-s requests may hold
                 "gunicorn": {"workers": 3},
                 "secrets": {"SECRET_KEY": SECRET_KEY},
+                # uploads in the cluster's own object store (the storage role on cache)
+                "media": {"backend": "s3"},
                 "schedule": {"tick": TICK_JOB},
                 "hooks": {"after_switch": [recorder(HOOK_RUNS)]},
             }

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster import media
 from tests.cluster.browser import PageLoads
 from tests.cluster.conftest import timing
 from tests.cluster.helpers import (
@@ -68,6 +69,7 @@ from tests.lab.hosts import Host, LabError
 
 pytestmark = pytest.mark.slow
 
+MEDIA_CLIENT = Path(media.__file__)
 CSS = "visits/static/visits/site.css"
 JS = "visits/static/visits/site.js"
 ADMIN_PASSWORD = "visitorPassword0123"
@@ -97,7 +99,8 @@ def visitor(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Visit
 def test_the_master_generates_the_passwords_a_new_project_lacks(cluster: Cluster) -> None:
     first = cluster.run_runner("rollout.init_secrets", check=True)
     assert first["result"] is True, first
-    assert first["added"] == [f"projects:demo:secrets:{key}" for key in ("DB_PASSWORD", "REDIS_PASSWORD", "BACKUP_KEY")], first
+    keys = ("DB_PASSWORD", "REDIS_PASSWORD", "BACKUP_KEY", "S3_ACCESS_KEY", "S3_SECRET_KEY")
+    assert first["added"] == [f"projects:demo:secrets:{key}" for key in keys], first
     path = generated_secrets(cluster)
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     values = passwords(cluster)
@@ -159,10 +162,15 @@ def test_second_apply_changes_nothing(cluster: Cluster) -> None:
 def test_secrets_stay_where_they_belong(cluster: Cluster) -> None:
     """Each server's pillar holds only the secrets its roles need; only the
     app's env file holds a secret on the hosts (Redis' config holds the
-    password's SHA-256); the master's job cache (every state run's return) holds none."""
+    password's SHA-256), and on the storage server SeaweedFS's identities
+    (the S3 keys, not world-readable); the master's job cache (every state
+    run's return) holds none."""
     secrets = [*passwords(cluster).values(), SECRET_KEY]
     patterns = " ".join(f"-e '{value}'" for value in secrets)
     expected = {name: {"/etc/demo/env"} if name in APPS + WORKERS else set() for name in HOSTS}
+    expected["cache"] = {"/etc/seaweedfs/identities.json"}
+    mode = cluster.hosts["cache"].run("stat -c '%a %U %G' /etc/seaweedfs/identities.json").stdout.strip()
+    assert mode == "640 root seaweedfs", mode
     found = {
         name: set(cluster.hosts[name].run(f"grep -rlsF {patterns} /etc /srv /var /opt /root /tmp /run /home", check=False).stdout.split())
         for name in HOSTS
@@ -175,7 +183,7 @@ def test_secrets_stay_where_they_belong(cluster: Cluster) -> None:
     named = {"SECRET_KEY": SECRET_KEY, **passwords(cluster)}
     pillars = cluster.salt(HOSTS, "pillar.items", tgt_type="list", timeout=60)
     held = {name: sorted(key for key, value in named.items() if value in json.dumps(pillars[name])) for name in HOSTS}
-    need = {"db": ["BACKUP_KEY", "DB_PASSWORD"], "cache": ["REDIS_PASSWORD"], "lb": []}
+    need = {"db": ["BACKUP_KEY", "DB_PASSWORD"], "cache": ["REDIS_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY"], "lb": []}
     assert held == {name: need.get(name, sorted(set(named) - {"BACKUP_KEY"})) for name in HOSTS}, held
 
 
@@ -207,6 +215,72 @@ def test_db_and_cache_refuse_strangers(cluster: Cluster) -> None:
     assert answers[:2] == ["+OK", "+OK"], answers
     assert all(a.startswith("-NOPERM") for a in answers[2:5]), answers
     assert answers[5:7] == ["$1", "1"], answers
+
+
+def test_an_upload_through_one_app_server_is_served_by_the_other(cluster: Cluster) -> None:
+    """Media on the storage server (projects:demo:media: {backend: s3}): a file
+    uploaded through app1 reads back, the same bytes, through app2 and through
+    HAProxy, sandboxed; the S3 port admits the app servers and refuses the lb."""
+    lb, storage = cluster.hosts["lb"], cluster.hosts["cache"]
+    lb.path("/root/media.py").write_text(MEDIA_CLIENT.read_text())
+    lb.run(f"head -c {10 << 20} /dev/urandom > /root/upload.bin")
+    digest = lb.run("sha256sum /root/upload.bin").stdout.split()[0]
+
+    def on_lb(*args: str) -> dict:
+        return json.loads(lb.run(["python3", "/root/media.py", *args], timeout=300).stdout)
+
+    # Straight to app1's Nginx on its private port, as HAProxy sends it.
+    app1, app2 = (cluster.hosts[name].ip for name in APPS[:2])
+    stored = on_lb("upload", app1, "8080", "0", DOMAIN, "/root/upload.bin")
+    assert stored["status"] == 200 and stored["server"] == APPS[0], stored
+    assert stored["url"] == f"/media/{stored['name']}" and stored["name"].startswith("uploads/upload"), stored
+    timing("10 MB upload to app1 (plain HTTP, app Nginx -> Django -> S3)", stored["seconds"])
+    # Nothing of it on the app server's disk: it is in the bucket.
+    assert not cluster.hosts[APPS[0]].run(f"find /srv/demo/shared/media -type f -name '{Path(stored['name']).name}'").stdout
+    read = on_lb("download", app2, "8080", "0", DOMAIN, stored["url"], "/root/download.bin")
+    assert read["status"] == 200 and read["sha256"] == digest, read
+    headers = read["headers"]
+    assert headers.get("content-security-policy") == "sandbox" and headers.get("x-content-type-options") == "nosniff", headers
+    assert headers.get("content-disposition") == "attachment", headers
+    timing("10 MB download from app2 (plain HTTP, app Nginx -> S3)", read["seconds"])
+
+    # Through HAProxy (TLS) from this machine, both ways: the figures of the whole stack.
+    local = cluster.master_dir / "media-upload.bin"
+    local.write_bytes(lb.path("/root/upload.bin").read_bytes())
+    through = media.upload(lb_ip(cluster), 443, True, DOMAIN, local)
+    assert through["status"] == 200, through
+    back = media.download(lb_ip(cluster), 443, True, DOMAIN, through["url"], cluster.master_dir / "media-download.bin")
+    assert back["status"] == 200 and back["sha256"] == digest, back
+    print(f"\n[lab figures] media s3, 10 MB via HAProxy TLS: upload {through['seconds']:.2f}s, download {back['seconds']:.2f}s", flush=True)
+    # Only GET and HEAD; a name that is not there is a plain 404; no listing, no query tricks.
+    for method in ("PUT", "DELETE"):
+        verdict = lb.run(
+            f"curl -s -o /dev/null -w '%{{http_code}}' -X {method} -H 'Host: {DOMAIN}' http://{app2}:8080{stored['url']}"
+        ).stdout
+        assert verdict == "405", (method, verdict)
+    for path in ("/media/uploads/missing.bin", "/media/", "/media/?list-type=2"):
+        verdict = lb.run(f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Host: {DOMAIN}' http://{app2}:8080{path}").stdout
+        assert verdict == "404", (path, verdict)
+
+    # The S3 port: app servers get the object (anonymous GET), the lb a 403 from Nginx;
+    # SeaweedFS's own ports answer on loopback only.
+    bucket = f"http://{storage.ip}:8333/demo-media/{stored['name']}"
+    for name in APPS + WORKERS:
+        got = cluster.hosts[name].run(f"curl -s {bucket} | sha256sum").stdout.split()[0]
+        assert got == digest, name
+    refused = lb.run(f"curl -s -w '\n%{{http_code}}' {bucket}").stdout
+    assert refused.endswith("\n403") and "nginx" in refused, refused
+    for port in (18333, 19333, 18888, 18080):
+        assert lb.run(f"curl -s -m 5 http://{storage.ip}:{port}/", check=False).returncode == 7, port  # connection refused
+    # The project's keys reach its own bucket only: listing it yes, making another no.
+    keys = passwords(cluster)
+    sign = f"--aws-sigv4 aws:amz:us-east-1:s3 --user {keys['S3_ACCESS_KEY']}:{keys['S3_SECRET_KEY']}"
+    listed = cluster.hosts[APPS[0]].run(f"curl -s -w '%{{http_code}}' {sign} 'http://{storage.ip}:8333/demo-media?list-type=2'").stdout
+    assert listed.endswith("200") and stored["name"] in listed, listed[-300:]
+    made = cluster.hosts[APPS[0]].run(f"curl -s -o /dev/null -w '%{{http_code}}' {sign} -X PUT http://{storage.ip}:8333/other-media").stdout
+    assert made == "403", made
+    owners = storage.run("ps -o uid= -C weed").stdout.split()
+    assert owners and set(owners) == {storage.run("id -u seaweedfs").stdout.strip()}, owners
 
 
 def test_a_job_enqueued_through_the_lb_runs_on_the_worker_server(cluster: Cluster) -> None:

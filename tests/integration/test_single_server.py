@@ -7,6 +7,7 @@ then checks what a user of the site and an operator of the server see.
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 import time
@@ -159,6 +160,36 @@ def test_static_file_is_served_by_nginx_with_cache_headers(server: Host) -> None
     gunicorn_log = server.path("/var/log/demo/gunicorn.log").read_text()
     assert "/static/" not in gunicorn_log, "Django must not serve static files"
     assert "GET /?note=" in gunicorn_log, "the access log records what Django served"
+
+
+def test_uploads_are_served_sandboxed_and_as_downloads(server: Host) -> None:
+    """Local media (the default backend): an upload through the demo's page is
+    served by Nginx from /media/, never as active content on our origin."""
+    server.path("/root/media.py").write_text((REPO_ROOT / "tests" / "cluster" / "media.py").read_text())
+
+    def client(*args: str) -> dict:
+        return json.loads(server.run(["python3", "/root/media.py", *args], timeout=300).stdout)
+
+    server.run(f"head -c {10 << 20} /dev/urandom > /root/upload.bin && printf '<script>alert(1)</script>' > /root/page.html")
+    digest = server.run("sha256sum /root/upload.bin").stdout.split()[0]
+    stored = client("upload", "127.0.0.1", "443", "1", DOMAIN, "/root/upload.bin")
+    assert stored["status"] == 200 and stored["url"] == f"/media/{stored['name']}", stored
+    assert server.path(f"/srv/demo/shared/media/{stored['name']}").stat().st_size == 10 << 20
+    read = client("download", "127.0.0.1", "443", "1", DOMAIN, stored["url"], "/root/download.bin")
+    assert read["status"] == 200 and read["sha256"] == digest, read
+    print(f"\n[lab figures] media local, 10 MB via Nginx TLS: upload {stored['seconds']:.2f}s, download {read['seconds']:.2f}s", flush=True)
+    page = client("upload", "127.0.0.1", "443", "1", DOMAIN, "/root/page.html")
+    served = fetch(server, f"https://{DOMAIN}{page['url']}")
+    assert served.status == 200 and "<script>" in served.body
+    for answer in (read["headers"], {k: v[0] for k, v in served.headers.items()}):
+        assert answer.get("content-security-policy") == "sandbox" and answer.get("x-content-type-options") == "nosniff", answer
+        assert answer.get("content-disposition") == "attachment", answer
+    # A plain image may show inline (still sandboxed); only GET and HEAD.
+    server.run("printf 'not really a png' > /srv/demo/shared/media/probe.png")
+    image = fetch(server, f"https://{DOMAIN}/media/probe.png")
+    assert image.status == 200 and "content-disposition" not in image.headers and image.header("Content-Security-Policy") == "sandbox"
+    put = server.run(f"curl -sk -o /dev/null -w '%{{http_code}}' -X PUT --resolve {DOMAIN}:443:127.0.0.1 https://{DOMAIN}/media/probe.png")
+    assert put.stdout == "405"
 
 
 def test_healthz_answers_by_ip_over_plain_http(server: Host) -> None:

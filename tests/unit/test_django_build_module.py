@@ -184,3 +184,22 @@ def test_service_urls_quote_credentials() -> None:
 def test_mask_hides_plain_and_url_quoted_secrets() -> None:
     text = "failed: password p@ss:w/rd rejected for postgres://u:p%40ss%3Aw%2Frd@h/db"
     assert "p@ss" not in saltdjango._mask(text, ["p@ss:w/rd"]) and "p%40ss" not in saltdjango._mask(text, ["p@ss:w/rd"])
+
+
+def test_media_on_s3_adds_django_storages_and_boto3_with_the_wrapper_only() -> None:
+    cfg = {
+        "app_server": {"kind": "gunicorn", "version": "27.0.1"},
+        "drivers": {
+            "database": "psycopg2-binary==2.9.13",
+            "cache": "redis==6.4.0",
+            "storage": "django-storages[s3]==1.14.6",
+            "s3": "boto3==1.44.8",
+        },
+        "settings": {"wrapper": True},
+    }
+    local = [req for _, req in django_build.additions({**cfg, "media": {"backend": "local"}})]
+    assert local == ["gunicorn==27.0.1", "psycopg2-binary==2.9.13", "redis==6.4.0"], "a local project's virtualenv key stays"
+    s3 = django_build.additions({**cfg, "media": {"backend": "s3"}})
+    assert s3[-2:] == [(["storages"], "django-storages[s3]==1.14.6"), (["boto3"], "boto3==1.44.8")]
+    unwrapped = django_build.additions({**cfg, "media": {"backend": "s3"}, "settings": {"wrapper": False}})
+    assert [req for _, req in unwrapped] == ["gunicorn==27.0.1"]

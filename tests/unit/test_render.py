@@ -22,12 +22,20 @@ EXPECTED = Path(__file__).parent / "rendered"
 KEY = "k" * 10 + "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH"
 SECRETS = {
     "projects": {
-        "demo": {"secrets": {"SECRET_KEY": KEY, "DB_PASSWORD": "renderDbPassword0123", "REDIS_PASSWORD": "renderRedisPassword0123"}}
+        "demo": {
+            "secrets": {
+                "SECRET_KEY": KEY,
+                "DB_PASSWORD": "renderDbPassword0123",
+                "REDIS_PASSWORD": "renderRedisPassword0123",
+                "S3_ACCESS_KEY": "renderS3AccessKey0123",
+                "S3_SECRET_KEY": "renderS3SecretKey0123",
+            }
+        }
     }
 }
 HOSTS = {
     "db": {"roles": ["db"]},
-    "cache": {"roles": ["cache"]},
+    "cache": {"roles": ["cache", "storage"]},
     "app1": {"roles": ["app", "web"]},
     "app2": {"roles": ["app", "web"]},
     "lb": {"roles": ["lb"]},
@@ -44,6 +52,27 @@ SERVERS = {
             ("db", "common,postgres,schedule", ["db"]),
             ("app", "common,supervisor,app,schedule,nginx", ["app", "web"]),
             ("lb", "common,haproxy", ["lb"]),
+        )
+    },
+    # Uploads on the cluster's storage server: its SeaweedFS, and the app servers' side of it.
+    **{
+        f"cluster-{role}-s3": (
+            mods,
+            {
+                "topology": {"hosts": HOSTS, "private_network": None},
+                "salt_django": {"roles": roles, **CRON},
+                "projects": {"demo": {"media": media}},
+            },
+        )
+        for role, mods, roles, media in (
+            ("storage", "common,redis,storage", ["cache", "storage"], {"backend": "s3"}),
+            ("app", "common,supervisor,app,schedule,nginx", ["app", "web"], {"backend": "s3"}),
+            (
+                "app-external",
+                "common,supervisor,app,schedule,nginx",
+                ["app", "web"],
+                {"backend": "s3", "endpoint": "https://s3.example.org"},
+            ),
         )
     },
 }

@@ -46,3 +46,18 @@ def test_a_deploy_prints_each_state_as_it_completes(capsys: pytest.CaptureFixtur
     printed = capsys.readouterr().out.splitlines()
     assert printed == ["  [  1] /etc/s0 (0.0 s)", "  [  2] /etc/s1 (1.5 s)", "  [  3] /etc/s2 (3.0 s)"], printed
     assert progress.errors == ["[ERROR] boom"]
+
+
+def test_s3_keys_are_generated_for_the_cluster_store_only_and_for_running_projects_too() -> None:
+    projects = {
+        "own": {"domains": ["own.example.org"], "media": {"backend": "s3"}},
+        "external": {"domains": ["ext.example.org"], "media": {"backend": "s3", "endpoint": "https://s3.example.org"}},
+        "local": {"domains": ["local.example.org"]},
+    }
+    data, added, _ = cli.plan_secrets(projects, {}, deployed={"own", "external", "local"})
+    assert added == ["projects:own:secrets:S3_ACCESS_KEY", "projects:own:secrets:S3_SECRET_KEY"]
+    keys = data["projects"]["own"]["secrets"]
+    assert len(keys["S3_ACCESS_KEY"]) == 40 and keys["S3_ACCESS_KEY"] != keys["S3_SECRET_KEY"]
+    # once generated (pillar now holds them), never again
+    projects["own"]["secrets"] = keys
+    assert cli.plan_secrets(projects, data, deployed={"own", "external", "local"})[1] == []

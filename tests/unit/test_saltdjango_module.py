@@ -5,8 +5,9 @@ from __future__ import annotations
 from unittest.mock import patch
 
 import pytest
+import yaml
 
-from tests.unit.conftest import Utils, load
+from tests.unit.conftest import ROOT, Utils, load
 
 saltdjango = load("_modules/saltdjango.py")
 
@@ -76,7 +77,7 @@ def test_bad_domains_are_refused(domains: object, fragment: str) -> None:
 
 def test_unknown_role_is_named() -> None:
     errors = saltdjango.validate({"salt_django": {"roles": ["app", "databse"]}, "projects": {"demo": project()}})
-    assert errors == ["salt_django:roles: unknown role(s) databse; known: app, cache, db, lb, web, worker"]
+    assert errors == ["salt_django:roles: unknown role(s) databse; known: app, cache, db, lb, storage, web, worker"]
 
 
 def test_no_project_is_an_error() -> None:
@@ -287,3 +288,99 @@ def test_beat_runs_on_the_first_worker_server_only_and_rq_queues_default() -> No
     assert single["runs"] == {"web": True, "workers": True, "beat": False}, "RQ's periodic jobs need workers:cron"
     assert single["workers"]["queues"] == ["high", "low"] and single["workers"]["concurrency"] == 4
     assert _runs("host", ["app", "worker"], None)["runs"] == {"web": True, "workers": False, "beat": False}
+
+
+S3_KEYS = {"S3_ACCESS_KEY": "a" * 20, "S3_SECRET_KEY": "b" * 40}
+CLUSTER = {
+    "db": {"roles": ["db"]},
+    "cache": {"roles": ["cache", "storage"]},
+    "app1": {"roles": ["app", "web"]},
+    "lb": {"roles": ["lb"]},
+}
+
+
+def media_project(media: object, keys: dict | None = None) -> dict:
+    return project(
+        media=media, secrets={"DB_PASSWORD": GOOD_PASSWORD, "REDIS_PASSWORD": GOOD_PASSWORD, "SECRET_KEY": STRONG_KEY, **(keys or {})}
+    )
+
+
+def media_cluster(media: object, keys: dict | None = None, hosts: dict | None = None, roles: list[str] | None = None) -> dict:
+    return {
+        "topology": {"hosts": hosts or CLUSTER},
+        "salt_django": {"roles": roles or ["app", "web"]},
+        "projects": {"demo": media_project(media, keys)},
+    }
+
+
+@pytest.mark.parametrize(
+    ("media", "fragment"),
+    [
+        ({"backend": "ftp"}, "projects:demo:media:backend: 'ftp' is not supported; supported: local, s3"),
+        ("s3", "projects:demo:media: must be a mapping"),
+        ({"backend": "s3", "endpoint": "http://s3.example.org"}, "projects:demo:media:endpoint: 'http://s3.example.org' must be https://"),
+        (
+            {"backend": "s3", "endpoint": "https://s3.example.org/bucket"},
+            "projects:demo:media:endpoint: 'https://s3.example.org/bucket' must be",
+        ),
+        ({"backend": "s3", "endpoint": "https://key:secret@s3.example.org"}, "must be scheme://host[:port] only"),
+        ({"backend": "s3", "endpoint": "https://s3.example.org:port"}, "is not a URL"),
+        ({"backend": "s3", "bucket": "Demo_Media"}, "projects:demo:media:bucket: 'Demo_Media' must match"),
+        ({"backend": "s3", "region": "US East"}, "projects:demo:media:region: 'US East' is not a region name"),
+        ({"backend": "local", "max_upload_mb": 0}, "projects:demo:media:max_upload_mb: must be a whole number of MB"),
+    ],
+)
+def test_bad_media_names_the_pillar_key(media: object, fragment: str) -> None:
+    errors = saltdjango.validate(media_cluster(media, S3_KEYS))
+    assert any(fragment in e for e in errors), errors
+
+
+def test_media_on_the_cluster_store_needs_a_storage_server_and_keys() -> None:
+    assert saltdjango.validate(media_cluster({"backend": "s3"}, S3_KEYS)) == []
+    no_storage = {**CLUSTER, "cache": {"roles": ["cache"]}}
+    errors = saltdjango.validate(media_cluster({"backend": "s3"}, S3_KEYS, hosts=no_storage))
+    assert errors == ["projects:demo:media: backend s3 without an endpoint needs a server with the role storage (pillar/topology.yaml)"]
+    # An external endpoint needs no storage server.
+    assert saltdjango.validate(media_cluster({"backend": "s3", "endpoint": "https://s3.example.org"}, S3_KEYS, hosts=no_storage)) == []
+    errors = saltdjango.validate(media_cluster({"backend": "s3"}))
+    assert errors == ["projects:demo:secrets:S3_ACCESS_KEY is missing", "projects:demo:secrets:S3_SECRET_KEY is missing"]
+    # The lb gets no S3 key and needs none; the storage server needs them.
+    assert saltdjango.validate(media_cluster({"backend": "s3"}, roles=["lb"])) == []
+    assert len(saltdjango.validate(media_cluster({"backend": "s3"}, roles=["cache", "storage"]))) == 2
+
+
+def test_a_single_server_has_no_storage_role() -> None:
+    errors = saltdjango.validate({"projects": {"demo": media_project({"backend": "s3"}, S3_KEYS)}})
+    assert errors == [
+        "projects:demo:media:endpoint: required on a single server: the storage role (salt-django's own object store) is for a cluster"
+    ]
+    external = {"backend": "s3", "endpoint": "https://s3.example.org", "bucket": "my-uploads"}
+    assert saltdjango.validate({"projects": {"demo": media_project(external, S3_KEYS)}}) == []
+    assert saltdjango.validate({"projects": {"demo": media_project({"backend": "local"})}}) == []
+
+
+def test_media_config_is_derived_for_nginx_and_the_env() -> None:
+    defaults = yaml.safe_load((ROOT / "salt" / "app" / "defaults.yaml").read_text())["project"]
+    pillar = {"projects": {"my_site": {"domains": ["a.example.org"], "media": {"backend": "s3", "endpoint": "https://s3.example.org"}}}}
+    media = saltdjango.projects(defaults, pillar)["my_site"]["media"]
+    assert media["bucket"] == "my-site-media" and media["internal"] is False
+    assert (media["scheme"], media["netloc"], media["upstream"], media["hostname"]) == (
+        "https",
+        "s3.example.org",
+        "s3.example.org:443",
+        "s3.example.org",
+    )
+    local = saltdjango.projects(defaults, {"projects": {"demo": {"domains": ["a.example.org"]}}})["demo"]["media"]
+    assert local["backend"] == "local" and local["netloc"] == ""
+
+
+def test_storage_buckets_are_the_projects_on_the_cluster_store() -> None:
+    pillar = {
+        "projects": {
+            "one": {"media": {"backend": "s3"}},
+            "two": {"media": {"backend": "s3", "bucket": "two-uploads"}},
+            "ext": {"media": {"backend": "s3", "endpoint": "https://s3.example.org"}},
+            "loc": {},
+        }
+    }
+    assert saltdjango.storage_buckets(pillar) == {"one": "one-media", "two": "two-uploads"}

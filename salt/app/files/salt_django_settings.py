@@ -123,6 +123,32 @@ elif _workers == "rq":
     # django-rq's setting; RQ itself takes its key prefix from RQ_KEY_PREFIX.
     RQ_QUEUES = {name: {"URL": _env("RQ_REDIS_URL"), "DEFAULT_TIMEOUT": _max_task} for name in _queues}
 
+# --- Media (uploads): pillar projects:<p>:media, env from salt/app/init.sls ---
+# local (no DJANGO_MEDIA_BACKEND): MEDIA_ROOT above, on this app server.
+# s3: the project's private bucket, on the cluster's storage server or an
+# external endpoint, with the project's own keys. Nginx serves /media/ by
+# proxying the bucket, so file URLs stay MEDIA_URL + name (salt_django_storage).
+# The operator chose s3 in pillar: it replaces the project's default storage.
+if os.environ.get("DJANGO_MEDIA_BACKEND", "local") == "s3":
+    MEDIA_URL = "/media/"
+    STORAGES["default"] = {
+        "BACKEND": "salt_django_storage.MediaStorage",
+        "OPTIONS": {
+            "bucket_name": _env("DJANGO_MEDIA_S3_BUCKET"),
+            "endpoint_url": _env("DJANGO_MEDIA_S3_ENDPOINT"),
+            "region_name": _env("DJANGO_MEDIA_S3_REGION"),
+            "access_key": _env("S3_ACCESS_KEY"),
+            "secret_key": _env("S3_SECRET_KEY"),
+            # Path-style (endpoint/bucket/name): no wildcard DNS for bucket hosts.
+            "addressing_style": "path",
+            "signature_version": "s3v4",
+            # Private objects, plain URLs (served through Nginx), never overwritten.
+            "default_acl": None,
+            "querystring_auth": False,
+            "file_overwrite": False,
+        },
+    }
+
 # SMTP from pillar `email:` (password: secrets:EMAIL_HOST_PASSWORD).
 _SMTP = "django.core.mail.backends.smtp.EmailBackend"
 _DEVELOPMENT_MAIL = {f"django.core.mail.backends.{kind}.EmailBackend" for kind in ("console", "dummy", "filebased", "locmem")}
