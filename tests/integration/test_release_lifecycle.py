@@ -35,7 +35,7 @@ FAILING_MIGRATION = textwrap.dedent(
 
 
     class Migration(migrations.Migration):
-        dependencies = [("visits", "0001_initial")]
+        dependencies = [("visits", "0002_jobs_and_ticks")]
         operations = [migrations.RunPython(fail)]
     """
 )
@@ -81,7 +81,7 @@ def host(lab_base: Path, lab_workdir: Path) -> Iterator[Host]:
         _tag(server, "v3", f"{v3} && echo distro==1.9.0 >> requirements.txt")
         _tag(server, "bad-syntax", "sed -i 's|^HITS_KEY = |import broken(\\nHITS_KEY = |' visits/views.py")
         server.path(f"{GIT}/.failing-migration.py").write_text(FAILING_MIGRATION)
-        _tag(server, "bad-migration", "mv .failing-migration.py visits/migrations/0002_fail.py")
+        _tag(server, "bad-migration", "mv .failing-migration.py visits/migrations/0003_fail.py")
         server.path(f"{GIT}/.check-warning.py").write_text(CHECK_WARNING)
         _tag(server, "bad-check", "cat .check-warning.py >> visits/apps.py && rm .check-warning.py")
         yield server
@@ -189,7 +189,7 @@ def test_a_switch_needs_no_nginx_reload_so_a_failing_one_drops_nothing(host: Hos
     ("ref", "causes"),
     [
         ("bad-syntax", ["compileall failed", "visits/views.py", "SyntaxError"]),
-        ("bad-migration", ["migration visits.0002_fail failed", "migration under test fails"]),
+        ("bad-migration", ["migration visits.0003_fail failed", "migration under test fails"]),
         ("bad-check", ["refused by check --deploy: demo.W001 (WARNING): release under test"]),
     ],
 )
@@ -202,7 +202,7 @@ def test_broken_release_is_refused_and_the_site_keeps_serving(host: Host, ref: s
         assert cause in output, output[-2000:]
     assert load.result["failed"] == 0 and set(load.result["releases"]) == {live}, load.result
     assert _live(host) == live
-    assert psql(host, "SELECT count(*) FROM django_migrations WHERE name = '0002_fail'") == "0"
+    assert psql(host, "SELECT count(*) FROM django_migrations WHERE name = '0003_fail'") == "0"
 
 
 def test_backup_then_restore_brings_back_exactly_the_backed_up_rows(host: Host) -> None:
