@@ -99,18 +99,6 @@ def _set_link(project: str, release: str) -> None:
     __utils__["saltdjango_files.relink"](link, os.path.join("..", "releases", release))  # noqa: F821
 
 
-def _log_tail(project: str, lines: int = 6) -> str:
-    """The end of the workers' log, secrets masked (this text reaches the job cache)."""
-    path = os.path.join(__salt__["saltdjango.paths"](project)["log_dir"], "worker.log")  # noqa: F821
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(max(os.fstat(handle.fileno()).st_size - 8192, 0))
-            tail = handle.read().decode(errors="replace").strip().splitlines()[-lines:]
-    except OSError as exc:
-        return f"({path}: {exc.strerror})"
-    return __salt__["saltdjango.mask_secrets"](" | ".join(tail), project)  # noqa: F821
-
-
 def _start(project: str, names: list[str]) -> str | None:
     """Start ``names``; None when every process is up, else why not."""
     started = _ctl("start", *names)
@@ -118,7 +106,7 @@ def _start(project: str, names: list[str]) -> str | None:
     if states and set(states.values()) == {"RUNNING"}:
         return None
     detail = (started.stdout + started.stderr).strip().replace("\n", "; ")
-    return f"{detail or states}; the end of its log: {_log_tail(project)}"
+    return f"{detail or states}; the end of its log: {__salt__['saltdjango.log_tail'](project, 'worker.log', 6)}"  # noqa: F821
 
 
 def stop(project: str) -> list[str]:

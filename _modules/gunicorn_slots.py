@@ -182,17 +182,9 @@ def _wait_healthy(project: str, slot: str, release: str, host: str, timeout: flo
 _ACCESS_LINE = re.compile(r'^\S* - \S+ \[[^]]+\] "')
 
 
-def _log_tail(project: str, lines: int = 8) -> str:
-    """The last lines of the slots' log but access-log lines, secrets masked (this text reaches the job cache)."""
-    path = os.path.join(__salt__["saltdjango.paths"](project)["log_dir"], "gunicorn.log")  # noqa: F821
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(max(os.fstat(handle.fileno()).st_size - 65536, 0))
-            text = handle.read().decode(errors="replace").strip().splitlines()
-            tail = [line for line in text if not _ACCESS_LINE.match(line)][-lines:]
-    except OSError as exc:
-        return f"({path}: {exc.strerror})"
-    return __salt__["saltdjango.mask_secrets"](" | ".join(tail), project)  # noqa: F821
+def _log_tail(project: str) -> str:
+    """The end of the slots' log but access-log lines, secrets masked."""
+    return __salt__["saltdjango.log_tail"](project, "gunicorn.log", skip=_ACCESS_LINE.pattern)  # noqa: F821
 
 
 def _set_link(path: str, target: str) -> None:

@@ -677,14 +677,8 @@ def storage_settings() -> dict[str, Any]:
 
         salt-call saltdjango.storage_settings
     """
-    cache = __context__  # noqa: F821 - injected by the Salt loader
-    if "saltdjango.storage_defaults" not in cache:
-        text = __salt__["cp.get_file_str"](STORAGE_DEFAULTS_URL)  # noqa: F821
-        if not text:
-            raise RuntimeError(f"cannot read {STORAGE_DEFAULTS_URL} from the fileserver")
-        cache["saltdjango.storage_defaults"] = yaml.safe_load(text)["storage"]
     pillar = __pillar__.get("storage") or {}  # noqa: F821
-    return _topology("merge")(copy.deepcopy(cache["saltdjango.storage_defaults"]), pillar if isinstance(pillar, dict) else {})
+    return _topology("merge")(_fileserver_yaml(STORAGE_DEFAULTS_URL)["storage"], pillar if isinstance(pillar, dict) else {})
 
 
 def _bucket(name: str, media: dict[str, Any]) -> str:
@@ -727,13 +721,45 @@ def defaults() -> dict[str, Any]:
 
         salt-call saltdjango.defaults
     """
+    return _fileserver_yaml(DEFAULTS_URL)
+
+
+def _fileserver_yaml(url: str) -> dict[str, Any]:
+    """A YAML file of the state tree (a ``defaults.yaml``), read once per run
+    through the fileserver; each caller gets its own copy to merge into."""
     cache = __context__  # noqa: F821 - injected by the Salt loader
-    if "saltdjango.defaults" not in cache:
-        text = __salt__["cp.get_file_str"](DEFAULTS_URL)  # noqa: F821
+    key = f"saltdjango.yaml:{url}"
+    if key not in cache:
+        text = __salt__["cp.get_file_str"](url)  # noqa: F821
         if not text:
-            raise RuntimeError(f"cannot read {DEFAULTS_URL} from the fileserver")
-        cache["saltdjango.defaults"] = yaml.safe_load(text)
-    return copy.deepcopy(cache["saltdjango.defaults"])
+            raise RuntimeError(f"cannot read {url} from the fileserver")
+        cache[key] = yaml.safe_load(text)
+    return copy.deepcopy(cache[key])
+
+
+def log_tail(project: str, log: str, lines: int = 8, skip: str | None = None) -> str:
+    """The last ``lines`` lines of the project's log ``log`` (in its log dir),
+    but those matching the regular expression ``skip``, on one line, secrets
+    masked: why a program failed, said in a result that reaches the job cache.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.log_tail demo worker.log
+    """
+    if not re.fullmatch(r"[a-z0-9_.-]+\.log", log):
+        raise ValueError(f"{log!r} is not a log file name of the project's log dir")
+    path = os.path.join(paths(project)["log_dir"], log)
+    skipped = re.compile(skip) if skip else None
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(os.fstat(handle.fileno()).st_size - 65536, 0))
+            text = handle.read().decode(errors="replace").strip().splitlines()
+    except OSError as exc:
+        return f"({path}: {exc.strerror})"
+    tail = [line for line in text if not (skipped and skipped.match(line))][-lines:]
+    return mask_secrets(" | ".join(tail), project)
 
 
 def project(name: str) -> dict[str, Any]:
