@@ -52,3 +52,21 @@ def lab_workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+#: Seconds spent per test module (setup, call and teardown), for the budget
+#: line at the end of a run: the cold suite must stay under 35 minutes.
+_MODULE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    module = report.nodeid.split("::", 1)[0]
+    _MODULE_SECONDS[module] = _MODULE_SECONDS.get(module, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    slow = sorted(((s, m) for m, s in _MODULE_SECONDS.items() if s >= 10), reverse=True)
+    if slow:
+        terminalreporter.section("seconds per test module")
+        for seconds, module in slow:
+            terminalreporter.write_line(f"{seconds:8.1f}  {module}")
