@@ -156,7 +156,8 @@ def _validate_project(name: str, project: Any, roles: list[str] | None = None) -
             errors.append(f"{key}:secrets:{secret}: salt-django sets this variable itself")
         elif not isinstance(value, str | int | float) or isinstance(value, bool):
             errors.append(f"{key}:secrets:{secret}: must be a string")
-    return errors + _build_problems(key, project) + _worker_problems(key, project.get("workers"))
+    edge = __utils__["saltdjango_edge.problems"](key, project)  # noqa: F821
+    return errors + _build_problems(key, project) + _worker_problems(key, project.get("workers")) + edge
 
 
 def _worker_queues(workers: dict[str, Any]) -> list[str]:
@@ -446,6 +447,39 @@ def bind_addresses() -> list[str]:
     return [own] if own else []
 
 
+def _sshd_ports() -> list[int]:
+    """The TCP ports sshd listens on here: a firewall keeps them open whatever pillar says."""
+    listening = __salt__["cmd.run"](["ss", "-Hltnp"], python_shell=False, ignore_retcode=True) or ""  # noqa: F821
+    ports = {line.split()[3].rsplit(":", 1)[1] for line in listening.splitlines() if '"sshd"' in line and len(line.split()) > 3}
+    return sorted(int(port) for port in ports if port.isdigit())
+
+
+def firewall(ports: dict[str, int]) -> dict[str, Any]:
+    """What this server's firewall opens, and to whom (``_utils/saltdjango_firewall.py``).
+
+    ``ports``: the ports of the services (``http``, ``https``, ``web``, ``db``,
+    ``cache``, ``storage``), as their components configure them. The sources
+    are the trusted mine addresses of the servers that use each one. SSH (22
+    and whatever sshd listens on) is always open, to ``firewall:ssh_sources``
+    (empty: anyone).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.firewall '{http: 80, https: 443, web: 8080, db: 5432, cache: 6379, storage: 8333}'
+    """
+    settings = __pillar__.get("firewall") or {}  # noqa: F821
+    cluster = bool(topology())
+    held = (__pillar__.get("salt_django") or {}).get("roles")  # noqa: F821
+    roles = [str(r) for r in held] if isinstance(held, list) else list(_topology("roles_of")({}, "", True))
+    peers = {role: sorted(addresses(role).values()) for role in ("lb", "app", "worker")} if cluster else {}
+    openings = __utils__["saltdjango_firewall.openings"](  # noqa: F821
+        roles, cluster, ports, peers, [22, *_sshd_ports()], [str(s) for s in settings.get("ssh_sources") or []] or None
+    )
+    return {"enabled": settings.get("enabled", True), "roles": roles, "openings": openings}
+
+
 def _validate_cluster(data: dict[str, Any], minion: str) -> list[str]:
     """Errors in the cluster description as this minion sees it."""
     hosts = topology(data)
@@ -489,6 +523,7 @@ def validate(pillar: dict[str, Any] | None = None, minion: str | None = None) ->
     roles = (data.get("salt_django") or {}).get("roles")
     errors = _validate_roles([] if roles is None else roles)
     errors += _validate_cluster(data, minion)
+    errors += __utils__["saltdjango_firewall.problems"](data.get("firewall"))  # noqa: F821
     # pillar/topology.sls always sets the roles; without them (a pillar passed in): a single server's.
     held = [str(r) for r in roles] if isinstance(roles, list) else None
     projects = data.get("projects")
@@ -550,6 +585,11 @@ def _project_config(name: str, raw: dict[str, Any], defaults: dict[str, Any], cp
         media["internal"] = uses_storage(raw)
         media["endpoint"] = media.get("endpoint") or ""
     cfg.update(paths(name))
+    # Render-safe: a bad value is validation's to report, not the header builder's.
+    valid = not __utils__["saltdjango_edge.problems"](f"projects:{name}", raw)  # noqa: F821
+    cfg["edge_headers"] = __utils__["saltdjango_edge.headers"](cfg) if valid else []  # noqa: F821
+    cfg["edge_media_headers"] = __utils__["saltdjango_edge.headers"](cfg, sandbox=True) if valid else []  # noqa: F821
+    cfg["edge_owned_headers"] = __utils__["saltdjango_edge.owned_headers"]()  # noqa: F821
     return cfg
 
 

@@ -1198,9 +1198,11 @@ def join(minion: str) -> dict[str, Any]:
             cluster.call("sync", [minion], "saltutil.sync_all")
             cluster.call("mine", [minion], "mine.update")
             if {"app", "worker"} & set(roles):
-                # The database and the object store admit servers by address (pg_hba, Nginx).
-                cluster.converge("db", cluster.members_up("db"), "postgres")
-                cluster.converge("storage", cluster.members_up("storage"), "storage")
+                # The database, the cache and the object store admit servers by
+                # address: their firewalls, pg_hba and the object store's Nginx.
+                cluster.converge("db", cluster.members_up("db"), "postgres,firewall")
+                cluster.converge("cache", cluster.members_up("cache"), "firewall")
+                cluster.converge("storage", cluster.members_up("storage"), "storage,firewall")
             cluster.converge("highstate", [minion])
             if "web" in roles:
                 cluster.converge("refresh load balancer", cluster.members_up("lb"), "haproxy")

@@ -3,6 +3,8 @@
 base:
   '*':
     - common
+    # What each server opens follows from its roles (salt/firewall).
+    - firewall
   'I@salt_django:roles:db':
     - match: compound
     - postgres

@@ -47,6 +47,21 @@ def _release() -> str:
 
 
 @require_GET
+def csp_probe(request: HttpRequest) -> HttpResponse:
+    """A page that breaks the site's Content-Security-Policy on purpose: an
+    inline script and an inline style. Under the policy neither applies and
+    the browser logs a violation for each; without it, the text changes."""
+    page = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>CSP probe</title>"
+        "<style>#probe { color: red; }</style></head><body>"
+        '<p id="probe">The policy blocked the inline script.</p>'
+        "<script>document.getElementById('probe').textContent = 'The inline script ran.';</script>"
+        "</body></html>"
+    )
+    return HttpResponse(page)
+
+
+@require_GET
 def slow(request: HttpRequest) -> HttpResponse:
     """Answer after ``?seconds=N`` (at most SLOW_MAX_SECONDS): a long request to survive a switch."""
     try:

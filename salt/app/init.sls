@@ -142,6 +142,7 @@ app-{{ name }}-env-managed:
         SALT_DJANGO_WSGI: {{ project.wsgi }}
         DJANGO_ALLOWED_HOSTS: {{ project.domains | join(',') }}
         DJANGO_HSTS_SECONDS: {{ project.hsts_seconds | string | json }}
+        DJANGO_HSTS_PRELOAD: {{ ('1' if project.hsts_preload else '0') | json }}
         DJANGO_LOG_LEVEL: {{ project.log_level }}
         DJANGO_MEDIA_ROOT: {{ project.root }}/shared/media
         DJANGO_CACHE_PREFIX: {{ name }}

@@ -31,7 +31,6 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import media
-from tests.cluster.browser import PageLoads
 from tests.cluster.conftest import timing
 from tests.cluster.helpers import (
     APPS,
@@ -63,7 +62,18 @@ from tests.cluster.helpers import (
     write_secrets,
 )
 from tests.cluster.traffic import SlowRequests, Traffic, Visitor, get
-from tests.integration.helpers import TICK_MINUTES, TICKS, enqueue, finished_job, minutes_of_ticks, records
+from tests.integration.helpers import (
+    TICK_MINUTES,
+    TICKS,
+    TLS_OFFERS,
+    assert_handshake,
+    enqueue,
+    finished_job,
+    handshake,
+    minutes_of_ticks,
+    records,
+)
+from tests.lab.browser import PageLoads
 from tests.lab.cluster import SALT_BIN, Cluster
 from tests.lab.hosts import Host, LabError
 
@@ -187,22 +197,75 @@ def test_secrets_stay_where_they_belong(cluster: Cluster) -> None:
     assert held == {name: need.get(name, sorted(set(named) - {"BACKUP_KEY"})) for name in HOSTS}, held
 
 
+#: Each server's open ports and who may connect (salt/firewall): every other
+#: source must find the port closed (dropped, not refused, by the firewall).
+FIREWALL = {
+    ("lb", 80): set(HOSTS),
+    ("lb", 443): set(HOSTS),
+    ("app1", 8080): {"lb"},
+    ("app1", 443): set(),
+    ("app2", 8080): {"lb"},
+    ("db", 5432): {*APPS, *WORKERS},
+    ("cache", 6379): {*APPS, *WORKERS},
+    ("cache", 8333): {*APPS, *WORKERS},
+    ("worker", 8080): set(),
+    ("db", 6379): set(),
+}
+#: Run on each source host: connects to every target at once, prints what each did.
+PROBE = """
+import concurrent.futures, json, socket, sys
+def probe(target):
+    try:
+        socket.create_connection(tuple(target), 3).close()
+        return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError:
+        return "dropped"
+with concurrent.futures.ThreadPoolExecutor(64) as pool:
+    print(json.dumps(list(pool.map(probe, json.loads(sys.argv[1])))))
+"""
+
+
+def test_each_server_opens_only_what_its_roles_serve_to_whom_uses_it(cluster: Cluster) -> None:
+    targets = [[cluster.hosts[name].ip, port] for name, port in FIREWALL]
+    ssh = [[cluster.hosts[name].ip, 22] for name in HOSTS]
+    rows, wrong = [], []
+    for source in HOSTS:
+        seen = json.loads(cluster.hosts[source].run(["python3", "-c", PROBE, json.dumps(targets + ssh)]).stdout)
+        for ((name, port), allowed), observed in zip(FIREWALL.items(), seen, strict=False):
+            if name == source:
+                continue  # its own address: loopback, never filtered
+            expected = "open" if source in allowed else "dropped"
+            rows.append(f"| {source} | {name}:{port} | {expected} | {observed} |")
+            if observed != expected:
+                wrong.append(rows[-1])
+        closed = [f"{name}:22 {observed}" for name, observed in zip(HOSTS, seen[len(targets) :], strict=True) if observed == "dropped"]
+        assert not closed, f"SSH must stay reachable from {source}: {closed}"
+    print("\n[lab figures] firewall matrix\n| source | destination | expected | observed |\n|---|---|---|---|\n" + "\n".join(rows))
+    assert not wrong, "\n".join(wrong)
+    ruleset = cluster.hosts["db"].run("nft list table inet salt_django").stdout
+    assert "policy drop" in ruleset and "tcp dport 5432" in ruleset, ruleset
+    assert 'include "/etc/nftables.d/salt-django.nft"' in cluster.hosts["db"].run("cat /etc/nftables.conf").stdout
+
+
 def test_db_and_cache_refuse_strangers(cluster: Cluster) -> None:
     db, cache = cluster.hosts["db"].ip, cluster.hosts["cache"].ip
-    # from the load balancer: PostgreSQL answers the startup message with its pg_hba verdict
+    # Behind the firewall, pg_hba refuses whatever is not an app or worker
+    # server: the db server's own private address, for one.
     startup = (
         "import socket, struct; p = b'user\\0demo\\0database\\0demo\\0\\0';"
         f" s = socket.create_connection(('{db}', 5432), 5); s.sendall(struct.pack('!ii', 8 + len(p), 196608) + p);"
         " print(s.recv(500).decode(errors='replace'))"
     )
-    refused = cluster.hosts["lb"].run(f'python3 -c "{startup}"').stdout
+    refused = cluster.hosts["db"].run(f'python3 -c "{startup}"').stdout
     assert "no pg_hba.conf entry" in refused, refused
     admitted = cluster.hosts["app1"].run(
         f"PGPASSWORD={passwords(cluster)['DB_PASSWORD']} psql 'host={db} dbname=demo user=demo connect_timeout=5' -Atc 'select 1'"
     )
     assert admitted.stdout.strip() == "1"
     ping = f"import socket; s = socket.create_connection(('{cache}', 6379), 5); s.sendall(b'PING\\r\\n'); print(s.recv(200).decode())"
-    for name in HOSTS:
+    for name in [*APPS, *WORKERS, "cache"]:
         answer = cluster.hosts[name].run(f'python3 -c "{ping}"').stdout.strip()
         assert answer.startswith("-NOAUTH"), (name, answer)
     # from an app server, as the project's own Redis user: its keys only, nothing dangerous
@@ -215,6 +278,29 @@ def test_db_and_cache_refuse_strangers(cluster: Cluster) -> None:
     assert answers[:2] == ["+OK", "+OK"], answers
     assert all(a.startswith("-NOPERM") for a in answers[2:5]), answers
     assert answers[5:7] == ["$1", "1"], answers
+
+
+@pytest.mark.parametrize(("options", "accepted"), TLS_OFFERS.values(), ids=TLS_OFFERS.keys())
+def test_the_lb_offers_only_the_intermediate_profile(cluster: Cluster, options: str, accepted: bool) -> None:
+    assert_handshake(handshake(cluster.hosts["db"], lb_ip(cluster), DOMAIN, options), accepted)
+
+
+def test_the_lb_sends_each_header_once_compresses_static_files_only_and_limits_logins(cluster: Cluster) -> None:
+    db, worker, lb = cluster.hosts["db"], cluster.hosts["worker"], lb_ip(cluster)
+    curl = f"curl -sk --resolve {DOMAIN}:443:{lb} -H 'Accept-Encoding: gzip'"
+    page = db.run(f"{curl} -o /dev/null -D - https://{DOMAIN}/admin/login/").stdout.lower()
+    for header in ("strict-transport-security", "content-security-policy", "permissions-policy", "cross-origin-opener-policy"):
+        assert page.count(f"\n{header}:") == 1, (header, page)
+    assert "\nserver: nginx\r" in page and "content-encoding" not in page, page
+    css = db.run(f"{curl} -o /dev/null -D - https://{DOMAIN}/static/admin/css/base.css").stdout.lower()
+    assert "content-encoding: gzip" in css, css
+    post = f"{curl} -o /dev/null -w '%{{http_code}}\\n' -X POST -d username=x https://{DOMAIN}/admin/login/"
+    first = db.run(["sh", "-c", f"for i in $(seq 11); do {post}; done"]).stdout.split()
+    assert "429" not in first[:10] and first[10] == "429", first
+    said = db.run(f"{curl} -X POST https://{DOMAIN}/admin/login/").stdout
+    assert "Too many login attempts" in said, said
+    other = worker.run(["sh", "-c", f"for i in $(seq 3); do {post}; done"]).stdout.split()
+    assert "429" not in other, f"another address is not limited: {other}"
 
 
 def test_an_upload_through_one_app_server_is_served_by_the_other(cluster: Cluster) -> None:
@@ -240,7 +326,8 @@ def test_an_upload_through_one_app_server_is_served_by_the_other(cluster: Cluste
     read = on_lb("download", app2, "8080", "0", DOMAIN, stored["url"], "/root/download.bin")
     assert read["status"] == 200 and read["sha256"] == digest, read
     headers = read["headers"]
-    assert headers.get("content-security-policy") == "sandbox" and headers.get("x-content-type-options") == "nosniff", headers
+    assert "sandbox" in headers.get("content-security-policy", "").split("; "), headers
+    assert headers.get("x-content-type-options") == "nosniff", headers
     assert headers.get("content-disposition") == "attachment", headers
     timing("10 MB download from app2 (plain HTTP, app Nginx -> S3)", read["seconds"])
 
@@ -268,10 +355,13 @@ def test_an_upload_through_one_app_server_is_served_by_the_other(cluster: Cluste
     for name in APPS + WORKERS:
         got = cluster.hosts[name].run(f"curl -s {bucket} | sha256sum").stdout.split()[0]
         assert got == digest, name
-    refused = lb.run(f"curl -s -w '\n%{{http_code}}' {bucket}").stdout
-    assert refused.endswith("\n403") and "nginx" in refused, refused
+    assert lb.run(f"curl -s -m 3 {bucket}", check=False).returncode == 28, "the firewall drops the lb's connection"
+    refused = storage.run(f"curl -s -w '\n%{{http_code}}' {bucket}").stdout
+    assert refused.endswith("\n403") and "nginx" in refused, f"Nginx admits the app and worker servers only: {refused}"
+    listening = storage.run("ss -Hltn").stdout.splitlines()
     for port in (18333, 19333, 18888, 18080):
-        assert lb.run(f"curl -s -m 5 http://{storage.ip}:{port}/", check=False).returncode == 7, port  # connection refused
+        bound = {line.split()[3].rsplit(":", 1)[0] for line in listening if line.split()[3].endswith(f":{port}")}
+        assert bound == {"127.0.0.1"}, (port, bound)
     # The project's keys reach its own bucket only: listing it yes, making another no.
     keys = passwords(cluster)
     sign = f"--aws-sigv4 aws:amz:us-east-1:s3 --user {keys['S3_ACCESS_KEY']}:{keys['S3_SECRET_KEY']}"

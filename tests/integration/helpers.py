@@ -233,3 +233,32 @@ def finished_job(host: Host, token: str, timeout: float = 90, **where: str) -> d
         found = job(host, token, **where)
     assert found["finished"] is not None, f"job not finished after {timeout:.0f} s: {found}"
     return found
+
+
+#: What a client offers (OpenSSL's s_client options; ``@SECLEVEL=0`` lets it
+#: offer what the server must refuse) and whether the server must accept it:
+#: Mozilla's "intermediate" profile.
+TLS_OFFERS = {
+    "tls1.0": ("-tls1 -cipher DEFAULT@SECLEVEL=0", False),
+    "tls1.1": ("-tls1_1 -cipher DEFAULT@SECLEVEL=0", False),
+    "tls1.2-cbc": ("-tls1_2 -cipher 'ALL:!AESGCM:!CHACHA20:!AESCCM:!ARIA@SECLEVEL=0'", False),
+    "tls1.2-gcm": ("-tls1_2 -cipher 'ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256@SECLEVEL=0'", True),
+    "tls1.3": ("-tls1_3", True),
+}
+
+
+def handshake(host: Host, address: str, domain: str, options: str) -> str:
+    """What OpenSSL's client on ``host`` says of a handshake with ``address``:443."""
+    command = f"openssl s_client -connect {address}:443 -servername {domain} {options} </dev/null 2>&1"
+    return host.run(["sh", "-c", command], check=False, timeout=30).stdout
+
+
+def assert_handshake(said: str, accepted: bool) -> None:
+    """A completed handshake, or a refusal that the server sent (an alert), not
+    a client that never offered what was asked."""
+    cipher = re.search(r"^New, (TLSv[\d.]+), Cipher is (\S+)", said, re.MULTILINE)
+    if accepted:
+        assert cipher, said[-1500:]
+    else:
+        assert not cipher, said[-1500:]
+        assert re.search(r"alert (protocol version|handshake failure)", said), said[-1500:]

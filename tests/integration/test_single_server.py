@@ -21,18 +21,22 @@ import yaml
 from tests.conftest import PLATFORMS
 from tests.integration.helpers import (
     DOMAIN,
+    TLS_OFFERS,
     Load,
+    assert_handshake,
     edit_in_host,
     enqueue,
     env_value,
     fetch,
     finished_job,
+    handshake,
     job,
     make,
     merged,
     psql,
     repo_host,
 )
+from tests.lab.browser import Chromium
 from tests.lab.hosts import REPO_ROOT, Host
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -131,6 +135,14 @@ def test_services_listen_on_loopback_only(server: Host) -> None:
         assert addresses and addresses <= {"127.0.0.1", "[::1]"}, (port, addresses)
 
 
+def test_the_firewall_opens_ssh_and_the_web_only(server: Host) -> None:
+    ruleset = server.run("nft list table inet salt_django").stdout
+    assert "policy drop" in ruleset, ruleset
+    assert sorted({int(port) for port in re.findall(r"tcp dport (\d+) accept", ruleset)}) == [22, 80, 443], ruleset
+    assert 'include "/etc/nftables.d/salt-django.nft"' in server.run("cat /etc/nftables.conf").stdout, "loaded at boot too"
+    assert server.run("systemctl is-enabled nftables").stdout.strip() == "enabled"
+
+
 def test_http_redirects_to_https(server: Host) -> None:
     page = fetch(server, f"http://{DOMAIN}/some/path?x=1")
     assert page.status == 301
@@ -142,11 +154,57 @@ def test_security_headers_and_secure_cookies(server: Host) -> None:
     assert page.header("Strict-Transport-Security") == "max-age=31536000; includeSubDomains; preload"
     assert page.header("X-Frame-Options") == "DENY"
     assert page.header("X-Content-Type-Options") == "nosniff"
+    assert page.header("Cross-Origin-Opener-Policy") == "same-origin"
+    assert "camera=()" in page.header("Permissions-Policy")
+    assert "script-src 'self'" in page.header("Content-Security-Policy").split("; ")
+    assert page.header("Server") == "nginx", "no version"
+    missing = fetch(server, f"https://{DOMAIN}/static/no-such-file.css")
+    assert missing.status == 404 and "nginx/" not in missing.body and missing.header("Server") == "nginx"
     cookies = {c.split("=", 1)[0]: c for c in page.headers["set-cookie"]}
     assert set(cookies) >= {"sessionid", "csrftoken"}
     for name in ("sessionid", "csrftoken"):
         assert "; Secure" in cookies[name], cookies[name]
     assert "HttpOnly" in cookies["sessionid"]
+
+
+@pytest.mark.parametrize(("options", "accepted"), TLS_OFFERS.values(), ids=TLS_OFFERS.keys())
+def test_tls_offers_only_the_intermediate_profile(server: Host, options: str, accepted: bool) -> None:
+    said = handshake(server, "127.0.0.1", DOMAIN, options)
+    assert_handshake(said, accepted)
+
+
+def test_pages_with_a_csrf_token_are_not_compressed_and_static_files_are(server: Host) -> None:
+    def head(path: str) -> dict[str, str]:
+        command = f"curl -sk -o /dev/null -D - -H 'Accept-Encoding: gzip' --resolve {DOMAIN}:443:127.0.0.1 https://{DOMAIN}{path}"
+        lines = server.run(command).stdout.replace("\r", "").splitlines()[1:]
+        return {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines if line)}
+
+    login = fetch(server, f"https://{DOMAIN}/admin/login/")
+    assert "csrfmiddlewaretoken" in login.body
+    assert "content-encoding" not in head("/admin/login/"), "BREACH: a page with a CSRF token must go uncompressed"
+    css = re.search(r'href="(/static/visits/site\.[0-9a-f]{12}\.css)"', fetch(server, f"https://{DOMAIN}/").body)
+    assert css
+    assert head(css.group(1)).get("content-encoding") == "gzip"
+    assert head("/static/admin/css/base.css").get("content-encoding") == "gzip"
+
+
+def test_login_posts_are_limited_per_client_address(server: Host) -> None:
+    def posts(source: str, count: int) -> list[str]:
+        post = (
+            f"curl -sk -o /dev/null -w '%{{http_code}}\\n' --interface {source} -X POST -d username=x -d password=y"
+            f" --resolve {DOMAIN}:443:127.0.0.1 https://{DOMAIN}/admin/login/"
+        )
+        return server.run(["sh", "-c", f"for i in $(seq {count}); do {post}; done"]).stdout.split()
+
+    first = posts("127.0.0.5", 11)
+    assert "429" not in first[:10] and first[10] == "429", first
+    said = server.run(f"curl -sk --interface 127.0.0.5 -X POST --resolve {DOMAIN}:443:127.0.0.1 https://{DOMAIN}/admin/login/").stdout
+    assert "Too many login attempts" in said, said
+    assert "429" not in posts("127.0.0.6", 3), "another address is not limited"
+    page = server.run(
+        f"curl -sk -o /dev/null -w '%{{http_code}}' --interface 127.0.0.5 --resolve {DOMAIN}:443:127.0.0.1 https://{DOMAIN}/admin/login/"
+    )
+    assert page.stdout == "200", "the login page itself (GET) stays open"
 
 
 def test_static_file_is_served_by_nginx_with_cache_headers(server: Host) -> None:
@@ -182,12 +240,14 @@ def test_uploads_are_served_sandboxed_and_as_downloads(server: Host) -> None:
     served = fetch(server, f"https://{DOMAIN}{page['url']}")
     assert served.status == 200 and "<script>" in served.body
     for answer in (read["headers"], {k: v[0] for k, v in served.headers.items()}):
-        assert answer.get("content-security-policy") == "sandbox" and answer.get("x-content-type-options") == "nosniff", answer
+        assert "sandbox" in answer.get("content-security-policy", "").split("; "), answer
+        assert answer.get("x-content-type-options") == "nosniff", answer
         assert answer.get("content-disposition") == "attachment", answer
     # A plain image may show inline (still sandboxed); only GET and HEAD.
     server.run("printf 'not really a png' > /srv/demo/shared/media/probe.png")
     image = fetch(server, f"https://{DOMAIN}/media/probe.png")
-    assert image.status == 200 and "content-disposition" not in image.headers and image.header("Content-Security-Policy") == "sandbox"
+    assert image.status == 200 and "content-disposition" not in image.headers
+    assert image.header("Content-Security-Policy").endswith("; sandbox")
     put = server.run(f"curl -sk -o /dev/null -w '%{{http_code}}' -X PUT --resolve {DOMAIN}:443:127.0.0.1 https://{DOMAIN}/media/probe.png")
     assert put.stdout == "405"
 
@@ -195,6 +255,41 @@ def test_uploads_are_served_sandboxed_and_as_downloads(server: Host) -> None:
 def test_healthz_answers_by_ip_over_plain_http(server: Host) -> None:
     out = server.run("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/healthz").stdout
     assert out == "200"
+
+
+#: Where the demo's pages and Django's admin must run under the default policy.
+CSP_PAGES = ("/", "/jobs/", "/upload/", "/admin/login/")
+CSP_ADMIN_PAGES = ("/admin/", "/admin/auth/user/", "/admin/auth/user/add/", "/admin/auth/user/{id}/change/", "/admin/visits/visit/")
+#: Logs a user in through the configured session store and prints "<user id> <session key>".
+FORCE_LOGIN = (
+    "from django.contrib.auth import get_user_model; from django.test import Client;"
+    " user, _ = get_user_model().objects.get_or_create(username='csp', defaults={'is_staff': True, 'is_superuser': True});"
+    " client = Client(); client.force_login(user); print(user.pk, client.cookies['sessionid'].value)"
+)
+
+
+def test_pages_and_the_admin_log_no_csp_violation_in_chromium(server: Host) -> None:
+    if server.name.endswith("13"):
+        pytest.skip("the browser runs on this machine and the policy is the same: Debian 12 covers it")
+    user_id, session = server.run(["/srv/demo/bin/manage", "shell", "-c", FORCE_LOGIN]).stdout.split()[-2:]
+    browser = Chromium({DOMAIN: "127.0.0.1"}, netns_of=server.network_pid())
+    try:
+        visits = {path: browser.visit(f"https://{DOMAIN}{path}") for path in CSP_PAGES}
+        cookie = {"name": "sessionid", "value": session, "domain": DOMAIN, "path": "/", "secure": True, "httpOnly": True}
+        browser.call("Network.setCookie", cookie, session=True)
+        for path in (p.format(id=user_id) for p in CSP_ADMIN_PAGES):
+            visits[path] = browser.visit(f"https://{DOMAIN}{path}")
+            assert "Log out" in (browser.evaluate("document.body.innerText") or ""), f"{path}: not logged in"
+        probe = browser.visit(f"https://{DOMAIN}/csp-probe/")
+        probe_text = browser.evaluate("document.getElementById('probe').textContent")
+    finally:
+        browser.close()
+    assert {path: v.failed for path, v in visits.items() if v.failed} == {}
+    assert {path: v.csp_violations for path, v in visits.items() if v.csp_violations} == {}
+    assert visits["/"].script == "Scripts ran.", "the demo's own script runs under the policy"
+    assert probe_text == "The policy blocked the inline script."
+    blocked = " ".join(probe.csp_violations)
+    assert "script-src" in blocked and "style-src" in blocked, probe.csp_violations
 
 
 def test_check_deploy_is_clean_on_the_live_release(server: Host) -> None:

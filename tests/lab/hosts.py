@@ -817,17 +817,21 @@ class Host:
             raise CommandError(self.name, cmd, proc.returncode, stdout, stderr)
         return result
 
+    def network_pid(self) -> int:
+        """A PID in the host's network namespace (its PID 1), for ``nsenter --net`` from this machine."""
+        pid1 = self._find_pid1() if self.running else None
+        if pid1 is None:
+            raise LabError(f"host {self.name} is not running")
+        return pid1
+
     def spawn_in_network(self, argv: Sequence[str]) -> subprocess.Popen[str]:
         """Start a program of THIS machine (e.g. wrk, which the images lack) in the host's network only.
 
         It sees the host's loopback (its Nginx on 127.0.0.1) and this
         machine's files; the caller waits for it (bounded) and reads its output.
         """
-        pid1 = self._find_pid1() if self.running else None
-        if pid1 is None:
-            raise LabError(f"host {self.name} is not running")
         return subprocess.Popen(
-            ["nsenter", f"--target={pid1}", "--net", "--", *argv],
+            ["nsenter", f"--target={self.network_pid()}", "--net", "--", *argv],
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

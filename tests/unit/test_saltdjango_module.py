@@ -384,3 +384,55 @@ def test_storage_buckets_are_the_projects_on_the_cluster_store() -> None:
         }
     }
     assert saltdjango.storage_buckets(pillar) == {"one": "one-media", "two": "two-uploads"}
+
+
+APP_DEFAULTS = yaml.safe_load((ROOT / "salt" / "app" / "defaults.yaml").read_text())["project"]
+
+
+def _edge(pillar_project: dict) -> dict:
+    return saltdjango._project_config("demo", project(**pillar_project), APP_DEFAULTS, cpus=1)
+
+
+def test_the_edge_sends_one_policy_that_suits_server_rendered_pages() -> None:
+    headers = dict(_edge({})["edge_headers"])
+    assert headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains; preload"
+    assert headers["Content-Security-Policy"].startswith("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:")
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert headers["Cross-Origin-Opener-Policy"] == "same-origin" and "camera=()" in headers["Permissions-Policy"]
+    media = dict(_edge({})["edge_media_headers"])
+    assert media["Content-Security-Policy"] == headers["Content-Security-Policy"] + "; sandbox"
+
+
+def test_pillar_merges_directives_drops_null_ones_and_switches_to_report_only() -> None:
+    csp = {"report_only": True, "policy": {"img-src": ["'self'", "https://img.example.org"], "object-src": False}}
+    cfg = _edge({"csp": csp, "hsts_preload": False, "permissions_policy": ""})
+    headers = dict(cfg["edge_headers"])
+    assert "Content-Security-Policy" not in headers and "Permissions-Policy" not in headers
+    policy = headers["Content-Security-Policy-Report-Only"]
+    assert "img-src 'self' https://img.example.org" in policy and "object-src" not in policy and "script-src 'self'" in policy
+    assert headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+    assert dict(cfg["edge_media_headers"])["Content-Security-Policy"] == "sandbox", "uploads stay sandboxed, enforced"
+    assert "Content-Security-Policy" not in dict(_edge({"csp": {"enabled": False}})["edge_headers"])
+
+
+@pytest.mark.parametrize(
+    ("edge", "fragment"),
+    [
+        ({"csp": {"policy": {"script-src": ["'self'; evil"]}}}, "projects:demo:csp:policy:script-src: must be a list of sources"),
+        ({"csp": {"policy": {"script-src": "'self'"}}}, "projects:demo:csp:policy:script-src: must be a list"),
+        ({"csp": {"policy": {"Script Src": []}}}, "projects:demo:csp:policy:Script Src: not a CSP directive name"),
+        ({"csp": {"report_only": "yes"}}, "projects:demo:csp:report_only: must be true or false"),
+        ({"csp": {"mode": "on"}}, "projects:demo:csp:mode: unknown key"),
+        ({"hsts_preload": "no"}, "projects:demo:hsts_preload: must be true or false"),
+        ({"hsts_seconds": "a year"}, "projects:demo:hsts_seconds: must be a whole number"),
+        ({"permissions_policy": 'camera=()"; x'}, "projects:demo:permissions_policy: must read like"),
+        ({"login_rate_limit": {"per_minute": 0}}, "projects:demo:login_rate_limit:per_minute: must be a whole number from 1"),
+        ({"login_rate_limit": {"paths": ["admin/login/"]}}, "projects:demo:login_rate_limit:paths:0: 'admin/login/' is not a URL path"),
+        ({"login_rate_limit": {"paths": ["/login/?next=/"]}}, "is not a URL path"),
+        ({"login_rate_limit": {"paths": ["/a b/"]}}, "is not a URL path"),
+    ],
+)
+def test_bad_edge_settings_name_the_pillar_key(edge: dict, fragment: str) -> None:
+    errors = saltdjango.validate({"projects": {"demo": project(**edge)}})
+    assert any(fragment in error for error in errors), errors
+    assert _edge(edge)["edge_headers"] == [], "nothing is rendered from a bad value"

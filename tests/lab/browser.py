@@ -24,6 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 CHROMIUM = "/usr/bin/chromium"
+# Runs before any script of each page: collects the Content-Security-Policy
+# violations the page causes (enforced or report-only), as the DOM reports them.
+CSP_LISTENER = (
+    "window.__cspViolations = [];"
+    " document.addEventListener('securitypolicyviolation', e =>"
+    " window.__cspViolations.push(e.disposition + ' ' + e.effectiveDirective + ' ' + (e.blockedURI || 'inline')));"
+)
 # What a page reports once its script ran and its stylesheet applied.
 PROBE = (
     "[document.getElementById('release') && document.getElementById('release').textContent,"
@@ -51,6 +58,8 @@ class Visit:
     color: str = ""
     requests: int = 0
     failed: list[str] = field(default_factory=list)
+    #: Content-Security-Policy violations: the page's own reports, then the console's.
+    csp_violations: list[str] = field(default_factory=list)
     #: Requests Chromium aborted because this machine's own interfaces changed
     #: (another lab session's hosts starting or stopping): no answer of the site.
     network_changed: int = 0
@@ -59,7 +68,9 @@ class Visit:
 class Chromium:
     """One headless Chromium with one page, spoken to over the DevTools pipe."""
 
-    def __init__(self, resolve: dict[str, str]) -> None:
+    def __init__(self, resolve: dict[str, str], netns_of: int | None = None) -> None:
+        """``resolve``: host name -> address. ``netns_of``: a PID whose network
+        namespace the browser joins (a test host's PID 1, to reach its loopback)."""
         self._profile = tempfile.TemporaryDirectory(prefix="salt-django-chromium-")
         commands_read, self._commands = os.pipe()
         self._events, events_write = os.pipe()
@@ -86,8 +97,9 @@ class Chromium:
         ]
         # The pipe ends become the browser's fds 3 and 4 (a tiny Python in between: sh knows only fds 0-9).
         renumber = "import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); os.execv(sys.argv[3], sys.argv[3:])"
+        netns = ["nsenter", f"--target={netns_of}", "--net", "--"] if netns_of else []
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", renumber, str(commands_read), str(events_write), *argv],
+            [*netns, sys.executable, "-c", renumber, str(commands_read), str(events_write), *argv],
             pass_fds=(commands_read, events_write),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -103,7 +115,13 @@ class Chromium:
         self._reader.start()
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         self._session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for method, params in (("Network.enable", {}), ("Page.enable", {}), ("Network.setCacheDisabled", {"cacheDisabled": True})):
+        for method, params in (
+            ("Network.enable", {}),
+            ("Page.enable", {}),
+            ("Log.enable", {}),
+            ("Network.setCacheDisabled", {"cacheDisabled": True}),
+            ("Page.addScriptToEvaluateOnNewDocument", {"source": CSP_LISTENER}),
+        ):
             self.call(method, params, session=True)
 
     def _read(self) -> None:
@@ -168,12 +186,21 @@ class Chromium:
                 visit.network_changed += 1
             elif method == "Network.loadingFailed" and not params.get("canceled"):
                 visit.failed.append(f"{urls.get(params['requestId'], '?')}: {params.get('errorText')}")
+            elif method == "Log.entryAdded" and "Content Security Policy" in params["entry"].get("text", ""):
+                visit.csp_violations.append(f"console: {params['entry']['text'][:200]}")
             elif method == "Page.loadEventFired":
                 loaded = True
         probe = self.call("Runtime.evaluate", {"expression": PROBE, "returnByValue": True}, session=True)
         values = str(probe.get("result", {}).get("value", "")).split("|")
         visit.release, visit.script, visit.color = [*values, "", "", ""][:3]
+        reported = self.evaluate("JSON.stringify(window.__cspViolations || [])")
+        visit.csp_violations[:0] = json.loads(reported or "[]")
         return visit
+
+    def evaluate(self, expression: str) -> Any:
+        """The value of a JavaScript expression in the page (run by the browser, not subject to the page's CSP)."""
+        answer = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}, session=True)
+        return answer.get("result", {}).get("value")
 
     def close(self) -> None:
         if self._proc.poll() is None:
