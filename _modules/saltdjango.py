@@ -13,6 +13,7 @@ function here returns or logs a secret value.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 import re
 import secrets
@@ -447,6 +448,31 @@ def bind_addresses() -> list[str]:
     return [own] if own else []
 
 
+def _host_problems(host: Any) -> list[str]:
+    """Errors in pillar ``host`` (salt/host), each naming its key."""
+    if host is None:
+        return []
+    if not isinstance(host, dict):
+        return ["host: must be a mapping"]
+    errors = [
+        f"host:{key}: must be true or false"
+        for key in ("unattended_upgrades", "ssh_hardening")
+        if key in host and not isinstance(host[key], bool)
+    ]
+    servers = host.get("ntp_servers", [])
+    if not isinstance(servers, list) or not all(_is_address(s) or not _domain_problems(s) for s in servers):
+        errors.append("host:ntp_servers: must be a list of host names or addresses")
+    return errors
+
+
+def _is_address(value: Any) -> bool:
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        return False
+    return True
+
+
 def _sshd_ports() -> list[int]:
     """The TCP ports sshd listens on here: a firewall keeps them open whatever pillar says."""
     listening = __salt__["cmd.run"](["ss", "-Hltnp"], python_shell=False, ignore_retcode=True) or ""  # noqa: F821
@@ -524,6 +550,7 @@ def validate(pillar: dict[str, Any] | None = None, minion: str | None = None) ->
     errors = _validate_roles([] if roles is None else roles)
     errors += _validate_cluster(data, minion)
     errors += __utils__["saltdjango_firewall.problems"](data.get("firewall"))  # noqa: F821
+    errors += _host_problems(data.get("host"))
     # pillar/topology.sls always sets the roles; without them (a pillar passed in): a single server's.
     held = [str(r) for r in roles] if isinstance(roles, list) else None
     projects = data.get("projects")

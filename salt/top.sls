@@ -5,6 +5,7 @@ base:
     - common
     # What each server opens follows from its roles (salt/firewall).
     - firewall
+    - host
   'I@salt_django:roles:db':
     - match: compound
     - postgres

@@ -22,6 +22,7 @@ from tests.conftest import PLATFORMS
 from tests.integration.helpers import (
     DOMAIN,
     TLS_OFFERS,
+    Deploy,
     Load,
     assert_handshake,
     edit_in_host,
@@ -141,6 +142,27 @@ def test_the_firewall_opens_ssh_and_the_web_only(server: Host) -> None:
     assert sorted({int(port) for port in re.findall(r"tcp dport (\d+) accept", ruleset)}) == [22, 80, 443], ruleset
     assert 'include "/etc/nftables.d/salt-django.nft"' in server.run("cat /etc/nftables.conf").stdout, "loaded at boot too"
     assert server.run("systemctl is-enabled nftables").stdout.strip() == "enabled"
+
+
+def test_the_host_updates_itself_keeps_time_and_rotates_the_logs_nothing_else_does(server: Host) -> None:
+    periodic = server.run("apt-config dump APT::Periodic").stdout
+    assert 'APT::Periodic::Unattended-Upgrade "1";' in periodic, periodic
+    assert server.run("systemctl is-enabled systemd-timesyncd").stdout.strip() == "enabled"
+    assert "[Time]" in server.path("/etc/systemd/timesyncd.conf.d/salt-django.conf").read_text()
+    server.run("logrotate -f /etc/logrotate.d/salt-django")
+    rotated = server.run("ls /var/log/salt-django").stdout.split()
+    assert "minion.log.1" in rotated and "minion.log" in rotated, rotated
+    assert server.run("ls /var/log/salt-django/demo").stdout.split() == ["deploys.log.1.gz"], "the audit log, compressed"
+
+
+def test_ssh_hardening_is_opt_in_and_turns_passwords_off(server: Host) -> None:
+    def effective(option: str) -> str:
+        return server.run(f"/usr/sbin/sshd -T | grep -i '^{option} '").stdout.split()[1]
+
+    assert effective("passwordauthentication") == "yes", "Debian's default until pillar opts in"
+    hardened = _deploy_with(server, {"host": {"ssh_hardening": True}})
+    assert "host-sshd-hardened" in hardened.changed_ids, hardened.output[-2000:]
+    assert effective("passwordauthentication") == "no" and effective("permitrootlogin") == "without-password"
 
 
 def test_http_redirects_to_https(server: Host) -> None:
@@ -357,8 +379,9 @@ def test_fileserver_never_serves_pillar(server: Host) -> None:
         ({"projects": {"demo": {"domains": []}}}, "projects:demo:domains"),
         ({"projects": {"demo": {"domains": ["https://bad domain"]}}}, "projects:demo:domains:0"),
         ({"salt_django": {"roles": ["db", "cache", "app", "web", "databse"]}}, "salt_django:roles: unknown role(s) databse"),
+        ({"firewall": {"ssh_sources": ["office"]}}, "firewall:ssh_sources:0: 'office' is not an address"),
     ],
-    ids=["weak-secret-key", "missing-db-password", "no-domains", "bad-domain", "unknown-role"],
+    ids=["weak-secret-key", "missing-db-password", "no-domains", "bad-domain", "unknown-role", "bad-ssh-source"],
 )
 def test_bad_input_fails_early_and_leaves_the_site_serving(server: Host, overlay: dict, key: str) -> None:
     local = server.path("/etc/salt-django/pillar/local.sls")
@@ -428,11 +451,17 @@ def _requeued_past_the_deadline(server: Host, seconds: float, timeout: float) ->
     return finished_job(server, token, timeout=timeout)
 
 
-def _workers_pillar(server: Host, workers: dict) -> None:
+def _deploy_with(server: Host, overlay: dict) -> Deploy:
+    """``make deploy`` with ``overlay`` merged into the local pillar (kept there)."""
     local = server.path("/etc/salt-django/pillar/local.sls")
-    local.write_text(yaml.safe_dump(merged(yaml.safe_load(local.read_text()), {"projects": {"demo": {"workers": workers}}})))
+    local.write_text(yaml.safe_dump(merged(yaml.safe_load(local.read_text()), overlay)))
     deploy = make(server)
     assert deploy.failed == 0, deploy.output[-2000:]
+    return deploy
+
+
+def _workers_pillar(server: Host, workers: dict) -> None:
+    _deploy_with(server, {"projects": {"demo": {"workers": workers}}})
 
 
 def test_a_celery_job_running_past_the_stop_deadline_runs_again(server: Host) -> None:

@@ -123,3 +123,20 @@ def test_a_table_gone_from_the_kernel_is_loaded_again(nft: Nft, tmp_path: Path) 
     nft.loaded = False
     again = apply(nft, path, "table inet salt_django {}\n")
     assert again["result"] is True and again["changes"]["loaded"] == {"old": False, "new": True}
+
+
+saltdjango = load("_modules/saltdjango.py")
+
+
+@pytest.mark.parametrize(
+    ("host", "fragment"),
+    [
+        ({"unattended_upgrades": "yes"}, "host:unattended_upgrades: must be true or false"),
+        ({"ssh_hardening": 1}, "host:ssh_hardening: must be true or false"),
+        ({"ntp_servers": "pool.ntp.org"}, "host:ntp_servers: must be a list"),
+        ({"ntp_servers": ["ntp.example.org", "bad server"]}, "host:ntp_servers: must be a list of host names or addresses"),
+    ],
+)
+def test_bad_host_pillar_names_the_key(host: object, fragment: str) -> None:
+    assert any(fragment in problem for problem in saltdjango._host_problems(host))
+    assert saltdjango._host_problems({"ntp_servers": ["192.0.2.1", "ntp.example.org"], "ssh_hardening": True}) == []

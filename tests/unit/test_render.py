@@ -40,7 +40,7 @@ HOSTS = {
     "app2": {"roles": ["app", "web"]},
     "lb": {"roles": ["lb"]},
 }
-SINGLE = "common,firewall,postgres,redis,supervisor,app,schedule,nginx,tls"
+SINGLE = "common,firewall,host,postgres,redis,supervisor,app,schedule,nginx,tls"
 #: Whatever this machine's PID 1, schedules render as cron jobs.
 CRON = {"schedule": {"backend": "cron"}}
 #: name -> (SLS, pillar on top of the repository's: a cluster's topology and roles)
@@ -49,9 +49,9 @@ SERVERS = {
     **{
         f"cluster-{role}": (mods, {"topology": {"hosts": HOSTS, "private_network": None}, "salt_django": {"roles": roles, **CRON}})
         for role, mods, roles in (
-            ("db", "common,firewall,postgres,schedule", ["db"]),
-            ("app", "common,firewall,supervisor,app,schedule,nginx", ["app", "web"]),
-            ("lb", "common,firewall,haproxy", ["lb"]),
+            ("db", "common,firewall,host,postgres,schedule", ["db"]),
+            ("app", "common,firewall,host,supervisor,app,schedule,nginx", ["app", "web"]),
+            ("lb", "common,firewall,host,haproxy", ["lb"]),
         )
     },
     # Uploads on the cluster's storage server: its SeaweedFS, and the app servers' side of it.
@@ -65,7 +65,7 @@ SERVERS = {
             },
         )
         for role, mods, roles, media in (
-            ("storage", "common,firewall,redis,storage", ["cache", "storage"], {"backend": "s3"}),
+            ("storage", "common,firewall,host,redis,storage", ["cache", "storage"], {"backend": "s3"}),
             ("app", "common,supervisor,app,schedule,nginx", ["app", "web"], {"backend": "s3"}),
             (
                 "app-external",
