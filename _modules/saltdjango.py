@@ -584,6 +584,12 @@ def _project_config(name: str, raw: dict[str, Any], defaults: dict[str, Any], cp
     never lands in rendered SLS through this mapping.
     """
     cfg = _topology("merge")(copy.deepcopy(defaults), {k: v for k, v in raw.items() if k != "secrets"})
+    # The TLS key and the ACME account's EAB key are secrets too (salt/tls reads them from pillar by key).
+    tls = cfg.get("tls")
+    if isinstance(tls, dict):
+        tls.pop("private_key", None)
+        if isinstance(tls.get("acme"), dict):
+            tls["acme"].pop("eab_hmac_key", None)
     cfg["name"] = name
     domains = cfg.get("domains")
     # Render-safe even when the pillar is invalid: the validation state, not a

@@ -113,9 +113,37 @@ def _rate_limit_problems(key: str, limit: Any) -> list[str]:
     return errors
 
 
+_ACME_KEYS = ("directory", "email", "eab_kid", "eab_hmac_key")
+_URL = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/%-]*)?$")
+_EMAIL = re.compile(r"^[^@\s'\"]+@[A-Za-z0-9.-]+$")
+_EAB = re.compile(r"^[A-Za-z0-9_=-]+$")
+
+
+def _acme_problems(key: str, tls: Any) -> list[str]:
+    if not isinstance(tls, dict) or "acme" not in tls:
+        return []
+    acme = tls["acme"]
+    if not isinstance(acme, dict):
+        return [f"{key}: must be a mapping ({', '.join(_ACME_KEYS)})"]
+    errors = [f"{key}:{k}: unknown key ({', '.join(_ACME_KEYS)})" for k in acme if k not in _ACME_KEYS]
+    directory, email = acme.get("directory") or "", acme.get("email") or ""
+    if directory and not (isinstance(directory, str) and _URL.match(directory)):
+        errors.append(f"{key}:directory: must be the CA's https:// directory URL")
+    if email and not (isinstance(email, str) and _EMAIL.match(email)):
+        errors.append(f"{key}:email: {email!r} is not an e-mail address")
+    kid, hmac = acme.get("eab_kid") or "", acme.get("eab_hmac_key") or ""
+    if bool(kid) != bool(hmac):
+        errors.append(f"{key}:eab_kid and eab_hmac_key: the CA's account binding needs both, or neither")
+    bad = [k for k, v in (("eab_kid", kid), ("eab_hmac_key", hmac)) if v and not _EAB.match(str(v))]
+    errors += [f"{key}:{k}: letters, digits, '-', '_' and '=' only" for k in bad]
+    if directory and tls.get("certificate"):
+        errors.append(f"{key}:directory: a project gets its certificate from pillar (tls:certificate) or from ACME, not both")
+    return errors
+
+
 def problems(key: str, project: dict[str, Any]) -> list[str]:
     """Errors in a project's edge settings (``hsts_seconds``, ``csp``, ``hsts_preload``,
-    ``permissions_policy``, ``login_rate_limit``), each naming its pillar key."""
+    ``permissions_policy``, ``tls:acme``, ``login_rate_limit``), each naming its pillar key."""
     errors = []
     seconds = project.get("hsts_seconds", 0)
     if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 0:
@@ -127,6 +155,7 @@ def problems(key: str, project: dict[str, Any]) -> list[str]:
     policy = project.get("permissions_policy")
     if policy is not None and not (isinstance(policy, str) and (policy == "" or _PERMISSIONS.match(policy))):
         errors.append(f'{key}:permissions_policy: must read like camera=(), geolocation=(self "https://maps.example.com")')
+    errors += _acme_problems(f"{key}:tls:acme", project.get("tls"))
     if "login_rate_limit" in project:
         errors += _rate_limit_problems(f"{key}:login_rate_limit", project["login_rate_limit"])
     return errors

@@ -5,6 +5,7 @@
 
 include:
   - tls
+  - tls.acme
 
 haproxy-packages-installed:
   pkg.installed:

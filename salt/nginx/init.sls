@@ -4,6 +4,7 @@
 
 include:
   - tls
+  - tls.acme
   # nginx-<p>-site-healthy checks the release that the app state puts live.
   - app
 

@@ -32,6 +32,7 @@ tls-{{ name }}-certificate-managed:
     - require:
       - file: tls-directory-present
 {%- else %}
+{%- set acme = project.tls.acme.directory and tls.server %}
 
 tls-{{ name }}-key-managed:
   x509.private_key_managed:
@@ -39,10 +40,15 @@ tls-{{ name }}-key-managed:
     - algo: ec
     - keysize: 256
     - mode: '0600'
+{%- if acme %}
+    # certbot's deploy hook replaces it (salt/tls/acme.sls).
+    - unless: test -s {{ key }}
+{%- endif %}
     - require:
       - file: tls-directory-present
 
-# Self-signed until the pillar supplies a certificate.
+# Self-signed until the pillar supplies a certificate; with ACME, only until
+# the first one is issued (it lets the server start and answer the challenge).
 tls-{{ name }}-certificate-managed:
   x509.certificate_managed:
     - name: {{ crt }}
@@ -55,6 +61,9 @@ tls-{{ name }}-certificate-managed:
     - days_valid: {{ tls.days_valid }}
     - days_remaining: {{ tls.days_remaining }}
     - mode: '0644'
+{%- if acme %}
+    - unless: test -s {{ crt }}
+{%- endif %}
     - require:
       - x509: tls-{{ name }}-key-managed
 {%- endif %}

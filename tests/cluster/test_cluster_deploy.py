@@ -72,6 +72,8 @@ from tests.integration.helpers import (
     handshake,
     minutes_of_ticks,
     records,
+    served_certificate,
+    start_pebble,
 )
 from tests.lab.browser import PageLoads
 from tests.lab.cluster import SALT_BIN, Cluster
@@ -301,6 +303,35 @@ def test_the_lb_sends_each_header_once_compresses_static_files_only_and_limits_l
     assert "Too many login attempts" in said, said
     other = worker.run(["sh", "-c", f"for i in $(seq 3); do {post}; done"]).stdout.split()
     assert "429" not in other, f"another address is not limited: {other}"
+
+
+def test_the_lb_gets_its_certificate_from_an_acme_ca_and_keeps_it(cluster: Cluster) -> None:
+    """HAProxy routes the HTTP-01 challenge to certbot's listener and then
+    serves the certificate; a renewal not due, an apply and a failed
+    issuance keep it. Back to the self-signed one without tls:acme."""
+    lb = cluster.hosts["lb"]
+    directory = start_pebble(lb, DOMAIN, lb.ip)
+
+    def acme(where: str) -> Callable[[dict], None]:
+        return lambda data: data["projects"]["demo"].setdefault("tls", {}).update(acme={"directory": where, "email": "ops@example.org"})
+
+    with pillar_changed(cluster, acme(directory)):
+        ret = cluster.salt("lb", "state.sls", ["haproxy"], timeout=300)["lb"]
+        assert not failed({"lb": ret}), failed({"lb": ret})
+        served = served_certificate(lb, lb.ip, DOMAIN)
+        assert served.chains.endswith(": OK") and served.names == f"DNS:{DOMAIN}", served
+        renewal = lb.run("certbot renew --no-random-sleep-on-renew 2>&1").stdout
+        assert "not yet due for renewal" in renewal, renewal[-1500:]
+        again = cluster.salt("lb", "state.sls", ["haproxy"], timeout=300)["lb"]
+        assert not [sid for sid, state in again.items() if state["changes"]], "nothing to do"
+        assert get(lb_ip(cluster), DOMAIN).status == 200
+    with pillar_changed(cluster, acme("https://127.0.0.1:14001/dir")):
+        refused = cluster.salt("lb", "state.sls", ["haproxy"], timeout=300)["lb"]
+    assert "certbot could not get a certificate" in json.dumps(failed({"lb": refused})), failed({"lb": refused})
+    assert served_certificate(lb, lb.ip, DOMAIN).fingerprint == served.fingerprint
+    cluster.salt("lb", "state.sls", ["haproxy"], timeout=300)
+    assert served_certificate(lb, lb.ip, DOMAIN).fingerprint != served.fingerprint, "self-signed again"
+    assert get(lb_ip(cluster), DOMAIN).status == 200
 
 
 def test_an_upload_through_one_app_server_is_served_by_the_other(cluster: Cluster) -> None:

@@ -262,3 +262,76 @@ def assert_handshake(said: str, accepted: bool) -> None:
     else:
         assert not cipher, said[-1500:]
         assert re.search(r"alert (protocol version|handshake failure)", said), said[-1500:]
+
+
+#: Pebble's configuration: a test-only ACME CA on the host's loopback, which
+#: validates HTTP-01 challenges on port 80 of whatever the domain resolves to.
+PEBBLE_CONFIG = {
+    "pebble": {
+        "listenAddress": "127.0.0.1:14000",
+        "managementListenAddress": "127.0.0.1:15000",
+        "certificate": "/root/pebble/server.crt",
+        "privateKey": "/root/pebble/server.key",
+        "httpPort": 80,
+        "tlsPort": 5001,
+        "ocspResponderURL": "",
+        "externalAccountBindingRequired": False,
+    }
+}
+PEBBLE_DIRECTORY = "https://127.0.0.1:14000/dir"
+
+
+def start_pebble(host: Host, domain: str, address: str = "127.0.0.1") -> str:
+    """Debian's pebble running on ``host`` (from the lab's offline repo), with
+    ``domain`` resolving to ``address`` there; returns its directory URL.
+
+    Its own HTTPS certificate comes from a throwaway CA that the host's trust
+    store gets, as a private ACME CA's would."""
+    host.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q pebble >/dev/null")
+    host.run(
+        "set -e; mkdir -p /root/pebble; cd /root/pebble;"
+        " openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=pebble-test-ca"
+        " -keyout ca.key -out ca.crt 2>/dev/null;"
+        " openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost"
+        " -keyout server.key -out server.csr 2>/dev/null;"
+        " printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext;"
+        " openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out server.crt 2>/dev/null;"
+        " cp ca.crt /usr/local/share/ca-certificates/pebble-test-ca.crt; update-ca-certificates >/dev/null"
+    )
+    host.path("/root/pebble/config.json").write_text(json.dumps(PEBBLE_CONFIG))
+    host.run(["sh", "-c", f"grep -q ' {domain}$' /etc/hosts || echo '{address} {domain}' >> /etc/hosts"])
+    host.run(
+        "systemd-run --unit pebble --setenv PEBBLE_VA_NOSLEEP=1 --setenv PEBBLE_WFE_NONCEREJECT=0"
+        " /usr/bin/pebble -config /root/pebble/config.json"
+    )
+    for _ in range(50):
+        if host.run(f"curl -s -o /dev/null {PEBBLE_DIRECTORY}", check=False).returncode == 0:
+            return PEBBLE_DIRECTORY
+        time.sleep(0.2)
+    raise AssertionError(f"pebble does not answer: {host.run('journalctl -u pebble --no-pager | tail -20', check=False).stdout}")
+
+
+@dataclass
+class Served:
+    """The certificate a TLS server sends: its SHA-256 fingerprint, names, and
+    whether it chains to the given root."""
+
+    fingerprint: str
+    names: str
+    chains: str
+
+
+def served_certificate(host: Host, address: str, domain: str, root_url: str = "https://127.0.0.1:15000/roots/0") -> Served:
+    """What ``address``:443 serves for ``domain``, checked from ``host`` against pebble's root (``root_url``)."""
+    script = (
+        "set -e; d=$(mktemp -d); cd $d;"
+        f" openssl s_client -connect {address}:443 -servername {domain} -showcerts </dev/null 2>/dev/null"
+        ' | awk \'/BEGIN CERT/{n++} n{print > ("c" n ".pem")} /END CERT/{close("c" n ".pem")}\';'
+        " cat c[2-9].pem > chain.pem 2>/dev/null || : > chain.pem;"
+        f" curl -s {root_url} > root.pem;"
+        " openssl x509 -in c1.pem -noout -fingerprint -sha256 | cut -d= -f2;"
+        " openssl x509 -in c1.pem -noout -ext subjectAltName | tail -n +2;"
+        " openssl verify -CAfile root.pem -untrusted chain.pem c1.pem 2>&1 || true; rm -rf $d"
+    )
+    lines = host.run(["sh", "-c", script]).stdout.splitlines()
+    return Served(fingerprint=lines[0].strip(), names=lines[1].strip() if len(lines) > 1 else "", chains=lines[-1].strip())

@@ -36,6 +36,8 @@ from tests.integration.helpers import (
     merged,
     psql,
     repo_host,
+    served_certificate,
+    start_pebble,
 )
 from tests.lab.browser import Chromium
 from tests.lab.hosts import REPO_ROOT, Host
@@ -496,3 +498,36 @@ def test_rq_workers_and_cron_by_pillar_replace_celery(server: Host) -> None:
     # RQ's warm shutdown has the same deadline (max_task_seconds, 3 here): the job goes back to the front of its queue at once.
     done = _requeued_past_the_deadline(server, seconds=8, timeout=60)
     assert done["runs"] == 2, done
+
+
+def test_a_certificate_from_an_acme_ca_is_served_and_renewed_only_when_due(server: Host) -> None:
+    """Pillar tls:acme against pebble (a test-only ACME CA, on the host): Nginx
+    answers the HTTP-01 challenge on port 80 and then serves the certificate;
+    a renewal that is not due, a second deploy and a failed issuance all keep it."""
+    if server.name.endswith("13"):
+        pytest.skip("certbot and the ACME flow do not depend on the platform: Debian 12 covers them")
+    directory = start_pebble(server, DOMAIN)
+    local = server.path("/etc/salt-django/pillar/local.sls")
+    issued = _deploy_with(server, {"projects": {"demo": {"tls": {"acme": {"directory": directory, "email": "ops@example.org"}}}}})
+    assert "tls-demo-acme-certificate-issued" in issued.changed_ids, issued.output[-2000:]
+    served = served_certificate(server, "127.0.0.1", DOMAIN)
+    assert served.chains.endswith(": OK") and served.names == f"DNS:{DOMAIN}", served
+    assert server.run("systemctl is-enabled certbot.timer").stdout.strip() == "enabled", "renewed by Debian's timer"
+    renewal = server.run("certbot renew --no-random-sleep-on-renew 2>&1").stdout
+    assert "not yet due for renewal" in renewal, renewal[-1500:]
+    again = make(server)
+    assert (again.changed, again.failed) == (0, 0), again.output[-2000:]
+    assert served_certificate(server, "127.0.0.1", DOMAIN).fingerprint == served.fingerprint
+    kept = local.read_text()
+    try:
+        local.write_text(
+            yaml.safe_dump(
+                merged(yaml.safe_load(kept), {"projects": {"demo": {"tls": {"acme": {"directory": "https://127.0.0.1:14001/dir"}}}}})
+            )
+        )
+        refused = make(server, check=False)
+    finally:
+        local.write_text(kept)
+    assert refused.returncode != 0 and "certbot could not get a certificate" in refused.output, refused.output[-2000:]
+    assert served_certificate(server, "127.0.0.1", DOMAIN).fingerprint == served.fingerprint, "a failed issuance keeps the served one"
+    assert fetch(server, f"https://{DOMAIN}/").status == 200

@@ -43,6 +43,7 @@ HOSTS = {
 SINGLE = "common,firewall,host,postgres,redis,supervisor,app,schedule,nginx,tls"
 #: Whatever this machine's PID 1, schedules render as cron jobs.
 CRON = {"schedule": {"backend": "cron"}}
+ACME = {"directory": "https://acme.example.org/directory", "email": "ops@example.org"}
 #: name -> (SLS, pillar on top of the repository's: a cluster's topology and roles)
 SERVERS = {
     "single": (SINGLE, {"salt_django": CRON}),
@@ -75,6 +76,16 @@ SERVERS = {
             ),
         )
     },
+    # Certificates from an ACME CA: Nginx answers the challenge on one server, HAProxy routes it to certbot on the lb.
+    "single-acme": (SINGLE, {"salt_django": CRON, "projects": {"demo": {"tls": {"acme": ACME}}}}),
+    "cluster-lb-acme": (
+        "common,firewall,host,haproxy",
+        {
+            "topology": {"hosts": HOSTS, "private_network": None},
+            "salt_django": {"roles": ["lb"], **CRON},
+            "projects": {"demo": {"tls": {"acme": ACME}}},
+        },
+    ),
 }
 
 
