@@ -108,7 +108,7 @@ TICK_JOB = {"manage": recorder(TICKS), "when": "* * * * *"}
 
 
 #: Whole minutes a per-minute job is watched for: it runs exactly once in each.
-TICK_MINUTES = 2
+TICK_MINUTES = 1
 
 
 def minutes_of_ticks(hosts: list[Host], since: float) -> dict[str, list[tuple[float, int]]]:

@@ -21,6 +21,7 @@ import yaml
 from tests.conftest import PLATFORMS
 from tests.integration.helpers import (
     DOMAIN,
+    REPO_IN_HOST,
     TLS_OFFERS,
     Deploy,
     Load,
@@ -303,7 +304,7 @@ def test_pages_and_the_admin_log_no_csp_violation_in_chromium(server: Host) -> N
         browser.call("Network.setCookie", cookie, session=True)
         for path in (p.format(id=user_id) for p in CSP_ADMIN_PAGES):
             visits[path] = browser.visit(f"https://{DOMAIN}{path}")
-            assert "Log out" in (browser.evaluate("document.body.innerText") or ""), f"{path}: not logged in"
+            assert "log out" in (browser.evaluate("document.body.innerText") or "").lower(), f"{path}: not logged in"
         probe = browser.visit(f"https://{DOMAIN}/csp-probe/")
         probe_text = browser.evaluate("document.getElementById('probe').textContent")
     finally:
@@ -531,3 +532,39 @@ def test_a_certificate_from_an_acme_ca_is_served_and_renewed_only_when_due(serve
     assert refused.returncode != 0 and "certbot could not get a certificate" in refused.output, refused.output[-2000:]
     assert served_certificate(server, "127.0.0.1", DOMAIN).fingerprint == served.fingerprint, "a failed issuance keeps the served one"
     assert fetch(server, f"https://{DOMAIN}/").status == 200
+
+
+#: A Django 6.1 ``startproject`` (tests/projects/sixsite: what it wrote, plus a
+#: requirements.txt), deployed by pillar only beside the demo: no Gunicorn, no
+#: /healthz, its own settings (DEBUG on, SQLite). Django 6 needs Python 3.12.
+SIXSITE = {"projects": {"sixsite": {"domains": ["sixsite.localhost"], "source": f"{REPO_IN_HOST}/tests/projects/sixsite"}}}
+
+
+def _python_version(server: Host) -> str:
+    return server.run(["/usr/bin/python3", "-c", "import platform; print(platform.python_version())"]).stdout.strip()
+
+
+def test_a_django6_project_deploys_on_debian13_and_is_refused_on_debian12_naming_both_pythons(server: Host) -> None:
+    """Today's Django on today's Debian, added to a running server by pillar;
+    the demo beside it keeps being served whatever happens to it."""
+    local = server.path("/etc/salt-django/pillar/local.sls")
+    kept = local.read_text()
+    local.write_text(yaml.safe_dump(merged(yaml.safe_load(kept), SIXSITE)))
+    try:
+        added = make(server, check=False)
+        assert fetch(server, f"https://{DOMAIN}/").status == 200, "the demo is served whatever happens to the other project"
+        if server.name.endswith("12"):
+            assert added.returncode != 0
+            assert _python_version(server) in added.output and ">=3.12" in added.output, added.output[-3000:]
+            assert not server.path("/srv/sixsite/current").exists(), "nothing of the refused project is live"
+            return
+        assert added.returncode == 0 and added.failed == 0, added.output[-4000:]
+        assert _python_version(server).startswith("3.13")
+        assert fetch(server, "https://sixsite.localhost/admin/login/", domain="sixsite.localhost").status == 200
+        health = fetch(server, "http://sixsite.localhost/healthz", domain="sixsite.localhost")
+        assert health.status == 200 and json.loads(health.body)["checks"] == {"database": "ok", "cache": "ok"}
+        assert "django-6.1.3.dist-info" in server.run("ls /srv/sixsite/current/venv/lib/python3.13/site-packages").stdout
+        second = make(server)
+        assert (second.changed, second.failed) == (0, 0), second.output[-3000:]
+    finally:
+        local.write_text(kept)
