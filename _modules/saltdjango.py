@@ -496,6 +496,9 @@ def firewall(ports: dict[str, int]) -> dict[str, Any]:
         salt-call saltdjango.firewall '{http: 80, https: 443, web: 8080, db: 5432, cache: 6379, storage: 8333}'
     """
     settings = __pillar__.get("firewall") or {}  # noqa: F821
+    if __utils__["saltdjango_firewall.problems"](settings):  # noqa: F821
+        # Render-safe: validation names the bad key and stops the run; SSH stays open to anyone meanwhile.
+        settings = {"enabled": settings.get("enabled", True) if isinstance(settings, dict) else True}
     cluster = bool(topology())
     held = (__pillar__.get("salt_django") or {}).get("roles")  # noqa: F821
     roles = [str(r) for r in held] if isinstance(held, list) else list(_topology("roles_of")({}, "", True))

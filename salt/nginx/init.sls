@@ -19,15 +19,6 @@ nginx-default-site-absent:
     - require:
       - pkg: nginx-packages-installed
 
-nginx-http-settings-managed:
-  file.managed:
-    - name: {{ nginx.http_conf }}
-    - source: salt://nginx/files/http.conf.jinja
-    - template: jinja
-    - mode: '0644'
-    - require:
-      - pkg: nginx-packages-installed
-
 {%- for name, project in projects.items() %}
 
 nginx-{{ name }}-snippets-managed:
@@ -102,7 +93,6 @@ nginx-config-tested:
     - name: nginx -t
     - onchanges:
       - file: nginx-default-site-absent
-      - file: nginx-http-settings-managed
 {%- for name in removed %}
       - file: nginx-{{ name }}-site-absent
 {%- endfor %}
@@ -123,7 +113,6 @@ nginx-service-running:
       - cmd: nginx-config-tested
     - watch:
       - file: nginx-default-site-absent
-      - file: nginx-http-settings-managed
 {%- for name in removed %}
       - file: nginx-{{ name }}-site-absent
 {%- endfor %}

@@ -326,7 +326,7 @@ def served_certificate(host: Host, address: str, domain: str, root_url: str = "h
     script = (
         "set -e; d=$(mktemp -d); cd $d;"
         f" openssl s_client -connect {address}:443 -servername {domain} -showcerts </dev/null 2>/dev/null"
-        ' | awk \'/BEGIN CERT/{n++} n{print > ("c" n ".pem")} /END CERT/{close("c" n ".pem")}\';'
+        ' | awk \'/BEGIN CERT/{n++; inside=1} inside{print >> ("c" n ".pem")} /END CERT/{inside=0}\';'
         " cat c[2-9].pem > chain.pem 2>/dev/null || : > chain.pem;"
         f" curl -s {root_url} > root.pem;"
         " openssl x509 -in c1.pem -noout -fingerprint -sha256 | cut -d= -f2;"

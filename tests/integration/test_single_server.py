@@ -309,7 +309,9 @@ def test_pages_and_the_admin_log_no_csp_violation_in_chromium(server: Host) -> N
         probe_text = browser.evaluate("document.getElementById('probe').textContent")
     finally:
         browser.close()
-    assert {path: v.failed for path, v in visits.items() if v.failed} == {}
+    # The admin's pages name no icon: Chromium's own /favicon.ico guess is not the site's request.
+    failed = {path: [f for f in v.failed if not f.startswith(f"https://{DOMAIN}/favicon.ico:")] for path, v in visits.items()}
+    assert {path: f for path, f in failed.items() if f} == {}
     assert {path: v.csp_violations for path, v in visits.items() if v.csp_violations} == {}
     assert visits["/"].script == "Scripts ran.", "the demo's own script runs under the policy"
     assert probe_text == "The policy blocked the inline script."
@@ -544,7 +546,7 @@ def _python_version(server: Host) -> str:
     return server.run(["/usr/bin/python3", "-c", "import platform; print(platform.python_version())"]).stdout.strip()
 
 
-def test_a_django6_project_deploys_on_debian13_and_is_refused_on_debian12_naming_both_pythons(server: Host) -> None:
+def test_a_django6_project_deploys_on_trixie_and_is_refused_on_bookworm_naming_both_pythons(server: Host) -> None:
     """Today's Django on today's Debian, added to a running server by pillar;
     the demo beside it keeps being served whatever happens to it."""
     local = server.path("/etc/salt-django/pillar/local.sls")
