@@ -626,7 +626,9 @@ class Host:
             "--console=read-only",
         ]
         if self.net:
-            cmd.append(f"--network-namespace-path=/run/netns/{self.net.netns(self.name)}")
+            # The namespace is the host's own, as a server's network is: its
+            # services (salt-minion applying a firewall) may configure it.
+            cmd += [f"--network-namespace-path=/run/netns/{self.net.netns(self.name)}", "--capability=CAP_NET_ADMIN"]
         else:
             cmd.append("--private-network")
         # boot=False: nspawn's stub init as PID 1 reaps orphans (daemons that
