@@ -68,7 +68,18 @@ def _address(state: dict) -> str:
 
 def keep() -> None:
     """The keeper: bring the cluster up, deploy, report, then hold it until SIGTERM."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    # A flag, not an exception: the cluster is always taken down whole, by
+    # down() below, between two steps. (Not a blocked signal either: the
+    # salt-master and every other child would inherit the mask.)
+    stop: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, _frame: stop.append(number))
+
+    def step(message: str) -> None:
+        if stop:
+            raise RuntimeError(f"stopped by signal {stop[0]}")
+        _say(message)
+
     started = time.monotonic()
     cleanup_stale()
     # A fresh cluster: the disks and secrets of an earlier one, if any, go.
@@ -83,15 +94,15 @@ def keep() -> None:
     local.chmod(0o600)
     cluster = Cluster(HOME / "lab", **args)
     try:
-        _say(f"starting a salt-master and {len(args['hosts'])} hosts: {', '.join(args['hosts'])}")
+        step(f"starting a salt-master and {len(args['hosts'])} hosts: {', '.join(args['hosts'])}")
         cluster.up()
-        _say(f"cluster up in {cluster.timings['up']:.0f}s; salt-run rollout.init_secrets")
+        step(f"cluster up in {cluster.timings['up']:.0f}s; salt-run rollout.init_secrets")
         cluster.run_runner("rollout.init_secrets", check=True)
-        _say("salt '*' state.apply (converges every server; several minutes)")
+        step("salt '*' state.apply (converges every server; several minutes)")
         ret, seconds = apply_all(cluster, list(cluster.hosts))
         if failed(ret) or set(ret) != set(cluster.hosts):
             raise RuntimeError(f"state.apply failed: {json.dumps(failed(ret), indent=1)[:4000]}")
-        _say(f"converged in {seconds:.0f}s; salt-run state.orchestrate orch.deploy")
+        step(f"converged in {seconds:.0f}s; salt-run state.orchestrate orch.deploy")
         deployed, seconds = orchestrate(cluster, "orch.deploy")
         if deployed["result"] is not True:
             raise RuntimeError(f"orch.deploy failed: {json.dumps(deployed, indent=1)[:4000]}")
@@ -103,7 +114,8 @@ def keep() -> None:
         state["seconds"] = round(time.monotonic() - started)
         STATE.write_text(json.dumps(state))
         _say(f"deployed in {seconds:.0f}s; {DOMAIN} answers 200 through {lb} ({state['seconds']}s in all)")
-        signal.sigwait({signal.SIGTERM, signal.SIGINT})
+        while not stop:
+            time.sleep(1)
         _say("removing the cluster")
     except (RuntimeError, OSError) as exc:  # LabError is a RuntimeError
         STATE.write_text(json.dumps({"pid": os.getpid(), "status": "failed", "error": str(exc)}))
