@@ -8,13 +8,13 @@ PREFIX ?= /opt/salt-django
 CONF ?= /etc/salt-django
 SALT_PY := $(PREFIX)/venv/bin/python
 TEST_VENV := .venv
-TEST_APT := python3-venv systemd-container debootstrap zstd dpkg-dev iproute2 git wrk chromium
+TEST_APT := python3-venv systemd-container debootstrap zstd dpkg-dev iproute2 git wrk chromium vagrant
 PYTEST_ARGS ?=
 
 PROJECT ?= demo
 CLI = $(SALT_PY) scripts/salt_django.py --conf $(CONF) --project $(PROJECT)
 
-.PHONY: help deploy plan release rollback releases backup backups restore audit test lint unit test-deps bench
+.PHONY: help deploy plan release rollback releases backup backups restore audit test lint unit test-deps bench cluster cluster-down
 
 help:
 	@echo "make deploy                     configure this host and deploy (idempotent)"
@@ -28,6 +28,7 @@ help:
 	@echo "make test                       lint + unit + integration tests"
 	@echo "make lint                       ruff, salt-lint and the duplicate-code check only"
 	@echo "make bench                      every benchmark, in test hosts; report in bench/reports/figures.md"
+	@echo "make cluster / make cluster-down  the cluster of pillar/topology.yaml in local test hosts, deployed / removed"
 
 deploy:
 	@scripts/bootstrap.sh
@@ -76,6 +77,15 @@ unit: test-deps
 
 test: lint
 	$(TEST_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The Vagrantfile's cluster without a hypervisor: the topology's servers as
+# test hosts (systemd-nspawn) on a bridge of this machine and a salt-master,
+# converged and deployed (tests/lab/local_cluster.py); prints the site's address.
+cluster: test-deps
+	@$(TEST_VENV)/bin/python -m tests.lab.local_cluster up
+
+cluster-down: test-deps
+	@$(TEST_VENV)/bin/python -m tests.lab.local_cluster down
 
 # Every benchmark, in throwaway test hosts (never on this machine): issue
 # 14's figures (bench/figures.py: report, PNG plots and data under

@@ -26,7 +26,9 @@ def run():
     here = os.path.dirname(os.path.realpath(__file__))
     rules = _rules()
     topology = rules.read_topology(here, __opts__["id"], __opts__.get("__role") == "minion")
-    hosts, network = topology["hosts"], topology["private_network"]
+    # A master whose servers all share another private address (VMs behind
+    # one NAT) names their network in its config instead: the Vagrantfile does.
+    hosts, network = topology["hosts"], __opts__.get("salt_django_private_network") or topology["private_network"]
     pillar = {
         "topology": {"hosts": hosts, "private_network": network},
         "salt_django": {"roles": topology["roles"]},

@@ -23,14 +23,14 @@ PEM = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
 TOPOLOGY = yaml.safe_load((ROOT / "pillar" / "topology.yaml").read_text())
 
 
-def _render(sls: str, minion: str, roots: list[Path], role: str = "master") -> dict[str, Any]:
-    """``pillar/<sls>`` as Salt's py renderer runs it for ``minion``."""
+def _render(sls: str, minion: str, roots: list[Path], role: str = "master", **opts: Any) -> dict[str, Any]:
+    """``pillar/<sls>`` as Salt's py renderer runs it for ``minion`` (``opts``: more of the master's config)."""
     path = str(ROOT / "pillar" / sls)
     loader = importlib.machinery.SourceFileLoader("salt_django_test_pillar_" + sls.split(".")[0], path)
     spec = importlib.util.spec_from_file_location(loader.name, path, loader=loader)
     module: ModuleType = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.__opts__ = {"id": minion, "__role": role, "pillar_roots": {"base": [str(ROOT / "pillar"), *map(str, roots)]}}
+    module.__opts__ = {"id": minion, "__role": role, "pillar_roots": {"base": [str(ROOT / "pillar"), *map(str, roots)]}, **opts}
     module.saltenv = "base"
     return module.run()
 
@@ -90,6 +90,13 @@ def test_topology_pillar_gives_roles_by_minion_id(secret_roots: list[Path]) -> N
     assert single["salt_django"]["roles"] == ["db", "cache", "app", "worker", "web"] and "mine_functions" not in single
     mine = _render("topology.sls", "db", secret_roots)["mine_functions"]["salt_django_address"]
     assert mine == [{"mine_function": "network.ip_addrs"}, {"type": "private"}]
+
+
+def test_a_master_names_the_private_network_of_servers_behind_one_nat(secret_roots: list[Path]) -> None:
+    """The Vagrant cluster's master: every VM also holds the provider's NAT address."""
+    seen = _render("topology.sls", "db", secret_roots, salt_django_private_network="192.168.56.0/24")
+    assert seen["topology"]["private_network"] == "192.168.56.0/24"
+    assert seen["mine_functions"]["salt_django_address"] == [{"mine_function": "network.ip_addrs"}, {"cidr": "192.168.56.0/24"}]
 
 
 def test_a_secret_file_that_is_not_plain_yaml_is_named(tmp_path: Path) -> None:
