@@ -506,7 +506,17 @@ def firewall(ports: dict[str, int]) -> dict[str, Any]:
     openings = __utils__["saltdjango_firewall.openings"](  # noqa: F821
         roles, cluster, ports, peers, [22, *_sshd_ports()], [str(s) for s in settings.get("ssh_sources") or []] or None
     )
-    return {"enabled": settings.get("enabled", True), "roles": roles, "openings": openings}
+    return {"enabled": settings.get("enabled", True), "roles": roles, "openings": openings, "client_ports": _client_ports()}
+
+
+def _client_ports() -> str:
+    """The local ports this server's own outgoing connections use (``ip_local_port_range``), as nft writes a range."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as held:
+            low, high = held.read().split()
+        return f"{int(low)}-{int(high)}"
+    except (OSError, ValueError):
+        return "32768-60999"
 
 
 def _validate_cluster(data: dict[str, Any], minion: str) -> list[str]:

@@ -293,7 +293,7 @@ def test_the_lb_sends_each_header_once_compresses_static_files_only_and_limits_l
     page = db.run(f"{curl} -o /dev/null -D - https://{DOMAIN}/admin/login/").stdout.lower()
     for header in ("strict-transport-security", "content-security-policy", "permissions-policy", "cross-origin-opener-policy"):
         assert page.count(f"\n{header}:") == 1, (header, page)
-    assert "\nserver: nginx\r" in page and "content-encoding" not in page, page
+    assert "\nserver: nginx\n" in page and "content-encoding" not in page, page
     css = db.run(f"{curl} -o /dev/null -D - https://{DOMAIN}/static/admin/css/base.css").stdout.lower()
     assert "content-encoding: gzip" in css, css
     post = f"{curl} -o /dev/null -w '%{{http_code}}\\n' -X POST -d username=x https://{DOMAIN}/admin/login/"
