@@ -31,17 +31,13 @@ def _text(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
     return str(network.network_address) if network.prefixlen == network.max_prefixlen else network.with_prefixlen
 
 
-def _families(sources: list[str]) -> dict[str, list[str]]:
+def _families(sources: set[str]) -> dict[str, list[str]]:
+    """``sources`` split by address family for nftables, sorted."""
     networks = sorted({_network(s) for s in sources}, key=lambda n: (n.version, int(n.network_address), n.prefixlen))
     return {
         "v4": [_text(n) for n in networks if n.version == 4],
         "v6": [_text(n) for n in networks if n.version == 6],
     }
-
-
-def _opening(port: int, sources: list[str] | None, why: str) -> dict[str, Any]:
-    """One rule: ``port`` from ``sources`` (None: anyone), split by address family for nftables."""
-    return {"port": int(port), "why": why, "anyone": sources is None, **_families(sources or [])}
 
 
 def openings(
@@ -52,7 +48,8 @@ def openings(
     ssh_ports: list[int],
     ssh_sources: list[str] | None,
 ) -> list[dict[str, Any]]:
-    """The ports this server opens: ``[{port, why, anyone, v4, v6}]``, by port.
+    """The ports this server opens: ``[{port, why, anyone, v4, v6}]``, one rule
+    per port (two roles on one server may serve the same one), by port.
 
     ``ports``: ``http``, ``https``, ``web`` (an app server's Nginx behind the
     load balancers), ``db``, ``cache``, ``storage``. ``peers``: the trusted
@@ -60,39 +57,39 @@ def openings(
     open (to ``ssh_sources``, None: anyone), so that no ruleset locks out the
     operator. A port whose users have no trusted address yet is opened to nobody.
     """
-    found = [_opening(port, ssh_sources, "SSH") for port in sorted(set(ssh_ports))]
+    wanted: dict[int, dict[str, Any]] = {}
 
-    def add(port_name: str, users: tuple[str, ...] | None, why: str) -> None:
+    def add(port: int, sources: list[str] | None, why: str) -> None:
+        rule = wanted.setdefault(int(port), {"anyone": False, "sources": set(), "why": []})
+        rule["anyone"] = rule["anyone"] or sources is None
+        rule["sources"].update(sources or [])
+        if why not in rule["why"]:
+            rule["why"].append(why)
+
+    def serve(port_name: str, users: tuple[str, ...] | None, why: str) -> None:
         sources = None if users is None else sorted({a for role in users for a in peers.get(role, [])})
         if sources is None or sources:
-            found.append(_opening(ports[port_name], sources, why))
+            add(ports[port_name], sources, why)
 
+    for port in ssh_ports:
+        add(port, ssh_sources, "SSH")
     if not cluster:
-        add("http", None, "a single server's Nginx")
-        add("https", None, "a single server's Nginx")
-        return _merged(found)
-    for role in roles:
-        for port_name, users in SERVED.get(role, ()):
-            add(port_name, users, f"{role}: {port_name} for {'anyone' if users is None else ', '.join(users)}")
-    if "web" in roles:
-        if peers.get("lb"):
-            add("web", ("lb",), "web: the load balancers' requests")
-        else:
+        serve("http", None, "a single server's Nginx")
+        serve("https", None, "a single server's Nginx")
+    else:
+        for role in roles:
+            for port_name, users in SERVED.get(role, ()):
+                serve(port_name, users, f"{role}: {port_name} for {'anyone' if users is None else ', '.join(users)}")
+        if "web" in roles and peers.get("lb"):
+            serve("web", ("lb",), "web: the load balancers' requests")
+        elif "web" in roles:
             # A cluster without load balancers: each web server faces the public itself.
-            add("http", None, "web: the public (no load balancer)")
-            add("https", None, "web: the public (no load balancer)")
-    return _merged(found)
-
-
-def _merged(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One rule per port (two roles on one server may serve the same one)."""
-    merged: dict[int, dict[str, Any]] = {}
-    for rule in found:
-        held = merged.setdefault(rule["port"], {**rule, "v4": [], "v6": [], "why": []})
-        held["anyone"] = held["anyone"] or rule["anyone"]
-        held["why"].append(rule["why"])
-        held.update(_families([*held["v4"], *held["v6"], *rule["v4"], *rule["v6"]]))
-    return [{**rule, "why": "; ".join(dict.fromkeys(rule["why"]))} for _, rule in sorted(merged.items())]
+            serve("http", None, "web: the public (no load balancer)")
+            serve("https", None, "web: the public (no load balancer)")
+    return [
+        {"port": port, "why": "; ".join(rule["why"]), "anyone": rule["anyone"], **_families(rule["sources"])}
+        for port, rule in sorted(wanted.items())
+    ]
 
 
 def problems(firewall: Any) -> list[str]:
