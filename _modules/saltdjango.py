@@ -409,7 +409,11 @@ def addresses(roles: str | list[str]) -> dict[str, str]:
 
         salt-call saltdjango.addresses '[app, worker]'
     """
-    accepted, _ = _published()
+    return _addresses_of(roles, _published()[0])
+
+
+def _addresses_of(roles: str | list[str], accepted: dict[str, str]) -> dict[str, str]:
+    """The ``accepted`` addresses of the servers holding any of ``roles``."""
     return {name: accepted[name] for name in members(roles) if name in accepted}
 
 
@@ -500,13 +504,21 @@ def firewall(ports: dict[str, int]) -> dict[str, Any]:
         # Render-safe: validation names the bad key and stops the run; SSH stays open to anyone meanwhile.
         settings = {"enabled": settings.get("enabled", True) if isinstance(settings, dict) else True}
     cluster = bool(topology())
-    held = (__pillar__.get("salt_django") or {}).get("roles")  # noqa: F821
-    roles = [str(r) for r in held] if isinstance(held, list) else list(_topology("roles_of")({}, "", True))
-    peers = {role: sorted(addresses(role).values()) for role in ("lb", "app", "worker")} if cluster else {}
+    roles = _held_roles(__pillar__)  # noqa: F821
+    # One mine round trip for the three roles.
+    accepted = _published()[0] if cluster else {}
+    peers = {role: sorted(_addresses_of(role, accepted).values()) for role in ("lb", "app", "worker")}
     openings = __utils__["saltdjango_firewall.openings"](  # noqa: F821
         roles, cluster, ports, peers, [22, *_sshd_ports()], [str(s) for s in settings.get("ssh_sources") or []] or None
     )
     return {"enabled": settings.get("enabled", True), "roles": roles, "openings": openings, "client_ports": _client_ports()}
+
+
+def _held_roles(data: dict[str, Any]) -> list[str]:
+    """This server's roles by pillar ``salt_django:roles`` (pillar/topology.sls sets
+    them); without them, a single server's."""
+    held = (data.get("salt_django") or {}).get("roles")
+    return [str(r) for r in held] if isinstance(held, list) else list(_topology("roles_of")({}, "", True))
 
 
 def _client_ports() -> str:
@@ -713,8 +725,7 @@ def projects(defaults: dict[str, Any] | None = None, pillar: dict[str, Any] | No
         if any(uses_storage(p) for p in raw.values()):
             peers = addresses("storage")
             storage_url = f"http://{_url_host(peers[min(peers)])}:{storage_settings()['port']}" if peers else ""
-    held = (data.get("salt_django") or {}).get("roles")
-    roles = [str(r) for r in held] if isinstance(held, list) else list(_topology("roles_of")({}, "", True))
+    roles = _held_roles(data)
     minion = __opts__.get("id", "") if pillar is None else ""  # noqa: F821
     periodic = periodic_server(data)
     configs = {}
