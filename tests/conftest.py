@@ -54,6 +54,25 @@ def lab_workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+#: make test runs two pytest-xdist workers (--dist loadgroup), one per group
+#: below, of about equal length; a module never spans two workers (its test
+#: hosts are module fixtures). Unit tests go to whichever worker is free.
+#: Each worker is its own lab session (tests/lab/hosts.py).
+XDIST_GROUPS = {
+    "tests/cluster": "hosts-on-a-bridge",
+    "tests/integration/test_vagrant_provisioning.py": "hosts-on-a-bridge",
+    "tests/integration": "single-hosts",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.path)).relative_to(REPO_ROOT).as_posix()
+        group = next((g for prefix, g in XDIST_GROUPS.items() if path == prefix or path.startswith(prefix + "/")), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 #: Seconds spent per test module (setup, call and teardown), for the budget
 #: line at the end of a run: the cold suite must stay under 35 minutes.
 _MODULE_SECONDS: dict[str, float] = {}

@@ -27,6 +27,7 @@ and for a base build debootstrap, dpkg-dev and zstd.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import hashlib
 import ipaddress
@@ -40,7 +41,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -243,17 +244,29 @@ def session_id() -> str:
     global _session
     if _session is None:
         RUN_DIR.mkdir(parents=True, exist_ok=True)
-        while True:
-            sid = secrets.token_hex(2)
-            lockfile = RUN_DIR / f"{PREFIX}{sid}.lock"
-            if lockfile.exists() or sid in _all_sids():
-                continue
-            fd = os.open(lockfile, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until this process ends
-            _session = (sid, fd)
-            atexit.register(lockfile.unlink, missing_ok=True)
-            break
+        with _sessions_serialized():
+            while True:
+                sid = secrets.token_hex(2)
+                lockfile = RUN_DIR / f"{PREFIX}{sid}.lock"
+                if lockfile.exists() or sid in _all_sids():
+                    continue
+                fd = os.open(lockfile, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until this process ends
+                _session = (sid, fd)
+                atexit.register(lockfile.unlink, missing_ok=True)
+                break
     return _session[0]
+
+
+@contextlib.contextmanager
+def _sessions_serialized() -> Iterator[None]:
+    """Session ids are taken and stale ones cleaned up one at a time on this
+    machine: concurrent sessions (pytest-xdist workers) start together, and a
+    cleanup must never see a new session's lock file before it is locked."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    with open(RUN_DIR / ".sessions.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _sid_alive(sid: str) -> bool:
@@ -385,27 +398,35 @@ def cleanup_stale() -> dict[str, list]:
     session before starting hosts.
     """
     removed: dict[str, list] = {}
-    for sid in sorted(s for s in _all_sids() if not _sid_alive(s)):
-        res = _resources_of(sid)
-        for cg in res.get("cgroups", []):
-            if (cg / "cgroup.events").exists():
-                _kill_cgroup(cg)
-        for cg in res.get("cgroups", []):
-            _remove_cgroup(cg)
-        for _source, mountpoint in res.get("mounts", []):
-            if _sh("umount", mountpoint, check=False).returncode:
-                _sh("umount", "-l", mountpoint)
-        for ns in res.get("netns", []):
-            _sh("ip", "netns", "del", ns)
-        for link in _links():  # deleting a netns may already have removed veths
-            if _SID_RE.match(link) and link.startswith(f"{PREFIX}{sid}"):
-                _sh("ip", "link", "del", link, check=False)
-        for path in res.get("propagate", []):
-            shutil.rmtree(path, ignore_errors=True)
-        (RUN_DIR / f"{PREFIX}{sid}.lock").unlink(missing_ok=True)
-        if res:
-            removed[sid] = [str(x) for kind in res.values() for x in kind]
-            _log(f"cleaned up stale session {sid}: {removed[sid]}")
+    with _sessions_serialized():
+        for sid in sorted(s for s in _all_sids() if not _sid_alive(s)):
+            removed.update(_cleanup_session(sid))
+    return removed
+
+
+def _cleanup_session(sid: str) -> dict[str, list]:
+    """Remove what the dead session ``sid`` left; return it by session id."""
+    res = _resources_of(sid)
+    for cg in res.get("cgroups", []):
+        if (cg / "cgroup.events").exists():
+            _kill_cgroup(cg)
+    for cg in res.get("cgroups", []):
+        _remove_cgroup(cg)
+    for _source, mountpoint in res.get("mounts", []):
+        if _sh("umount", mountpoint, check=False).returncode:
+            _sh("umount", "-l", mountpoint)
+    for ns in res.get("netns", []):
+        _sh("ip", "netns", "del", ns)
+    for link in _links():  # deleting a netns may already have removed veths
+        if _SID_RE.match(link) and link.startswith(f"{PREFIX}{sid}"):
+            _sh("ip", "link", "del", link, check=False)
+    for path in res.get("propagate", []):
+        shutil.rmtree(path, ignore_errors=True)
+    (RUN_DIR / f"{PREFIX}{sid}.lock").unlink(missing_ok=True)
+    if not res:
+        return {}
+    removed = {sid: [str(x) for kind in res.values() for x in kind]}
+    _log(f"cleaned up stale session {sid}: {removed[sid]}")
     return removed
 
 
