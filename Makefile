@@ -75,11 +75,11 @@ lint: test-deps
 unit: test-deps
 	$(TEST_VENV)/bin/python -m pytest tests/unit $(PYTEST_ARGS)
 
-# Two workers (pytest-xdist): the multi-host tests beside the single-host
-# ones (tests/conftest.py, XDIST_GROUPS). PYTEST_WORKERS=0 runs one process.
+# Two workers (pytest-xdist), each taking whole test modules, longest first
+# (tests/conftest.py, LONGEST_FIRST). PYTEST_WORKERS=0 runs one process.
 PYTEST_WORKERS ?= 2
 test: lint
-	$(TEST_VENV)/bin/python -m pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
+	$(TEST_VENV)/bin/python -m pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder) $(PYTEST_ARGS)
 
 # The Vagrantfile's cluster without a hypervisor: the topology's servers as
 # test hosts (systemd-nspawn) on a bridge of this machine and a salt-master,
