@@ -35,7 +35,6 @@ DEFAULTS_URL = "salt://app/defaults.yaml"
 #: The storage component's defaults: the port its S3 proxy listens on, which app servers connect to.
 STORAGE_DEFAULTS_URL = "salt://storage/defaults.yaml"
 MEDIA_BACKENDS = ("local", "s3")
-APP_SERVER_KINDS = frozenset({"gunicorn"})
 #: Queue libraries a project's background workers may use (pillar ``workers:kind``).
 WORKER_KINDS = ("celery", "rq")
 _WORKER_KEYS = frozenset({"kind", "app", "queues", "concurrency", "max_task_seconds", "beat", "cron"})
@@ -210,13 +209,7 @@ def _build_problems(key: str, project: dict[str, Any]) -> list[str]:
         not isinstance(requirements, str) or not requirements or requirements.startswith("/") or ".." in requirements.split("/")
     ):
         errors.append(f"{key}:requirements: must be a path inside the project, e.g. requirements/production.txt")
-    server = project.get("app_server") or {}
-    if not isinstance(server, dict):
-        errors.append(f"{key}:app_server: must be a mapping")
-    elif server.get("kind", "gunicorn") not in APP_SERVER_KINDS:
-        errors.append(f"{key}:app_server:kind: {server.get('kind')!r} is not supported; supported: {', '.join(sorted(APP_SERVER_KINDS))}")
-    elif server.get("version") is not None and not re.match(r"^[0-9][0-9a-z.+-]*$", str(server["version"])):
-        errors.append(f"{key}:app_server:version: {server['version']!r} is not a version")
+    errors += __utils__["saltdjango_app_server.problems"](key, project)  # noqa: F821
     health = project.get("health") or {}
     path = health.get("path") if isinstance(health, dict) else ""
     if path is not None and not (isinstance(path, str) and re.match(r"^/\S*$", path)):
@@ -602,6 +595,25 @@ def validate(pillar: dict[str, Any] | None = None, minion: str | None = None) ->
     return errors
 
 
+def deprecations(pillar: dict[str, Any] | None = None) -> list[str]:
+    """What the pillar still says the older way, each naming the key that now holds it.
+
+    Still applied as before; the validation state shows these as warnings.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.deprecations
+    """
+    data = __pillar__ if pillar is None else pillar  # noqa: F821
+    projects = data.get("projects")
+    if not isinstance(projects, dict):
+        return []
+    deprecated = __utils__["saltdjango_app_server.deprecations"]  # noqa: F821
+    return [text for name, project in projects.items() for text in deprecated(f"projects:{name}", project)]
+
+
 def _project_config(name: str, raw: dict[str, Any], defaults: dict[str, Any], cpus: int = 1) -> dict[str, Any]:
     """One project's settings with defaults applied and name-derived values filled in.
 
@@ -631,7 +643,9 @@ def _project_config(name: str, raw: dict[str, Any], defaults: dict[str, Any], cp
         settings["module"] = settings.get("module") or settings["base"]
     cfg["database"]["name"] = cfg["database"].get("name") or name
     cfg["database"]["user"] = cfg["database"].get("user") or name
-    cfg["gunicorn"]["workers"] = cfg["gunicorn"].get("workers") or 2 * max(int(cpus), 1) + 1
+    # The legacy gunicorn key is read into app_server, the one place templates read.
+    cfg.pop("gunicorn", None)
+    cfg["app_server"] = __utils__["saltdjango_app_server.settings"](raw, (defaults or {}).get("app_server") or {}, cpus)  # noqa: F821
     workers = cfg["workers"] = {"kind": "celery", **(cfg.get("workers") or {})}
     workers["enabled"] = isinstance(raw.get("workers"), dict) and bool(raw["workers"])
     workers["queues"] = _worker_queues(workers)

@@ -20,10 +20,14 @@ def __virtual__() -> str | tuple[bool, str]:
 
 
 def validated(name: str) -> dict[str, Any]:
-    """Fail, listing every problem by pillar key, unless the pillar is usable."""
+    """Fail, listing every problem by pillar key, unless the pillar is usable;
+    warn about each key the pillar still uses the older way."""
     errors = __salt__["saltdjango.validate"]()  # noqa: F821
     if errors:
         return {"name": name, "result": False, "changes": {}, "comment": "invalid pillar: " + "; ".join(errors)}
+    deprecated = __salt__["saltdjango.deprecations"]()  # noqa: F821
+    if deprecated:
+        return {"name": name, "result": True, "changes": {}, "comment": "pillar is valid; " + "; ".join(deprecated), "warnings": deprecated}
     return {"name": name, "result": True, "changes": {}, "comment": "pillar is valid"}
 
 

@@ -104,7 +104,7 @@ def host_versions(host: hosts.Host) -> dict[str, str]:
 def single_host(work: Path, run: Callable[[hosts.Host], dict[str, Any]]) -> dict[str, Any]:
     """A booted Debian 12 host, set up as the README's quick start says and
     deployed with the demo and ``SECOND``, given to ``run``."""
-    local = {"projects": {"demo": {"gunicorn": {"workers": WORKERS}}, **SECOND}}
+    local = {"projects": {"demo": {"app_server": {"workers": WORKERS}}, **SECOND}}
     with repo_host("benchfig", hosts.ensure_base(), work, local_pillar=yaml.safe_dump(local)) as host:
         timed(host, f"cd {REPO_IN_HOST} && make deploy")
         return run(host)

@@ -227,6 +227,14 @@ def summarize(ret: Any) -> tuple[int, int, list[tuple[str, str]], list[tuple[str
     return len(ret), len(changed), changed, failed
 
 
+def warned(ret: Any) -> list[tuple[str, str]]:
+    """(state id, warning) of each warning the states returned (a deprecated pillar key, say)."""
+    if not isinstance(ret, dict):
+        return []
+    states = sorted(ret.items(), key=lambda item: item[1].get("__run_num__", 0))
+    return [(state.get("__id__") or key.split("_|-")[1], str(text)) for key, state in states for text in state.get("warnings") or []]
+
+
 def apply(conf: str, test: bool) -> int:
     """Generate the passwords pillar lacks (:func:`report_secrets`), apply the
     highstate and print: states, changed, failed, seconds, URLs. One Salt
@@ -265,6 +273,8 @@ def apply(conf: str, test: bool) -> int:
         print(f"  changed  {sid}: {comment}")
     for sid, comment in failures:
         print(f"  FAILED   {sid}: {comment}")
+    for sid, text in warned(ret):
+        print(f"  WARNING  {sid}: {text}")
     verb = "would change" if test else "changed"
     print(f"salt-django: {total} states, {changed} {verb}, {len(failures)} failed, {seconds:.1f} s")
     if not failures:

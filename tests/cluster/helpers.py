@@ -119,7 +119,7 @@ def write_secrets(cluster: Cluster, repo: str) -> None:
                 "repo": repo,
                 "health_timeout": 15,
                 # one worker beside the two that the rollout test's 20-s requests may hold
-                "gunicorn": {"workers": 3},
+                "app_server": {"workers": 3},
                 "secrets": {"SECRET_KEY": SECRET_KEY},
                 # uploads in the cluster's own object store (the storage role on cache)
                 "media": {"backend": "s3"},

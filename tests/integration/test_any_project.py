@@ -169,6 +169,7 @@ def pillar(hooks: dict | None = None, schedule: dict | None = None) -> dict:
                 "hooks": hooks or mysite_hooks,
                 "secrets": {"NOTES_API_TOKEN": API_TOKEN},
                 "schedule": {"tick": TICK_JOB} if schedule is None else schedule,
+                "app_server": {"workers": 2, "graceful_timeout": 20},
             },
             "uvsite": {"domains": ["uvsite.localhost"], "source": f"{REPO_IN_HOST}/tests/projects/uvsite"},
             "envsite": {
@@ -176,6 +177,8 @@ def pillar(hooks: dict | None = None, schedule: dict | None = None) -> dict:
                 "source": f"{SRC}/envsite",
                 "settings": {"wrapper": False, "module": "envsite.settings"},
                 "health": {"path": "/health/"},
+                # the key of these numbers before app_server: still read, with a warning
+                "gunicorn": {"timeout": 45},
             },
         },
     }
@@ -254,6 +257,17 @@ def test_salt_django_adds_the_app_server_and_drivers(host: Host) -> None:
     for dist in ("gunicorn-27.0.1.dist-info", "psycopg2_binary-2.9.13.dist-info", "redis-6.4.0.dist-info"):
         assert dist in installed, f"{dist} not in mysite's virtualenv"
     assert "gunicorn-27.0.1.dist-info" in site_packages(host, "envsite")
+
+
+def test_app_server_numbers_come_from_app_server_or_the_deprecated_gunicorn_key(host: Host) -> None:
+    runner = host.path("/srv/mysite/bin/gunicorn-run").read_text()
+    assert "--workers 2 " in runner and "--graceful-timeout 20 " in runner and "--timeout 30 " in runner, runner
+    legacy = host.path("/srv/envsite/bin/gunicorn-run").read_text()
+    assert "--timeout 45 " in legacy, legacy
+    assert "proxy_read_timeout 50s;" in host.path("/etc/nginx/snippets/envsite-proxy.conf").read_text()
+    moved = "move its keys (graceful_timeout, timeout, workers) under projects:envsite:app_server"
+    warning = f"WARNING  salt-django-pillar-validated: projects:envsite:gunicorn is deprecated: {moved}"
+    assert warning in host.first_deploy.output, host.first_deploy.output[-3000:]  # type: ignore[attr-defined]
 
 
 def test_build_hook_output_is_in_the_release_and_no_build_step_ran_as_root(host: Host) -> None:

@@ -116,7 +116,7 @@ def test_project_config_fills_defaults_and_drops_secrets() -> None:
     defaults = {
         "settings": {"wrapper": True, "base": None, "module": None},
         "database": {"name": None, "user": None},
-        "gunicorn": {"workers": None},
+        "app_server": {"workers": None},
     }
     cfg = saltdjango.projects(defaults)
     assert cfg == {}
@@ -124,12 +124,49 @@ def test_project_config_fills_defaults_and_drops_secrets() -> None:
     assert cfg["user"] == "shop" and cfg["wsgi"] == "shop.wsgi:application"
     assert cfg["settings"] == {"wrapper": True, "base": "shop.settings", "module": "salt_django_settings"}
     assert cfg["database"] == {"name": "shop", "user": "shop"}
-    assert cfg["gunicorn"]["workers"] == 5
+    assert cfg["app_server"]["workers"] == 5
     assert "secrets" not in cfg
 
 
+APP_SERVER_DEFAULTS = {"kind": "gunicorn", "version": "27.0.1", "workers": None, "timeout": 30, "graceful_timeout": 30}
+
+
+def test_the_deprecated_gunicorn_key_is_read_below_app_server_and_named_as_deprecated() -> None:
+    legacy = project(gunicorn={"timeout": 45, "workers": 2}, app_server={"workers": 2})
+    cfg = saltdjango._project_config("shop", legacy, {"settings": {}, "database": {}, "app_server": APP_SERVER_DEFAULTS}, cpus=2)
+    assert cfg["app_server"] == {**APP_SERVER_DEFAULTS, "timeout": 45, "workers": 2}
+    assert "gunicorn" not in cfg, "templates read app_server only"
+    assert saltdjango.validate({"projects": {"shop": legacy}}) == []
+    assert saltdjango.deprecations({"projects": {"shop": legacy, "blog": project()}}) == [
+        "projects:shop:gunicorn is deprecated: move its keys (graceful_timeout, timeout, workers) under projects:shop:app_server"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"app_server": {"workers": 0}}, "projects:demo:app_server:workers: must be a whole number from 1 to 256"),
+        ({"app_server": {"timeout": "30s"}}, "projects:demo:app_server:timeout: must be a whole number from 1 to 3600"),
+        ({"app_server": {"threads": 4}}, "app_server:threads: unknown key; known: graceful_timeout, kind, timeout, version, workers"),
+        ({"app_server": {"kind": "waitress"}}, "projects:demo:app_server:kind: 'waitress' is not supported; supported: gunicorn"),
+        ({"gunicorn": {"graceful_timeout": True}}, "projects:demo:gunicorn:graceful_timeout: must be a whole number from 1 to 3600"),
+        ({"gunicorn": {"kind": "gunicorn"}}, "projects:demo:gunicorn:kind: unknown key; known: graceful_timeout, timeout, workers"),
+        ({"gunicorn": 4}, "projects:demo:gunicorn: must be a mapping (better: move its keys under projects:demo:app_server)"),
+        (
+            {"gunicorn": {"timeout": 45}, "app_server": {"timeout": 60}},
+            "projects:demo:gunicorn:timeout: 45 contradicts projects:demo:app_server:timeout: 60; keep only app_server's",
+        ),
+    ],
+)
+def test_bad_app_server_numbers_are_named_and_render_with_the_default(overrides: dict, error: str) -> None:
+    [found] = saltdjango.validate({"projects": {"demo": project(**overrides)}})
+    assert found.endswith(error) and found.startswith("projects:demo:"), found
+    cfg = saltdjango._project_config("demo", project(**overrides), {"settings": {}, "database": {}, "app_server": APP_SERVER_DEFAULTS})
+    assert all(isinstance(cfg["app_server"][field], int) for field in ("workers", "timeout", "graceful_timeout")), cfg["app_server"]
+
+
 def test_project_config_opt_out_uses_the_named_module() -> None:
-    defaults = {"settings": {"wrapper": True, "base": None, "module": None}, "database": {}, "gunicorn": {}}
+    defaults = {"settings": {"wrapper": True, "base": None, "module": None}, "database": {}, "app_server": {}}
     cfg = saltdjango._project_config("shop", project(settings={"wrapper": False, "module": "shop.settings.prod"}), defaults)
     assert cfg["settings"]["module"] == "shop.settings.prod"
 
@@ -177,7 +214,7 @@ def test_addresses_come_from_the_mine_and_skip_silent_servers() -> None:
 
 def test_cluster_projects_use_the_db_and_cache_addresses_unless_pillar_names_a_host() -> None:
     raw = {"demo": {"domains": ["demo.example.org"]}, "other": {"domains": ["o.example.org"], "database": {"host": "db.example"}}}
-    defaults = {"database": {"host": "127.0.0.1", "port": 5432}, "cache": {"host": "127.0.0.1"}, "settings": {}, "gunicorn": {}}
+    defaults = {"database": {"host": "127.0.0.1", "port": 5432}, "cache": {"host": "127.0.0.1"}, "settings": {}, "app_server": {}}
     mine = _mine({"db": ["10.0.0.11"], "cache": ["10.0.0.12"]})
     with patch.dict(saltdjango.__pillar__, {"topology": TOPOLOGY, "projects": raw}), patch.dict(saltdjango.__salt__, {"mine.get": mine}):
         configs = saltdjango.projects(defaults)
@@ -270,7 +307,7 @@ WORKER_DEFAULTS = {"kind": "celery", "app": None, "queues": [], "concurrency": N
 
 
 def _runs(minion: str, roles: list[str], workers: dict | None, hosts: dict | None = None) -> dict:
-    defaults = {"database": {}, "cache": {}, "settings": {}, "gunicorn": {}, "workers": WORKER_DEFAULTS}
+    defaults = {"database": {}, "cache": {}, "settings": {}, "app_server": {}, "workers": WORKER_DEFAULTS}
     raw = {"demo": {"domains": ["demo.example.org"], **({"workers": workers} if workers else {})}}
     pillar = {"projects": raw, "salt_django": {"roles": roles}, "topology": {"hosts": hosts or {}}}
     mine = {"mine.get": _mine({})}

@@ -1,0 +1,88 @@
+"""The app server of a project: pillar ``projects:<p>:app_server``, the kind
+that runs a release behind the web server and its workers and timeouts.
+Pure rules, no Salt calls; ``saltdjango`` reaches these functions as
+``__utils__["saltdjango_app_server.<function>"]``.
+
+``projects:<p>:gunicorn`` is where these settings were before ``app_server``
+held them all. It is still read, below ``app_server`` (a key set in both with
+different values is an error), and each apply names it as deprecated.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+#: The kinds a release can run under.
+KINDS = frozenset({"gunicorn"})
+#: The numbers of every kind, each with its lowest and highest value.
+LIMITS = {"workers": (1, 256), "timeout": (1, 3600), "graceful_timeout": (1, 3600)}
+KEYS = frozenset({"kind", "version", *LIMITS})
+#: The older pillar key of the same settings, and what it may hold.
+LEGACY = "gunicorn"
+LEGACY_KEYS = frozenset(LIMITS)
+_VERSION = re.compile(r"^[0-9][0-9a-z.+-]*$")
+
+
+def _in_range(field: str, value: Any) -> bool:
+    low, high = LIMITS[field]
+    return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
+
+
+def settings(project: dict[str, Any], defaults: dict[str, Any], cpus: int = 1) -> dict[str, Any]:
+    """The app server of ``project`` (its pillar): ``defaults`` under the
+    legacy key's values under ``app_server``'s own. No worker count: two per
+    CPU plus one, as Gunicorn's documentation advises. A number out of range
+    gives way to the default (validation names it; templates never trip on it)."""
+    legacy = project.get(LEGACY) if isinstance(project.get(LEGACY), dict) else {}
+    own = project.get("app_server") if isinstance(project.get("app_server"), dict) else {}
+    merged = {**defaults, **{k: v for k, v in legacy.items() if k in LEGACY_KEYS}, **own}
+    for field in LIMITS:
+        if merged.get(field) is not None and not _in_range(field, merged[field]):
+            merged[field] = defaults.get(field)
+    merged["workers"] = merged.get("workers") or 2 * max(int(cpus), 1) + 1
+    return merged
+
+
+def _number_problems(key: str, values: dict[str, Any]) -> list[str]:
+    return [
+        f"{key}:{field}: must be a whole number from {low} to {high}"
+        for field, (low, high) in LIMITS.items()
+        if values.get(field) is not None and not _in_range(field, values[field])
+    ]
+
+
+def problems(key: str, project: dict[str, Any]) -> list[str]:
+    """Errors in ``project``'s ``app_server`` and legacy ``gunicorn`` keys, each naming its pillar key."""
+    errors = []
+    server = project.get("app_server")
+    if server is not None and not isinstance(server, dict):
+        errors.append(f"{key}:app_server: must be a mapping")
+        server = {}
+    server = server or {}
+    errors += [f"{key}:app_server:{k}: unknown key; known: {', '.join(sorted(KEYS))}" for k in sorted(map(str, set(server) - KEYS))]
+    if server.get("kind", "gunicorn") not in KINDS:
+        errors.append(f"{key}:app_server:kind: {server.get('kind')!r} is not supported; supported: {', '.join(sorted(KINDS))}")
+    if server.get("version") is not None and not _VERSION.match(str(server["version"])):
+        errors.append(f"{key}:app_server:version: {server['version']!r} is not a version")
+    errors += _number_problems(f"{key}:app_server", server)
+    if LEGACY not in project:
+        return errors
+    legacy = project[LEGACY]
+    if not isinstance(legacy, dict):
+        return [*errors, f"{key}:{LEGACY}: must be a mapping (better: move its keys under {key}:app_server)"]
+    known = ", ".join(sorted(LEGACY_KEYS))
+    errors += [f"{key}:{LEGACY}:{k}: unknown key; known: {known}" for k in sorted(map(str, set(legacy) - LEGACY_KEYS))]
+    errors += _number_problems(f"{key}:{LEGACY}", legacy)
+    for field in sorted(LEGACY_KEYS & set(legacy) & set(server)):
+        if legacy[field] != server[field]:
+            contradicted = f"{key}:app_server:{field}: {server[field]!r}"
+            errors.append(f"{key}:{LEGACY}:{field}: {legacy[field]!r} contradicts {contradicted}; keep only app_server's")
+    return errors
+
+
+def deprecations(key: str, project: Any) -> list[str]:
+    """What ``project`` (its pillar) still says the older way, and where it goes now."""
+    if not isinstance(project, dict) or LEGACY not in project:
+        return []
+    return [f"{key}:{LEGACY} is deprecated: move its keys ({', '.join(sorted(LEGACY_KEYS))}) under {key}:app_server"]
