@@ -25,10 +25,11 @@ def validated(name: str) -> dict[str, Any]:
     errors = __salt__["saltdjango.validate"]()  # noqa: F821
     if errors:
         return {"name": name, "result": False, "changes": {}, "comment": "invalid pillar: " + "; ".join(errors)}
+    ret = {"name": name, "result": True, "changes": {}, "comment": "pillar is valid"}
     deprecated = __salt__["saltdjango.deprecations"]()  # noqa: F821
     if deprecated:
-        return {"name": name, "result": True, "changes": {}, "comment": "pillar is valid; " + "; ".join(deprecated), "warnings": deprecated}
-    return {"name": name, "result": True, "changes": {}, "comment": "pillar is valid"}
+        ret.update(comment="pillar is valid; " + "; ".join(deprecated), warnings=deprecated)
+    return ret
 
 
 def peers_trusted(name: str) -> dict[str, Any]:

@@ -210,14 +210,19 @@ def salt_logging(conf_log_file: str) -> Iterator[Progress]:
             handler.close()
 
 
+def _in_run_order(ret: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(state id, its return) of each state of a highstate return, in the order they ran."""
+    states = sorted(ret.items(), key=lambda item: item[1].get("__run_num__", 0))
+    return [(state.get("__id__") or key.split("_|-")[1], state) for key, state in states]
+
+
 def summarize(ret: Any) -> tuple[int, int, list[tuple[str, str]], list[tuple[str, str]]]:
     """States run, changed count, changed (id, comment) and failed (id, comment)."""
     if not isinstance(ret, dict):
         errors = ret if isinstance(ret, list) else [str(ret)]
         return 0, 0, [], [("render", str(e)) for e in errors]
     changed, failed = [], []
-    for key, state in sorted(ret.items(), key=lambda item: item[1].get("__run_num__", 0)):
-        sid = state.get("__id__") or key.split("_|-")[1]
+    for sid, state in _in_run_order(ret):
         if state.get("result") is False:
             failed.append((sid, state.get("comment", "")))
         elif state.get("changes") or state.get("result") is None:
@@ -231,8 +236,7 @@ def warned(ret: Any) -> list[tuple[str, str]]:
     """(state id, warning) of each warning the states returned (a deprecated pillar key, say)."""
     if not isinstance(ret, dict):
         return []
-    states = sorted(ret.items(), key=lambda item: item[1].get("__run_num__", 0))
-    return [(state.get("__id__") or key.split("_|-")[1], str(text)) for key, state in states for text in state.get("warnings") or []]
+    return [(sid, str(text)) for sid, state in _in_run_order(ret) for text in state.get("warnings") or []]
 
 
 def apply(conf: str, test: bool) -> int:

@@ -243,7 +243,6 @@ def session_id() -> str:
     """
     global _session
     if _session is None:
-        RUN_DIR.mkdir(parents=True, exist_ok=True)
         with _sessions_serialized():
             while True:
                 sid = secrets.token_hex(2)
