@@ -333,13 +333,21 @@ def install(
         elif deps["kind"] in ("requirements", "pyproject"):
             run_as(user, [*installer, "-r", deps["entry"]], release_dir, f"{name} -r {deps['entry']}", env)
         for modules, requirement in settings["additions"]:
-            if not _importable(venv, modules):
+            if not importable(venv, modules):
                 run_as(user, [*installer, requirement], release_dir, f"{name} {requirement} (added by salt-django)", env)
     except BuildError as exc:
         raise BuildError(f"{exc} [this server's Python is {version} ({python})]") from None
 
 
-def _importable(venv: str, modules: list[str]) -> bool:
+def importable(venv: str, modules: list[str]) -> bool:
+    """True when the virtualenv ``venv`` can import one of ``modules``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call django_build.importable /srv/demo/current/venv '[pyuwsgi]'
+    """
     code = f"import importlib.util, sys; sys.exit(not any(importlib.util.find_spec(m) for m in {modules!r}))"
     return subprocess.run([os.path.join(venv, "bin", "python"), "-c", code], capture_output=True, check=False).returncode == 0
 
@@ -356,7 +364,7 @@ def additions(cfg: dict[str, Any]) -> list[tuple[list[str], str]]:
         salt-call django_build.additions "$(salt-call --out=json saltdjango.project demo)"
     """
     server = cfg["app_server"]
-    found = [([server["kind"]], f"{server['kind']}=={server['version']}")]
+    found = [([server["module"]], f"{server['package']}=={server['version']}")]
     if (cfg.get("settings") or {}).get("wrapper", True):
         found += [(["psycopg", "psycopg2"], cfg["drivers"]["database"]), (["redis"], cfg["drivers"]["cache"])]
         # Only then: a project with local media keeps the virtualenv key it had.

@@ -298,12 +298,12 @@ def _backup_file(project: str, file: str) -> str:
 
 
 def _app_programs(project: str) -> list[str]:
-    """The project's running Gunicorn programs and its queue workers on this
+    """The project's running app server programs and its queue workers on this
     server (none on a db-only server): nothing may write while a restore runs."""
-    slots = __salt__.get("gunicorn_slots.program_state")  # noqa: F821
+    slots = __salt__.get("app_slots.running_programs")  # noqa: F821
     if not slots or not shutil.which("supervisorctl"):
         return []
-    running = [__salt__["gunicorn_slots.program"](project, s) for s in ("a", "b") if slots(project, s) == "RUNNING"]  # noqa: F821
+    running = slots(project)
     workers = __salt__.get("django_workers.programs")  # noqa: F821
     return running + (workers(project) if workers else [])
 

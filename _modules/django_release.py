@@ -5,7 +5,7 @@ migrate, switch.
 Each operation holds the project's deploy lock, writes one line to the
 audit log (``django_audit``) and switches the queue workers
 (``django_workers``, no job lost), then the app server with
-``gunicorn_slots.activate`` (no request dropped).
+``app_slots.activate`` (no request dropped).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _switch(project: str, rid: str, restart: bool = False) -> dict[str, Any]:
     _step(f"switch to {rid} (a new slot, healthy, then the socket link)")
     host = config["primary_domain"] or "localhost"
     try:
-        return {**mods["gunicorn_slots.activate"](project, rid, host, timeout=float(config["health_timeout"])), "workers": workers}
+        return {**mods["app_slots.activate"](project, rid, host, timeout=float(config["health_timeout"])), "workers": workers}
     except RuntimeError:
         if workers["changed"] and workers["old"]:
             mods["django_workers.switch"](project, workers["old"])
@@ -97,7 +97,7 @@ def is_live(project: str, release: str) -> bool:
     if not mods["django_workers.is_running"](project, release):
         return False
     if mods["saltdjango.project"](project)["runs"]["web"]:
-        return bool(mods["gunicorn_slots.is_serving"](project, release))
+        return bool(mods["app_slots.is_serving"](project, release))
     return _store("current")(project) == release
 
 

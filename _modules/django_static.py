@@ -138,7 +138,7 @@ def _link(source: str, target: str) -> None:
 def _mark_live(project: str, index: dict[str, dict[str, Any]]) -> None:
     """Note the time on every release that serves now (live, or run by a slot)."""
     mods = __salt__  # noqa: F821
-    serving = {mods["django_store.current"](project)} | {mods["gunicorn_slots.slot_release"](project, s) for s in ("a", "b")}
+    serving = {mods["django_store.current"](project), *mods["app_slots.slot_releases"](project)}
     stamp = _now().isoformat(timespec="seconds")
     for rid in serving:
         if rid in index:

@@ -314,15 +314,19 @@ def build(project: str, resolved: dict[str, Any], rid: str | None = None) -> dic
 
         salt-call django_store.build demo "$(salt-call --out=json django_store.resolve demo source=salt://projects/demo)"
     """
-    existing = find(project, resolved["digest"])
-    if existing:
-        return {"id": existing, "built": False, "seconds": 0.0}
     mods = __salt__  # noqa: F821
     cfg, app = mods["saltdjango.project"](project), mods["saltdjango.app_settings"]()
+    server = cfg["app_server"]
+    # A build of this source for another app server (the kind changed) is not this release.
+    for existing in reversed([m["id"] for m in _markers(project) if m.get("digest") == resolved["digest"]]):
+        if mods["django_build.importable"](os.path.join(_root(project), "releases", existing, "venv"), [server["module"]]):
+            return {"id": existing, "built": False, "seconds": 0.0}
     started = time.monotonic()
     now = datetime.datetime.now(datetime.UTC)
     if rid and not (__utils__["saltdjango_releases.is_release_id"](rid) and rid.endswith("-" + resolved["digest"][:7])):  # noqa: F821
         raise StoreError(f"release id {rid} does not name this source (digest {resolved['digest'][:7]})")
+    if rid and is_built(project, rid):
+        raise StoreError(f"release {rid} exists, built for another app server than {server['kind']}: release a new commit")
     rid = rid or f"{now:%Y%m%dT%H%M%SZ}-{resolved['digest'][:7]}"
     directory = os.path.join(_root(project), "releases", rid)
     shutil.rmtree(directory, ignore_errors=True)
@@ -380,7 +384,7 @@ def prune(project: str, keep: int | None = None) -> list[str]:
     keep = int(keep if keep is not None else __salt__["saltdjango.project"](project)["keep_releases"])  # noqa: F821
     listing = list_releases(project)
     releases, live = listing["releases"], listing["current"]
-    protected = {live} | {__salt__["gunicorn_slots.slot_release"](project, s) for s in ("a", "b")}  # noqa: F821
+    protected = {live, *__salt__["app_slots.slot_releases"](project)}  # noqa: F821
     if live in releases and releases.index(live) > 0:
         protected.add(releases[releases.index(live) - 1])
     removable = [r for r in releases if r not in protected]

@@ -209,7 +209,7 @@ def _build_problems(key: str, project: dict[str, Any]) -> list[str]:
         not isinstance(requirements, str) or not requirements or requirements.startswith("/") or ".." in requirements.split("/")
     ):
         errors.append(f"{key}:requirements: must be a path inside the project, e.g. requirements/production.txt")
-    errors += __utils__["saltdjango_app_server.problems"](key, project)  # noqa: F821
+    errors += __utils__["saltdjango_app_server.problems"](key, project, app_server_kinds())  # noqa: F821
     health = project.get("health") or {}
     path = health.get("path") if isinstance(health, dict) else ""
     if path is not None and not (isinstance(path, str) and re.match(r"^/\S*$", path)):
@@ -614,7 +614,7 @@ def deprecations(pillar: dict[str, Any] | None = None) -> list[str]:
     return [text for name, project in projects.items() for text in deprecated(f"projects:{name}", project)]
 
 
-def _project_config(name: str, raw: dict[str, Any], defaults: dict[str, Any], cpus: int = 1) -> dict[str, Any]:
+def _project_config(name: str, raw: dict[str, Any], defaults: dict[str, Any], kinds: dict[str, Any], cpus: int = 1) -> dict[str, Any]:
     """One project's settings with defaults applied and name-derived values filled in.
 
     Secrets are dropped: states get them from pillar by key, so that a value
@@ -645,7 +645,8 @@ def _project_config(name: str, raw: dict[str, Any], defaults: dict[str, Any], cp
     cfg["database"]["user"] = cfg["database"].get("user") or name
     # The legacy gunicorn key is read into app_server, the one place templates read.
     cfg.pop("gunicorn", None)
-    cfg["app_server"] = __utils__["saltdjango_app_server.settings"](raw, (defaults or {}).get("app_server") or {}, cpus)  # noqa: F821
+    server_defaults = (defaults or {}).get("app_server") or {}
+    cfg["app_server"] = __utils__["saltdjango_app_server.settings"](raw, server_defaults, kinds, cpus)  # noqa: F821
     workers = cfg["workers"] = {"kind": "celery", **(cfg.get("workers") or {})}
     workers["enabled"] = isinstance(raw.get("workers"), dict) and bool(raw["workers"])
     workers["queues"] = _worker_queues(workers)
@@ -740,6 +741,7 @@ def projects(defaults: dict[str, Any] | None = None, pillar: dict[str, Any] | No
             peers = addresses("storage")
             storage_url = f"http://{_url_host(peers[min(peers)])}:{storage_settings()['port']}" if peers else ""
     roles = _held_roles(data)
+    kinds = app_server_kinds()
     minion = __opts__.get("id", "") if pillar is None else ""  # noqa: F821
     periodic = periodic_server(data)
     configs = {}
@@ -751,7 +753,7 @@ def projects(defaults: dict[str, Any] | None = None, pillar: dict[str, Any] | No
             section = cfg.setdefault(key, {})
             if isinstance(section, dict) and not section.get("host"):
                 section["host"] = host
-        configs[name] = _project_config(name, cfg, defaults or {}, cpus)
+        configs[name] = _project_config(name, cfg, defaults or {}, kinds, cpus)
         configs[name]["runs"] = _runs(configs[name]["workers"], roles, periodic in (None, minion))
         media = configs[name]["media"]
         if not isinstance(media, dict):
@@ -833,6 +835,23 @@ def defaults() -> dict[str, Any]:
         salt-call saltdjango.defaults
     """
     return _fileserver_yaml(DEFAULTS_URL)
+
+
+def app_server_kinds() -> dict[str, dict[str, Any]]:
+    """The kinds of app server ``app/defaults.yaml`` declares (``app_servers``):
+    package, version, module and protocol of each.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call saltdjango.app_server_kinds
+    """
+    kinds = defaults().get("app_servers")
+    errors = __utils__["saltdjango_app_server.kind_problems"](kinds)  # noqa: F821
+    if errors:
+        raise RuntimeError(f"{DEFAULTS_URL}: {'; '.join(errors)}")
+    return kinds
 
 
 def _fileserver_yaml(url: str) -> dict[str, Any]:
@@ -1002,7 +1021,7 @@ def mask_secrets(text: str, name: str) -> str:
 
     .. code-block:: bash
 
-        salt-call saltdjango.mask_secrets "$(tail /var/log/demo/gunicorn.log)" demo
+        salt-call saltdjango.mask_secrets "$(tail /var/log/demo/app.log)" demo
     """
     env = __utils__["saltdjango_env.read"](paths(name)["env_file"])  # noqa: F821
     return _mask(text, [env[var] for var in secret_names(name) if var in env])

@@ -359,8 +359,11 @@ def _project(pillar: dict[str, Any], project: str | None) -> tuple[str, dict[str
     if project not in projects:
         raise RolloutError("plan", f"no project {project!r} in pillar projects")
     # The config every minion module reads (defaults.yaml + pillar), by the same code.
-    defaults = _defaults("salt/app/defaults.yaml")["project"]
-    return project, _repo_module("_modules/saltdjango.py")._project_config(project, projects[project], defaults)
+    defaults = _defaults("salt/app/defaults.yaml")
+    config = _repo_module("_modules/saltdjango.py")._project_config(
+        project, projects[project], defaults["project"], defaults["app_servers"]
+    )
+    return project, config
 
 
 def _finish(cluster: _Cluster | None, ok: bool, comment: str, **extra: Any) -> dict[str, Any]:
@@ -891,7 +894,7 @@ def status(project: str | None = None) -> dict[str, Any]:
         name, _ = _project(cluster.pillar, project)
         cluster.ping()
         apps, lbs = cluster.members_up("app"), cluster.members_up("lb")
-        slots = cluster.call("status", apps, "gunicorn_slots.status", name)
+        slots = cluster.call("status", apps, "app_slots.status", name)
         live = cluster.call("status", apps, "django_store.current", name)
         balanced = cluster.call("status", lbs, "haproxy_runtime.servers", BACKEND.format(project=name))
     except RolloutError as exc:

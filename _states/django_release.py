@@ -36,17 +36,18 @@ def _state_path(name: str) -> str:
     return os.path.join(__salt__["django_manage.project_root"](name), "shared", STATE_FILE)  # noqa: F821
 
 
-def _last_digest(name: str) -> str | None:
+def _last_released(name: str) -> dict[str, Any]:
+    """What the last apply that released ``name`` released: source digest and app server."""
     try:
         with open(_state_path(name), encoding="utf-8") as handle:
-            return json.load(handle).get("digest")
+            return json.load(handle)
     except (FileNotFoundError, ValueError):
-        return None
+        return {}
 
 
-def _remember(name: str, digest: str) -> None:
+def _remember(name: str, released: dict[str, str]) -> None:
     path = _state_path(name)
-    __utils__["saltdjango_files.replace"](path, json.dumps({"digest": digest}), mode=0o644)  # noqa: F821
+    __utils__["saltdjango_files.replace"](path, json.dumps(released), mode=0o644)  # noqa: F821
 
 
 def deployed(
@@ -87,7 +88,10 @@ def deployed(
         digest = mods["django_store.resolve"](name, **wanted)["digest"]
     except RuntimeError as exc:
         return {**ret, "result": False, "comment": f"source {label}: {exc}", "skip_watch": True}
-    if live and _last_digest(name) == digest:
+    server = mods["saltdjango.project"](name)["app_server"]
+    # Another app server is another virtualenv: a release, not a restart.
+    released = {"digest": digest, "app_server": f"{server['package']}=={server['version']}"}
+    if live and _last_released(name) == released:
         return _keep_live(name, live, f"{label} is unchanged since it was last released")
     if __opts__["test"]:  # noqa: F821
         existing = mods["django_store.find"](name, digest)
@@ -98,7 +102,7 @@ def deployed(
         # Salt would run mod_watch (a restart) on a result without changes
         # and report its result instead of this failure.
         return {**ret, "result": False, "comment": outcome["comment"], "skip_watch": True}
-    _remember(name, digest)
+    _remember(name, released)
     return {**ret, "changes": outcome["changes"], "comment": outcome["comment"]}
 
 
@@ -134,18 +138,34 @@ def mod_watch(name: str, **_kwargs: Any) -> dict[str, Any]:
 
 
 def socket_adopted(name: str) -> dict[str, Any]:
-    """Keep serving, across an upgrade of salt-django, the slot an older upstream file named.
+    """Keep serving, across an upgrade of salt-django, the slot an older one serves from.
 
-    Nginx now reaches Gunicorn through ``shared/run/gunicorn.sock``, a link
-    to the serving slot's socket; a server set up before has no link yet.
+    Nginx reaches the serving slot through ``shared/run/http.sock`` (or
+    ``uwsgi.sock``), a link to its socket; a server set up before has its
+    older ``gunicorn.sock`` link or upstream file instead (``app_slots.adopt``).
     """
     ret = _ret(name)
-    slot = __salt__["gunicorn_slots.adopt"](name, test=bool(__opts__["test"]))  # noqa: F821
+    slot = __salt__["app_slots.adopt"](name, test=bool(__opts__["test"]))  # noqa: F821
     if slot is None:
         return {**ret, "comment": "the socket link exists, or no slot served before"}
     if __opts__["test"]:  # noqa: F821
         return {**ret, "result": None, "changes": {"linked": slot}, "comment": f"slot {slot} would be linked"}
     return {**ret, "changes": {"linked": slot}, "comment": f"slot {slot} is linked"}
+
+
+def programs_loaded(name: str, conf: str) -> dict[str, Any]:
+    """Load project ``name``'s program definitions (``conf``) into supervisord,
+    and drop those it no longer defines, touching no other group
+    (``app_slots.load_programs``). Meant for ``onchanges`` of ``conf``."""
+    ret = _ret(name)
+    if __opts__["test"]:  # noqa: F821
+        groups = __salt__["app_slots.program_groups"](name, conf)  # noqa: F821
+        return {**ret, "result": None, "changes": {"updated": groups}, "comment": f"supervisord would update {', '.join(groups)}"}
+    try:
+        groups = __salt__["app_slots.load_programs"](name, conf)  # noqa: F821
+    except RuntimeError as exc:
+        return {**ret, "result": False, "comment": str(exc)}
+    return {**ret, "changes": {"updated": groups}, "comment": f"supervisord updated {', '.join(groups) or 'nothing'}"}
 
 
 def healthy(name: str, host: str | None = None, attempts: int = 20, interval: float = 0.5) -> dict[str, Any]:

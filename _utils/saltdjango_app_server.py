@@ -1,7 +1,9 @@
 """The app server of a project: pillar ``projects:<p>:app_server``, the kind
 that runs a release behind the web server and its workers and timeouts.
 Pure rules, no Salt calls; ``saltdjango`` reaches these functions as
-``__utils__["saltdjango_app_server.<function>"]``.
+``__utils__["saltdjango_app_server.<function>"]``, with the kinds that
+``app/defaults.yaml`` declares under ``app_servers`` (package, pinned
+version, the module that shows it installed, the protocol Nginx speaks).
 
 ``projects:<p>:gunicorn`` is where these settings were before ``app_server``
 held them all. It is still read, below ``app_server`` (a key set in both with
@@ -13,14 +15,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-#: The kinds a release can run under.
-KINDS = frozenset({"gunicorn"})
-#: The numbers of every kind, each with its lowest and highest value.
-LIMITS = {"workers": (1, 256), "timeout": (1, 3600), "graceful_timeout": (1, 3600)}
+#: The numbers of every kind, each with its lowest and highest value
+#: (max_requests 0: a worker is never recycled).
+LIMITS = {"workers": (1, 256), "timeout": (1, 3600), "graceful_timeout": (1, 3600), "max_requests": (0, 10_000_000)}
 KEYS = frozenset({"kind", "version", *LIMITS})
 #: The older pillar key of the same settings, and what it may hold.
 LEGACY = "gunicorn"
-LEGACY_KEYS = frozenset(LIMITS)
+LEGACY_KEYS = frozenset({"workers", "timeout", "graceful_timeout"})
+#: What a kind's entry in ``app_servers`` must say.
+KIND_FIELDS = ("package", "version", "module", "protocol")
+PROTOCOLS = frozenset({"http", "uwsgi"})
 _VERSION = re.compile(r"^[0-9][0-9a-z.+-]*$")
 
 
@@ -29,19 +33,42 @@ def _in_range(field: str, value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
 
 
-def settings(project: dict[str, Any], defaults: dict[str, Any], cpus: int = 1) -> dict[str, Any]:
+def settings(project: dict[str, Any], defaults: dict[str, Any], kinds: dict[str, dict[str, Any]], cpus: int = 1) -> dict[str, Any]:
     """The app server of ``project`` (its pillar): ``defaults`` under the
-    legacy key's values under ``app_server``'s own. No worker count: two per
-    CPU plus one, as Gunicorn's documentation advises. A number out of range
-    gives way to the default (validation names it; templates never trip on it)."""
+    legacy key's values under ``app_server``'s own, with its kind's entry of
+    ``kinds`` (``package``, ``module``, ``protocol``; ``version`` unless the
+    project pins one). No worker count: two per CPU plus one, as Gunicorn's
+    documentation advises. A value out of range or an unknown kind gives
+    way to the default (validation names it; templates never trip on it)."""
     legacy = project.get(LEGACY) if isinstance(project.get(LEGACY), dict) else {}
     own = project.get("app_server") if isinstance(project.get("app_server"), dict) else {}
     merged = {**defaults, **{k: v for k, v in legacy.items() if k in LEGACY_KEYS}, **own}
     for field in LIMITS:
         if merged.get(field) is not None and not _in_range(field, merged[field]):
             merged[field] = defaults.get(field)
+    if merged.get("kind") not in kinds:
+        merged["kind"] = defaults.get("kind") if defaults.get("kind") in kinds else next(iter(kinds))
+    kind = kinds[merged["kind"]]
+    merged.update({field: kind[field] for field in KIND_FIELDS if field != "version"})
+    merged["version"] = str(merged.get("version") or kind["version"])
     merged["workers"] = merged.get("workers") or 2 * max(int(cpus), 1) + 1
     return merged
+
+
+def kind_problems(kinds: Any) -> list[str]:
+    """Errors in ``app_servers`` (defaults.yaml): each kind names its package,
+    version, module and a protocol Nginx speaks."""
+    if not isinstance(kinds, dict) or not kinds:
+        return ["app_servers: must map each kind to its package, version, module and protocol"]
+    errors = [
+        f"app_servers:{name}:{field}: missing" for name, kind in kinds.items() for field in KIND_FIELDS if not (kind or {}).get(field)
+    ]
+    errors += [
+        f"app_servers:{name}:protocol: {kind['protocol']!r} is not one of {', '.join(sorted(PROTOCOLS))}"
+        for name, kind in kinds.items()
+        if (kind or {}).get("protocol") and kind["protocol"] not in PROTOCOLS
+    ]
+    return errors
 
 
 def _number_problems(key: str, values: dict[str, Any]) -> list[str]:
@@ -52,7 +79,7 @@ def _number_problems(key: str, values: dict[str, Any]) -> list[str]:
     ]
 
 
-def problems(key: str, project: dict[str, Any]) -> list[str]:
+def problems(key: str, project: dict[str, Any], kinds: dict[str, Any]) -> list[str]:
     """Errors in ``project``'s ``app_server`` and legacy ``gunicorn`` keys, each naming its pillar key."""
     errors = []
     server = project.get("app_server")
@@ -61,8 +88,8 @@ def problems(key: str, project: dict[str, Any]) -> list[str]:
         server = {}
     server = server or {}
     errors += [f"{key}:app_server:{k}: unknown key; known: {', '.join(sorted(KEYS))}" for k in sorted(map(str, set(server) - KEYS))]
-    if server.get("kind", "gunicorn") not in KINDS:
-        errors.append(f"{key}:app_server:kind: {server.get('kind')!r} is not supported; supported: {', '.join(sorted(KINDS))}")
+    if "kind" in server and server["kind"] not in kinds:
+        errors.append(f"{key}:app_server:kind: {server['kind']!r} is not supported; supported: {', '.join(sorted(kinds))}")
     if server.get("version") is not None and not _VERSION.match(str(server["version"])):
         errors.append(f"{key}:app_server:version: {server['version']!r} is not a version")
     errors += _number_problems(f"{key}:app_server", server)

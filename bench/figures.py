@@ -213,10 +213,10 @@ def start_direct(host: hosts.Host) -> None:
     """The live slot's Gunicorn command line, bound to 127.0.0.1:DIRECT_PORT
     instead of its socket, under supervisord as the slots run: its access log
     goes the same way (supervisord copies it into a log file, which costs CPU too)."""
-    slot = host.run("readlink /srv/demo/shared/run/gunicorn.sock").stdout.strip().rsplit("-", 1)[1].split(".")[0]
+    slot = host.run("readlink /srv/demo/shared/run/http.sock").stdout.strip().rsplit("-", 1)[1].split(".")[0]
     user = host.run("stat -c %U /srv/demo/shared/run").stdout.strip()
     host.run(
-        f'sed \'s|--bind "unix:[^"]*"|--bind 127.0.0.1:{DIRECT_PORT}|\' /srv/demo/bin/gunicorn-run > /srv/demo/bin/bench-direct-run'
+        f'sed \'s|--bind "unix:[^"]*"|--bind 127.0.0.1:{DIRECT_PORT}|\' /srv/demo/bin/app-run > /srv/demo/bin/bench-direct-run'
         " && chmod 755 /srv/demo/bin/bench-direct-run"
     )
     program = "\n".join(

@@ -98,7 +98,7 @@ app-{{ name }}-beat-directory-present:
       - django_release: app-{{ name }}-release-deployed
 {%- endif %}
 
-# Nginx (www-data) reaches Gunicorn's socket here and nobody else does.
+# Nginx (www-data) reaches the app server's sockets here and nobody else does.
 app-{{ name }}-socket-directory-present:
   file.directory:
     - name: {{ project.run_dir }}
@@ -109,7 +109,7 @@ app-{{ name }}-socket-directory-present:
       - file: app-{{ name }}-directories-present
       - user: app-{{ name }}-user-present
 
-# supervisord (root) writes Gunicorn's output here; the app may read it.
+# supervisord (root) writes the app server's output here; the app may read it.
 app-{{ name }}-log-directory-present:
   file.directory:
     - name: {{ project.log_dir }}
@@ -214,8 +214,8 @@ app-{{ name }}-settings-managed:
 app-{{ name }}-runner-managed:
   file.managed:
     - names:
-      - {{ project.root }}/bin/gunicorn-run:
-        - source: salt://app/files/gunicorn-run.jinja
+      - {{ project.root }}/bin/app-run:
+        - source: salt://app/files/app-run.jinja
       - {{ project.root }}/bin/worker-run:
         - source: salt://app/files/worker-run.jinja
     - template: jinja
@@ -247,13 +247,23 @@ app-{{ name }}-programs-configured:
     - require:
       - pkg: supervisor-packages-installed
 
-# Loads new or changed program definitions; supervisord restarts a program
-# whose definition changed (rare: command lines live in gunicorn-run and worker-run).
+# A server set up by an older salt-django serves from a slot of its names
+# until this apply's switch: Nginx's new configuration must reach it.
+app-{{ name }}-serving-socket-adopted:
+  django_release.socket_adopted:
+    - name: {{ name }}
+
+# Loads new or changed program definitions, and drops those of this project
+# that are gone; supervisord restarts a program whose definition changed
+# (rare: command lines live in app-run and worker-run). An older
+# salt-django's slot keeps serving: the switch removes it (app_slots).
 app-{{ name }}-programs-loaded:
-  cmd.run:
-    - name: supervisorctl update
+  django_release.programs_loaded:
+    - name: {{ name }}
+    - conf: {{ supervisor.conf_dir }}/{{ name }}.conf
     - require:
       - service: supervisor-service-running
+      - django_release: app-{{ name }}-serving-socket-adopted
     - onchanges:
       - file: app-{{ name }}-programs-configured
 
@@ -289,7 +299,7 @@ app-{{ name }}-release-deployed:
       - file: app-{{ name }}-socket-directory-present
       - file: app-{{ name }}-log-directory-present
       - file: app-{{ name }}-manage-command-managed
-      - cmd: app-{{ name }}-programs-loaded
+      - django_release: app-{{ name }}-programs-loaded
       - django_backends: app-{{ name }}-backends-reachable
     - watch:
       - django_env: app-{{ name }}-env-managed

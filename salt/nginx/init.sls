@@ -38,13 +38,6 @@ nginx-{{ name }}-snippets-managed:
     - require:
       - pkg: nginx-packages-installed
 
-# Nginx reaches the serving Gunicorn slot through a link that
-# gunicorn_slots repoints at each switch; a server set up by an older
-# salt-django named the slot in an upstream file instead.
-nginx-{{ name }}-serving-socket-adopted:
-  django_release.socket_adopted:
-    - name: {{ name }}
-
 nginx-{{ name }}-site-managed:
   file.managed:
     - name: {{ nginx.sites_available }}/{{ name }}.conf
@@ -57,7 +50,7 @@ nginx-{{ name }}-site-managed:
     - mode: '0644'
     - require:
       - pkg: nginx-packages-installed
-      - django_release: nginx-{{ name }}-serving-socket-adopted
+      - django_release: app-{{ name }}-serving-socket-adopted
 
 nginx-{{ name }}-legacy-upstream-absent:
   file.absent:

@@ -1,0 +1,510 @@
+"""Zero-downtime switches between releases on one server: blue/green app server slots.
+
+Each project has two supervisord programs, ``<project>-app-a`` and ``-b``,
+each serving the release that ``/srv/<project>/slots/app-<slot>`` links to,
+on its own unix socket ``shared/run/app-<slot>.sock``, with the app server
+of pillar ``app_server:kind`` (``bin/app-run``). Nginx connects, for every
+request, through a link to the serving slot's socket, one link per
+protocol it speaks: ``uwsgi.sock`` (uwsgi_pass) while the file
+``uwsgi.active`` exists, else ``http.sock`` (proxy_pass). (Nginx's ``-e``
+is false for a socket, so a plain file says which link serves.) A switch:
+
+1. points the idle slot at the new release and starts it, with no traffic;
+2. checks ``/healthz`` on that slot's socket, in its protocol; a release
+   that does not come up healthy is stopped again and nothing else has
+   changed;
+3. repoints the link of the new slot's protocol at its socket (one atomic
+   rename: the next connection Nginx opens reaches the new slot), then
+   ``current``. To another protocol, its link is set first, then
+   ``uwsgi.active`` created or removed: again one atomic step for Nginx;
+4. waits until the old slot's listen queue is empty (connections opened
+   before the switch), then stops it: TERM lets each worker finish its
+   request, up to the graceful timeout.
+
+Nginx is never reloaded for a switch, not even one to another kind, so its
+clients' keep-alive connections never see it; the serving slot is whatever
+the links name, never a config file that could disagree with what runs.
+
+Servers set up before these names ran ``<project>-gunicorn-<slot>`` on
+``gunicorn-<slot>.sock`` behind a ``gunicorn.sock`` link (and before that,
+an upstream file). Such a slot still serves until the next switch, which
+moves to the new names and then removes the old programs: upgrading is a
+release like any other.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import socket
+import struct
+import subprocess
+import time
+from typing import Any, NamedTuple
+
+__virtualname__ = "app_slots"
+
+SLOTS = ("a", "b")
+#: The link Nginx connects through for each protocol, the one it prefers first.
+LINKS = {"uwsgi": "uwsgi.sock", "http": "http.sock"}
+#: While this file exists, Nginx passes requests to ``uwsgi.sock``.
+UWSGI_ACTIVE = "uwsgi.active"
+#: What servers set up by an older salt-django serve through.
+LEGACY_LINK = "gunicorn.sock"
+LEGACY_UPSTREAM_DIR = "/etc/nginx/salt-django"
+_SOCKET = re.compile(r"^(app|gunicorn)-([ab])\.sock$")
+
+
+def __virtual__() -> str:
+    """Stdlib only; supervisorctl and ss are checked when a switch runs."""
+    return __virtualname__
+
+
+class Slot(NamedTuple):
+    """One slot's names: the current ones, or (``legacy``) an older salt-django's."""
+
+    project: str
+    slot: str
+    legacy: bool = False
+
+    @property
+    def program(self) -> str:
+        return f"{self.project}-{'gunicorn' if self.legacy else 'app'}-{self.slot}"
+
+    @property
+    def socket_name(self) -> str:
+        return f"{'gunicorn' if self.legacy else 'app'}-{self.slot}.sock"
+
+    @property
+    def link_name(self) -> str:
+        return self.slot if self.legacy else f"app-{self.slot}"
+
+
+def _root(project: str) -> str:
+    return __salt__["django_manage.project_root"](project)  # noqa: F821
+
+
+def _run_dir(project: str) -> str:
+    return os.path.join(_root(project), "shared", "run")
+
+
+def _slot_link(slot: Slot) -> str:
+    return os.path.join(_root(slot.project), "slots", slot.link_name)
+
+
+def _socket_path(slot: Slot) -> str:
+    return os.path.join(_run_dir(slot.project), slot.socket_name)
+
+
+def program(project: str, slot: str) -> str:
+    """The supervisord program name of a slot.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call app_slots.program demo a
+    """
+    return Slot(project, slot).program
+
+
+def _linked_slot(project: str, link: str) -> Slot | None:
+    try:
+        found = _SOCKET.match(os.path.basename(os.readlink(os.path.join(_run_dir(project), link))))
+    except OSError:
+        return None
+    return Slot(project, found.group(2), found.group(1) == "gunicorn") if found else None
+
+
+def _serving(project: str) -> tuple[Slot, str] | None:
+    """The slot Nginx sends traffic to and the protocol it speaks to it, as the links say."""
+    uwsgi = os.path.exists(os.path.join(_run_dir(project), UWSGI_ACTIVE))
+    for protocol, link in ((("uwsgi", LINKS["uwsgi"]),) if uwsgi else ()) + (("http", LINKS["http"]), ("http", LEGACY_LINK)):
+        slot = _linked_slot(project, link)
+        if slot:
+            return slot, protocol
+    return None
+
+
+def _legacy_upstream_file(project: str) -> str:
+    """Where salt-django before the socket link named the serving slot (read once, by ``adopt``)."""
+    return os.path.join(LEGACY_UPSTREAM_DIR, f"{project}-upstream.conf")
+
+
+def adopt(project: str, test: bool = False) -> str | None:
+    """Link ``http.sock`` to the slot an older salt-django serves from (its
+    ``gunicorn.sock`` link or its upstream file), so that Nginx's new
+    configuration reaches the slot that runs.
+
+    Returns the slot linked (or that would be, with ``test``), None when
+    there is nothing to adopt: a current link exists, or no slot served.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call app_slots.adopt demo
+    """
+    run = _run_dir(project)
+    if any(os.path.lexists(os.path.join(run, link)) for link in LINKS.values()):
+        return None
+    slot = _linked_slot(project, LEGACY_LINK)
+    if slot is None:
+        try:
+            with open(_legacy_upstream_file(project), encoding="utf-8") as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            return None
+        slot = next((s for s in (Slot(project, x, True) for x in SLOTS) if _socket_path(s) in text), None)
+    if slot and not test:
+        _set_link(os.path.join(run, LINKS["http"]), slot.socket_name)
+    return slot.slot if slot else None
+
+
+def _linked_release(slot: Slot) -> str | None:
+    link = _slot_link(slot)
+    return os.path.basename(os.readlink(link)) if os.path.islink(link) else None
+
+
+def slot_release(project: str, slot: str) -> str | None:
+    """The release a slot is linked to, or None when the slot is disabled.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call app_slots.slot_release demo b
+    """
+    return _linked_release(Slot(project, slot))
+
+
+def slot_releases(project: str) -> list[str]:
+    """Every release a slot (of either naming) is linked to: none of them may be removed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call app_slots.slot_releases demo
+    """
+    linked = (_linked_release(Slot(project, s, legacy)) for s in SLOTS for legacy in (False, True))
+    return sorted({release for release in linked if release})
+
+
+def _ctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["supervisorctl", *args], capture_output=True, text=True, check=False)
+
+
+def _program_state(name: str) -> str | None:
+    out = _ctl("status", name).stdout.split()
+    return out[1] if len(out) > 1 and "no such process" not in " ".join(out) else None
+
+
+def program_state(project: str, slot: str) -> str | None:
+    """supervisord's state of a slot's program (RUNNING, EXITED, ...), None if unknown.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call app_slots.program_state demo a
+    """
+    return _program_state(program(project, slot))
+
+
+def running_programs(project: str) -> list[str]:
+    """The slot programs (of either naming) supervisord runs now.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call app_slots.running_programs demo
+    """
+    slots = (Slot(project, s, legacy) for s in SLOTS for legacy in (False, True))
+    return [slot.program for slot in slots if _program_state(slot.program) == "RUNNING"]
+
+
+#: The programs salt-django defines for a project (supervisor-program.conf.jinja), by suffix.
+PROGRAMS = ("app-a", "app-b", "worker", "beat")
+
+
+def program_groups(project: str, conf: str) -> list[str]:
+    """The supervisord groups an update of ``project`` must name: those its
+    ``conf`` defines, and those of its programs that supervisord still runs
+    but ``conf`` no longer defines. Never an older salt-django's slot, which
+    serves until the switch retires it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call app_slots.program_groups demo /etc/supervisor/conf.d/demo.conf
+    """
+    try:
+        with open(conf, encoding="utf-8") as handle:
+            defined = re.findall(r"^\[program:([^\]]+)\]", handle.read(), re.M)
+    except FileNotFoundError:
+        defined = []
+    loaded = {line.split()[0].split(":")[0] for line in _ctl("status").stdout.splitlines() if line.strip()}
+    gone = sorted(name for name in (f"{project}-{suffix}" for suffix in PROGRAMS) if name in loaded and name not in defined)
+    return [*defined, *gone]
+
+
+def load_programs(project: str, conf: str) -> list[str]:
+    """``supervisorctl update`` of ``project``'s groups only (``program_groups``): returns them.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call app_slots.load_programs demo /etc/supervisor/conf.d/demo.conf
+    """
+    groups = program_groups(project, conf)
+    if groups:
+        result = _ctl("update", *groups)
+        if result.returncode != 0:
+            raise RuntimeError(f"supervisorctl update {' '.join(groups)}: {(result.stdout + result.stderr).strip()}")
+    return groups
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def _http_get(path: str, url: str, host: str, timeout: float) -> tuple[int, bytes]:
+    conn = _UnixHTTPConnection(path, timeout)
+    try:
+        conn.request("GET", url, headers={"Host": host})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def uwsgi_packet(variables: dict[str, str]) -> bytes:
+    """A uwsgi protocol request (modifier 0: a WSGI request) carrying ``variables``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call app_slots.uwsgi_packet '{PATH_INFO: /healthz}'
+    """
+
+    def field(text: str) -> bytes:
+        data = text.encode("latin-1")
+        return struct.pack("<H", min(len(data), 0xFFFF)) + data
+
+    body = b"".join(field(k) + field(v) for k, v in variables.items())
+    if len(body) > 0xFFFF:
+        raise ValueError("uwsgi variables over 64 KiB")
+    return struct.pack("<BHB", 0, len(body), 0) + body
+
+
+def _uwsgi_get(path: str, url: str, host: str, timeout: float) -> tuple[int, bytes]:
+    """GET ``url`` from the uwsgi socket ``path`` as Nginx's uwsgi_pass would; uWSGI answers in HTTP."""
+    variables = {
+        "REQUEST_METHOD": "GET",
+        "REQUEST_URI": url,
+        "PATH_INFO": url,
+        "QUERY_STRING": "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "SERVER_NAME": host,
+        "SERVER_PORT": "80",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": host,
+    }
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(uwsgi_packet(variables))
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, response.read()
+
+
+def _slot_health(slot: Slot, protocol: str, host: str, timeout: float = 5) -> dict[str, Any]:
+    """GET /healthz on the slot's own socket, in the protocol Nginx will speak to it."""
+    get = _uwsgi_get if protocol == "uwsgi" else _http_get
+    try:
+        status, body = get(_socket_path(slot), "/healthz", host, timeout)
+    except (OSError, http.client.HTTPException) as exc:
+        return {"ok": False, "status": None, "error": str(exc)}
+    return __salt__["django_manage.health_answer"](status, body)  # noqa: F821
+
+
+def _wait_healthy(slot: Slot, protocol: str, release: str, host: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    result: dict[str, Any] = {"ok": False, "error": "not checked"}
+    while time.monotonic() < deadline:
+        state = _program_state(slot.program)
+        if state in ("FATAL", "EXITED", "BACKOFF", "STOPPED"):
+            return {"ok": False, "error": f"{slot.program} is {state}; the end of its log: {_log_tail(slot.project)}"}
+        result = _slot_health(slot, protocol, host)
+        if result["ok"] and result["body"].get("release") == release:
+            return result
+        time.sleep(0.3)
+    return {**result, "ok": False}
+
+
+#: An access-log line (Gunicorn's default format, uWSGI's): the serving slot's requests drown what a failing slot said.
+_ACCESS_LINE = re.compile(r'^(\S* - \S+ \[[^]]+\] "|\[pid: \d+\|app: )')
+
+
+def _log_tail(project: str) -> str:
+    """The end of the slots' log but access-log lines, secrets masked."""
+    return __salt__["saltdjango.log_tail"](project, "app.log", skip=_ACCESS_LINE.pattern)  # noqa: F821
+
+
+def _set_link(path: str, target: str) -> None:
+    __utils__["saltdjango_files.relink"](path, target)  # noqa: F821
+
+
+def _listen_queue(path: str) -> int | None:
+    """Connections waiting in the listen queue of the unix socket ``path`` (None: not listening)."""
+    try:
+        out = subprocess.run(["ss", "-xlnH", "src", path], capture_output=True, text=True, check=False).stdout.split()
+    except OSError:  # no iproute2: the switch then waits only its first pause
+        return None
+    return int(out[2]) if len(out) > 2 and out[2].isdigit() else None
+
+
+def _drain(slot: Slot, timeout: float) -> None:
+    """Wait until every connection opened to ``slot`` before the switch was accepted.
+
+    An app server closes its listener on TERM: a connection still queued
+    then would be reset, and Nginx would answer 502.
+    """
+    deadline = time.monotonic() + timeout
+    time.sleep(0.2)
+    while (_listen_queue(_socket_path(slot)) or 0) > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _point(project: str, slot: Slot, protocol: str, old: Slot | None) -> None:
+    """Send Nginx's next connections to ``slot`` (see the module's step 3).
+
+    Switching off an older salt-django's slot (an upgrade), Nginx still has
+    that salt-django's configuration until its reload later in the apply:
+    its ``gunicorn.sock`` link follows the switch. At the next switch Nginx
+    has long read the new configuration, and the link goes.
+    """
+    run = _run_dir(project)
+    _set_link(os.path.join(run, LINKS[protocol]), slot.socket_name)
+    active = os.path.join(run, UWSGI_ACTIVE)
+    if protocol == "uwsgi" and not os.path.exists(active):
+        __utils__["saltdjango_files.replace"](active, "", mode=0o644)  # noqa: F821
+    if protocol == "http" and os.path.exists(active):
+        os.unlink(active)
+    legacy = os.path.join(run, LEGACY_LINK)
+    if os.path.lexists(legacy):
+        if old and old.legacy:
+            _set_link(legacy, slot.socket_name)
+        else:
+            os.unlink(legacy)
+
+
+def activate(project: str, release: str, host: str, timeout: float = 60) -> dict[str, Any]:
+    """Serve ``release`` from the idle slot, then retire the serving one.
+
+    ``host`` is the Host header for the health check (a project domain).
+    Raises RuntimeError, with the live release still serving, when the new
+    one does not become healthy.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call app_slots.activate demo 20261129T040000Z-1a2b3c4 demo.example.org
+    """
+    root = _root(project)
+    server = __salt__["saltdjango.project"](project)["app_server"]  # noqa: F821
+    protocol = server["protocol"]
+    serving = _serving(project)
+    old, old_protocol = serving if serving else (None, None)
+    if old and old.legacy and protocol != "http" and os.path.lexists(os.path.join(_run_dir(project), LEGACY_LINK)):
+        raise RuntimeError(
+            f"{project} is served under an older salt-django's names: apply once with app_server:kind gunicorn"
+            f" (that moves it to the new names), then change the kind to {server['kind']}"
+        )
+    if not __salt__["django_build.importable"](os.path.join(root, "releases", release, "venv"), [server["module"]]):  # noqa: F821
+        raise RuntimeError(
+            f"release {release} has no {server['package']} in its virtualenv (it was built for another app server):"
+            f" release it again to serve it with {server['kind']}"
+        )
+    new = Slot(project, "b" if old and old.slot == "a" else "a")
+    os.makedirs(os.path.join(root, "slots"), mode=0o755, exist_ok=True)
+    _set_link(_slot_link(new), os.path.join("..", "releases", release))
+    started = _ctl("restart", new.program)
+    health = _wait_healthy(new, protocol, release, host, timeout)
+    if not health["ok"]:
+        _retire(new)
+        detail = health.get("error") or health.get("body") or started.stdout.strip()
+        if "end of its log" not in str(detail):
+            detail = f"{detail}; the end of its log: {_log_tail(project)}"
+        raise RuntimeError(f"release {release} did not become healthy in slot {new.slot}: {detail}")
+    _point(project, new, protocol, old)
+    _set_link(os.path.join(root, "current"), os.path.join("releases", release))
+    if old:
+        _drain(old, timeout)
+        _retire(old)
+        unused = os.path.join(_run_dir(project), LINKS[old_protocol])
+        if old_protocol != protocol and os.path.lexists(unused):
+            os.unlink(unused)
+    return {"slot": {"old": old.slot if old else None, "new": new.slot}, "release": release, "kind": server["kind"]}
+
+
+def _retire(slot: Slot) -> None:
+    """Disable a slot: no link, program stopped (gracefully: TERM). An older
+    salt-django's program is then removed from supervisord, with its runner."""
+    link = _slot_link(slot)
+    if os.path.islink(link):
+        os.unlink(link)
+    _ctl("stop", slot.program)
+    if slot.legacy:
+        _ctl("update", *(Slot(slot.project, s, True).program for s in SLOTS))
+        runner = os.path.join(_root(slot.project), "bin", "gunicorn-run")
+        if os.path.exists(runner):
+            os.unlink(runner)
+
+
+def is_serving(project: str, release: str) -> bool:
+    """True when the linked slot runs ``release`` and its program is RUNNING.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call app_slots.is_serving demo 20261129T040000Z-1a2b3c4
+    """
+    serving = _serving(project)
+    if not serving:
+        return False
+    slot = serving[0]
+    return _linked_release(slot) == release and _program_state(slot.program) == "RUNNING"
+
+
+def status(project: str) -> dict[str, Any]:
+    """Which slot serves, in which protocol, and what each slot runs.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call app_slots.status demo
+    """
+    serving = _serving(project)
+    return {
+        "serving": serving[0].slot if serving else None,
+        "protocol": serving[1] if serving else None,
+        "slots": {slot: {"release": slot_release(project, slot), "state": program_state(project, slot)} for slot in SLOTS},
+    }
