@@ -64,6 +64,7 @@ LONGEST_FIRST = (
     "tests/cluster/test_cluster_deploy.py",  # 960
     "tests/integration/test_single_server.py",  # 530
     "tests/integration/test_release_lifecycle.py",  # 340
+    "tests/integration/test_app_servers.py",
     "tests/integration/test_any_project.py",  # 215
     "tests/integration/test_container_host.py",  # 155
     "tests/cluster/test_make_cluster.py",  # 145

@@ -118,8 +118,9 @@ def write_secrets(cluster: Cluster, repo: str) -> None:
             "demo": {
                 "repo": repo,
                 "health_timeout": 15,
+                # uWSGI here (Gunicorn on the single-server tests): rolling releases of both;
                 # one worker beside the two that the rollout test's 20-s requests may hold
-                "app_server": {"workers": 3},
+                "app_server": {"kind": "uwsgi", "workers": 3},
                 "secrets": {"SECRET_KEY": SECRET_KEY},
                 # uploads in the cluster's own object store (the storage role on cache)
                 "media": {"backend": "s3"},

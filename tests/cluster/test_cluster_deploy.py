@@ -416,7 +416,7 @@ def test_a_job_enqueued_through_the_lb_runs_on_the_worker_server(cluster: Cluste
         programs = cluster.hosts[name].run("supervisorctl status", check=False).stdout
         assert "demo-worker" not in programs and "demo-beat" not in programs, (name, programs)
     status = cluster.hosts[WORKERS[0]].run("supervisorctl status", check=False).stdout
-    assert "gunicorn" not in status and status.count("RUNNING") == 2 and "demo-beat" in status, status
+    assert "demo-app-" not in status and status.count("RUNNING") == 2 and "demo-beat" in status, status
 
 
 class _Jobs:

@@ -260,9 +260,9 @@ def test_salt_django_adds_the_app_server_and_drivers(host: Host) -> None:
 
 
 def test_app_server_numbers_come_from_app_server_or_the_deprecated_gunicorn_key(host: Host) -> None:
-    runner = host.path("/srv/mysite/bin/gunicorn-run").read_text()
+    runner = host.path("/srv/mysite/bin/app-run").read_text()
     assert "--workers 2 " in runner and "--graceful-timeout 20 " in runner and "--timeout 30 " in runner, runner
-    legacy = host.path("/srv/envsite/bin/gunicorn-run").read_text()
+    legacy = host.path("/srv/envsite/bin/app-run").read_text()
     assert "--timeout 45 " in legacy, legacy
     assert "proxy_read_timeout 50s;" in host.path("/etc/nginx/snippets/envsite-proxy.conf").read_text()
     moved = "move its keys (graceful_timeout, timeout, workers) under projects:envsite:app_server"

@@ -240,9 +240,9 @@ def test_static_file_is_served_by_nginx_with_cache_headers(server: Host) -> None
     assert css.status == 200 and "font-family" in css.body
     assert css.header("Cache-Control") == "public, max-age=31536000, immutable"
     assert css.header("X-Content-Type-Options") == "nosniff"
-    gunicorn_log = server.path("/var/log/demo/gunicorn.log").read_text()
-    assert "/static/" not in gunicorn_log, "Django must not serve static files"
-    assert "GET /?note=" in gunicorn_log, "the access log records what Django served"
+    app_log = server.path("/var/log/demo/app.log").read_text()
+    assert "/static/" not in app_log, "Django must not serve static files"
+    assert "GET /?note=" in app_log, "the access log records what Django served"
 
 
 def test_uploads_are_served_sandboxed_and_as_downloads(server: Host) -> None:

@@ -52,9 +52,21 @@ def _import(relpath: str) -> ModuleType:
     return module
 
 
+def tree_file(url: str) -> str:
+    """``cp.get_file_str`` of a ``salt://`` URL: the state tree's file (a ``defaults.yaml``)."""
+    return (ROOT / "salt" / url.removeprefix("salt://")).read_text()
+
+
+#: The fileserver, for ``__salt__`` mappings that a test sets itself.
+FILESERVER = {"cp.get_file_str": tree_file}
+
+
 def load(relpath: str) -> ModuleType:
     """Import ``relpath`` (e.g. ``_modules/saltdjango.py``) as a fresh module,
-    with the ``__utils__`` that Salt's loader would give it."""
+    with the ``__utils__`` that Salt's loader would give it, and the state
+    tree as its fileserver."""
     module = _import(relpath)
     module.__utils__ = Utils()
+    module.__salt__ = dict(FILESERVER)
+    module.__context__ = {}
     return module

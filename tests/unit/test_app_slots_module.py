@@ -1,15 +1,17 @@
-"""The serving slot of ``_modules/gunicorn_slots.py``: a socket link, adopted from an older upstream file."""
+"""The serving slot of ``_modules/app_slots.py``: socket links per protocol, adopted from an older salt-django's names."""
 
 from __future__ import annotations
 
 import socket
+import struct
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.unit.conftest import Utils, load
 
-gunicorn_slots = load("_modules/gunicorn_slots.py")
+app_slots = load("_modules/app_slots.py")
 
 
 @pytest.fixture
@@ -20,44 +22,107 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def configure_loader_modules(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    monkeypatch.setattr(gunicorn_slots, "LEGACY_UPSTREAM_DIR", str(tmp_path / "nginx"))
-    return {gunicorn_slots: {"__salt__": {"django_manage.project_root": lambda project: str(root)}, "__utils__": Utils()}}
+    monkeypatch.setattr(app_slots, "LEGACY_UPSTREAM_DIR", str(tmp_path / "nginx"))
+    return {app_slots: {"__salt__": {"django_manage.project_root": lambda project: str(root)}, "__utils__": Utils()}}
 
 
-def test_the_serving_slot_is_the_one_the_socket_link_names(root: Path) -> None:
-    assert gunicorn_slots._serving("demo") is None
-    (root / "shared" / "run" / "gunicorn.sock").symlink_to("gunicorn-b.sock")
-    assert gunicorn_slots._serving("demo") == "b"
+def _serving(project: str = "demo") -> tuple[str, str, bool] | None:
+    found = app_slots._serving(project)
+    return (found[0].program, found[1], found[0].legacy) if found else None
 
 
-def test_a_slot_named_by_an_older_upstream_file_is_adopted_once(root: Path, tmp_path: Path) -> None:
+def test_the_serving_slot_is_the_one_the_link_of_its_protocol_names(root: Path) -> None:
+    run = root / "shared" / "run"
+    assert _serving() is None
+    (run / "http.sock").symlink_to("app-b.sock")
+    assert _serving() == ("demo-app-b", "http", False)
+    (run / "uwsgi.sock").symlink_to("app-a.sock")
+    assert _serving() == ("demo-app-b", "http", False), "uwsgi.sock is not used before uwsgi.active exists"
+    (run / "uwsgi.active").write_text("")
+    assert _serving() == ("demo-app-a", "uwsgi", False)
+
+
+def test_an_older_salt_djangos_link_is_adopted_once_and_keeps_its_program(root: Path) -> None:
+    run = root / "shared" / "run"
+    (run / "gunicorn.sock").symlink_to("gunicorn-b.sock")
+    assert _serving() == ("demo-gunicorn-b", "http", True)
+    assert app_slots.adopt("demo", test=True) == "b"
+    assert not (run / "http.sock").is_symlink(), "test=True changes nothing"
+    assert app_slots.adopt("demo") == "b"
+    assert (run / "http.sock").readlink() == Path("gunicorn-b.sock")
+    assert _serving() == ("demo-gunicorn-b", "http", True)
+    assert app_slots.adopt("demo") is None
+
+
+def test_a_slot_named_by_an_even_older_upstream_file_is_adopted(root: Path, tmp_path: Path) -> None:
     (tmp_path / "nginx").mkdir()
     legacy = tmp_path / "nginx" / "demo-upstream.conf"
     legacy.write_text(f"upstream demo_gunicorn {{\n    server unix:{root}/shared/run/gunicorn-b.sock fail_timeout=0;\n}}\n")
-    assert gunicorn_slots.adopt("demo", test=True) == "b"
-    assert gunicorn_slots._serving("demo") is None, "test=True changes nothing"
-    assert gunicorn_slots.adopt("demo") == "b"
-    assert gunicorn_slots._serving("demo") == "b"
-    assert gunicorn_slots.adopt("demo") is None
+    assert app_slots.adopt("demo") == "b"
+    assert _serving() == ("demo-gunicorn-b", "http", True)
 
 
 def test_nothing_is_adopted_on_a_new_server() -> None:
-    assert gunicorn_slots.adopt("demo") is None
-    assert gunicorn_slots._serving("demo") is None
+    assert app_slots.adopt("demo") is None
+    assert _serving() is None
+
+
+def test_slot_releases_holds_what_both_namings_link(root: Path) -> None:
+    (root / "slots").mkdir()
+    (root / "slots" / "a").symlink_to("../releases/r1")
+    (root / "slots" / "app-b").symlink_to("../releases/r2")
+    assert app_slots.slot_releases("demo") == ["r1", "r2"]
+    assert app_slots.slot_release("demo", "b") == "r2"
+    assert app_slots.slot_release("demo", "a") is None, "slots/a is an older salt-django's slot, not app-a"
+
+
+def test_a_switch_off_an_older_slot_moves_its_link_and_the_next_removes_it(root: Path) -> None:
+    run = root / "shared" / "run"
+    (run / "gunicorn.sock").symlink_to("gunicorn-a.sock")
+    app_slots.adopt("demo")
+    legacy, new = app_slots.Slot("demo", "a", True), app_slots.Slot("demo", "b")
+    app_slots._point("demo", new, "http", legacy)
+    assert (run / "http.sock").readlink() == (run / "gunicorn.sock").readlink() == Path("app-b.sock")
+    app_slots._point("demo", app_slots.Slot("demo", "a"), "uwsgi", new)
+    assert (run / "uwsgi.sock").readlink() == Path("app-a.sock") and (run / "uwsgi.active").is_file()
+    assert not (run / "gunicorn.sock").is_symlink()
+    app_slots._point("demo", new, "http", app_slots.Slot("demo", "a"))
+    assert not (run / "uwsgi.active").exists(), "back to http: Nginx leaves uwsgi.sock once http.sock is set"
+    assert (run / "http.sock").readlink() == Path("app-b.sock")
+
+
+def test_a_uwsgi_packet_carries_its_variables_length_prefixed() -> None:
+    packet = app_slots.uwsgi_packet({"PATH_INFO": "/healthz", "HTTP_HOST": "x"})
+    modifier1, size, modifier2 = struct.unpack("<BHB", packet[:4])
+    body = packet[4:]
+    assert (modifier1, modifier2, size) == (0, 0, len(body))
+    assert body == b"\x09\x00PATH_INFO\x08\x00/healthz\x09\x00HTTP_HOST\x01\x00x"
+    with pytest.raises(ValueError, match="64 KiB"):
+        app_slots.uwsgi_packet({"X": "y" * 70000})
+
+
+def test_an_update_names_the_projects_groups_and_those_gone_but_never_an_older_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = tmp_path / "demo.conf"
+    conf.write_text("[program:demo-app-a]\ncommand=x\n\n[program:demo-app-b]\ncommand=x\n")
+    status = "demo-gunicorn-a RUNNING pid 1\ndemo-worker:demo-worker-0 RUNNING pid 2\nshop-worker RUNNING pid 3\n"
+    monkeypatch.setattr(app_slots, "_ctl", lambda *args: subprocess.CompletedProcess(args, 0, status, ""))
+    assert app_slots.program_groups("demo", str(conf)) == ["demo-app-a", "demo-app-b", "demo-worker"]
 
 
 def test_listen_queue_counts_connections_not_yet_accepted(tmp_path: Path) -> None:
     path = str(tmp_path / "s.sock")
-    assert gunicorn_slots._listen_queue(path) is None
+    assert app_slots._listen_queue(path) is None
     with socket.socket(socket.AF_UNIX) as server:
         server.bind(path)
         server.listen(8)
-        assert gunicorn_slots._listen_queue(path) == 0
+        assert app_slots._listen_queue(path) == 0
         clients = [socket.socket(socket.AF_UNIX) for _ in range(3)]
         for client in clients:
             client.connect(path)
-        assert gunicorn_slots._listen_queue(path) == 3
+        assert app_slots._listen_queue(path) == 3
         server.accept()[0].close()
-        assert gunicorn_slots._listen_queue(path) == 2
+        assert app_slots._listen_queue(path) == 2
         for client in clients:
             client.close()

@@ -117,12 +117,14 @@ def test_requires_python_names_both_versions(tmp_path: Path) -> None:
 
 def test_additions_follow_the_settings_wrapper() -> None:
     cfg = {
-        "app_server": {"kind": "gunicorn", "version": "27.0.1"},
+        "app_server": {"kind": "gunicorn", "package": "gunicorn", "module": "gunicorn", "version": "27.0.1"},
         "drivers": {"database": "psycopg2-binary==2.9.13", "cache": "redis==6.4.0"},
     }
     with_wrapper = django_build.additions({**cfg, "settings": {"wrapper": True}})
     assert [req for _, req in with_wrapper] == ["gunicorn==27.0.1", "psycopg2-binary==2.9.13", "redis==6.4.0"]
     assert [req for _, req in django_build.additions({**cfg, "settings": {"wrapper": False}})] == ["gunicorn==27.0.1"]
+    uwsgi = {**cfg, "app_server": {"kind": "uwsgi", "package": "pyuwsgi", "module": "pyuwsgi", "version": "2.0.30"}}
+    assert django_build.additions({**uwsgi, "settings": {"wrapper": False}}) == [(["pyuwsgi"], "pyuwsgi==2.0.30")]
 
 
 @pytest.mark.parametrize(
@@ -149,7 +151,7 @@ def test_validation_names_bad_hooks_requirements_and_secret_names() -> None:
         "secrets": {"DB_PASSWORD": "a" * 20, "REDIS_PASSWORD": "b" * 20, "bad-name": "x", "DATABASE_URL": "postgres://"},
         "hooks": {"build": [{"run": "/usr/bin/id"}], "later": []},
         "requirements": "../outside.txt",
-        "app_server": {"kind": "uwsgi"},
+        "app_server": {"kind": "waitress"},
         "health": {"path": "health/"},
     }
     errors = "\n".join(saltdjango._validate_project("site", project_pillar))
@@ -159,7 +161,7 @@ def test_validation_names_bad_hooks_requirements_and_secret_names() -> None:
         "projects:site:hooks:build:0: run: /usr/bin/id must be a command inside the release",
         "projects:site:hooks:later: unknown stage",
         "projects:site:requirements: must be a path inside the project",
-        "projects:site:app_server:kind: 'uwsgi' is not supported",
+        "projects:site:app_server:kind: 'waitress' is not supported; supported: gunicorn, uwsgi",
         "projects:site:health:path: must be a URL path of the project, e.g. /health/",
     ):
         assert expected in errors
@@ -188,7 +190,7 @@ def test_mask_hides_plain_and_url_quoted_secrets() -> None:
 
 def test_media_on_s3_adds_django_storages_and_boto3_with_the_wrapper_only() -> None:
     cfg = {
-        "app_server": {"kind": "gunicorn", "version": "27.0.1"},
+        "app_server": {"kind": "gunicorn", "package": "gunicorn", "module": "gunicorn", "version": "27.0.1"},
         "drivers": {
             "database": "psycopg2-binary==2.9.13",
             "cache": "redis==6.4.0",

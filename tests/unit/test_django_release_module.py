@@ -29,7 +29,7 @@ def configure_loader_modules(root: Path, tmp_path: Path, monkeypatch: pytest.Mon
     salt = {
         "saltdjango.project": lambda project: {"keep_releases": 2, "health_timeout": 60},
         "django_manage.project_root": lambda project: str(root),
-        "gunicorn_slots.slot_release": lambda project, slot: None,
+        "app_slots.slot_releases": lambda project: [],
         "django_static.prune": lambda project: {"releases": [], "files": 0},
         "pillar.get": lambda key, default=None: default,
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.conftest import load
+from tests.unit.conftest import FILESERVER, load
 
 django_schedule = load("_modules/django_schedule.py")
 saltdjango = load("_modules/saltdjango.py")
@@ -115,7 +115,7 @@ def test_stale_finds_only_our_jobs_not_wanted(tmp_path: Path) -> None:
 
 
 def test_pillar_validation_names_a_bad_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(saltdjango, "__salt__", {"django_schedule.job_problems": django_schedule.job_problems}, raising=False)
+    monkeypatch.setattr(saltdjango, "__salt__", {**FILESERVER, "django_schedule.job_problems": django_schedule.job_problems}, raising=False)
     project = {"domains": ["example.org"], "secrets": {"DB_PASSWORD": "a" * 20, "REDIS_PASSWORD": "b" * 20}}
     project["schedule"] = {"tick": {"manage": "clearsessions", "when": "@often"}}
     errors = saltdjango.validate({"projects": {"site": project}}, minion="single")
@@ -123,7 +123,9 @@ def test_pillar_validation_names_a_bad_schedule(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_pillar_validation_names_a_bad_backup_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(saltdjango, "__salt__", {"django_schedule.backup_problems": django_schedule.backup_problems}, raising=False)
+    monkeypatch.setattr(
+        saltdjango, "__salt__", {**FILESERVER, "django_schedule.backup_problems": django_schedule.backup_problems}, raising=False
+    )
     project = {"domains": ["example.org"], "secrets": {"DB_PASSWORD": "a" * 20, "REDIS_PASSWORD": "b" * 20}}
     project["backups"] = {"schedule": "61 * * * *"}
     errors = saltdjango.validate({"projects": {"site": project}}, minion="single")

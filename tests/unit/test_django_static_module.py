@@ -31,7 +31,7 @@ def keep() -> dict:
 def configure_loader_modules(root: Path, keep: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     salt: dict = {
         "django_manage.project_root": lambda project: str(root),
-        "gunicorn_slots.slot_release": lambda project, slot: None,
+        "app_slots.slot_releases": lambda project: [],
         "saltdjango.project": lambda project: {"static": {"keep": keep}, "keep_releases": 2},
     }
     for name in ("current", "info", "list_releases", "prune"):

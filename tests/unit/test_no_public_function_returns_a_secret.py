@@ -156,7 +156,7 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
         ("django_schedule", "SYSTEMD_DIR"),
         ("django_schedule", "CRON_DIR"),
         ("django_schedule", "SCRIPT_DIR"),
-        ("gunicorn_slots", "LEGACY_UPSTREAM_DIR"),
+        ("app_slots", "LEGACY_UPSTREAM_DIR"),
         ("haproxy_runtime", "DEFAULT_SOCKET"),
     ):
         monkeypatch.setattr(modules[module], constant, str(tmp_path) + getattr(modules[module], constant))

@@ -130,7 +130,7 @@ def test_a_jinja_mistake_is_caught_in_an_sls_and_in_a_template(tmp_path: Path) -
     tree = tmp_path / "tree"
     shutil.copytree(ROOT / "salt", tree, symlinks=False)
     template = tree / "nginx" / "files" / "site.conf.jinja"
-    template.write_text(template.read_text().replace("{{ project.name }}_gunicorn {", "{{ project.name }_gunicorn {", 1))
+    template.write_text(template.read_text().replace("{{ project.name }}_app {", "{{ project.name }_app {", 1))
     found = render(tmp_path / "one", SINGLE, tree=tree)
     assert [e for e in found["errors"] if "salt://nginx/files/site.conf.jinja" in e], found["errors"]
     sls = tree / "redis" / "init.sls"

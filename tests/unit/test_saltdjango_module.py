@@ -7,7 +7,7 @@ from unittest.mock import patch
 import pytest
 import yaml
 
-from tests.unit.conftest import ROOT, Utils, load
+from tests.unit.conftest import FILESERVER, ROOT, Utils, load
 
 saltdjango = load("_modules/saltdjango.py")
 
@@ -23,7 +23,17 @@ def project(**overrides: object) -> dict:
 
 @pytest.fixture
 def configure_loader_modules() -> dict:
-    return {saltdjango: {"__pillar__": {}, "__grains__": {"num_cpus": 4}, "__salt__": {}, "__opts__": {"id": "app1"}, "__utils__": Utils()}}
+    salt = dict(FILESERVER)
+    return {
+        saltdjango: {
+            "__pillar__": {},
+            "__grains__": {"num_cpus": 4},
+            "__salt__": salt,
+            "__opts__": {"id": "app1"},
+            "__utils__": Utils(),
+            "__context__": {},
+        }
+    }
 
 
 @pytest.mark.parametrize(
@@ -120,7 +130,7 @@ def test_project_config_fills_defaults_and_drops_secrets() -> None:
     }
     cfg = saltdjango.projects(defaults)
     assert cfg == {}
-    cfg = saltdjango._project_config("shop", project(), defaults, cpus=2)
+    cfg = saltdjango._project_config("shop", project(), defaults, KINDS, cpus=2)
     assert cfg["user"] == "shop" and cfg["wsgi"] == "shop.wsgi:application"
     assert cfg["settings"] == {"wrapper": True, "base": "shop.settings", "module": "salt_django_settings"}
     assert cfg["database"] == {"name": "shop", "user": "shop"}
@@ -128,13 +138,15 @@ def test_project_config_fills_defaults_and_drops_secrets() -> None:
     assert "secrets" not in cfg
 
 
-APP_SERVER_DEFAULTS = {"kind": "gunicorn", "version": "27.0.1", "workers": None, "timeout": 30, "graceful_timeout": 30}
+APP_SERVER_DEFAULTS = {"kind": "gunicorn", "version": None, "workers": None, "timeout": 30, "graceful_timeout": 30}
+KINDS = yaml.safe_load((ROOT / "salt" / "app" / "defaults.yaml").read_text())["app_servers"]
+GUNICORN = {"version": "27.0.1", "package": "gunicorn", "module": "gunicorn", "protocol": "http"}
 
 
 def test_the_deprecated_gunicorn_key_is_read_below_app_server_and_named_as_deprecated() -> None:
     legacy = project(gunicorn={"timeout": 45, "workers": 2}, app_server={"workers": 2})
-    cfg = saltdjango._project_config("shop", legacy, {"settings": {}, "database": {}, "app_server": APP_SERVER_DEFAULTS}, cpus=2)
-    assert cfg["app_server"] == {**APP_SERVER_DEFAULTS, "timeout": 45, "workers": 2}
+    cfg = saltdjango._project_config("shop", legacy, {"settings": {}, "database": {}, "app_server": APP_SERVER_DEFAULTS}, KINDS, cpus=2)
+    assert cfg["app_server"] == {**APP_SERVER_DEFAULTS, **GUNICORN, "timeout": 45, "workers": 2}
     assert "gunicorn" not in cfg, "templates read app_server only"
     assert saltdjango.validate({"projects": {"shop": legacy}}) == []
     assert saltdjango.deprecations({"projects": {"shop": legacy, "blog": project()}}) == [
@@ -147,8 +159,11 @@ def test_the_deprecated_gunicorn_key_is_read_below_app_server_and_named_as_depre
     [
         ({"app_server": {"workers": 0}}, "projects:demo:app_server:workers: must be a whole number from 1 to 256"),
         ({"app_server": {"timeout": "30s"}}, "projects:demo:app_server:timeout: must be a whole number from 1 to 3600"),
-        ({"app_server": {"threads": 4}}, "app_server:threads: unknown key; known: graceful_timeout, kind, timeout, version, workers"),
-        ({"app_server": {"kind": "waitress"}}, "projects:demo:app_server:kind: 'waitress' is not supported; supported: gunicorn"),
+        (
+            {"app_server": {"threads": 4}},
+            "app_server:threads: unknown key; known: graceful_timeout, kind, max_requests, timeout, version, workers",
+        ),
+        ({"app_server": {"kind": "waitress"}}, "projects:demo:app_server:kind: 'waitress' is not supported; supported: gunicorn, uwsgi"),
         ({"gunicorn": {"graceful_timeout": True}}, "projects:demo:gunicorn:graceful_timeout: must be a whole number from 1 to 3600"),
         ({"gunicorn": {"kind": "gunicorn"}}, "projects:demo:gunicorn:kind: unknown key; known: graceful_timeout, timeout, workers"),
         ({"gunicorn": 4}, "projects:demo:gunicorn: must be a mapping (better: move its keys under projects:demo:app_server)"),
@@ -161,13 +176,15 @@ def test_the_deprecated_gunicorn_key_is_read_below_app_server_and_named_as_depre
 def test_bad_app_server_numbers_are_named_and_render_with_the_default(overrides: dict, error: str) -> None:
     [found] = saltdjango.validate({"projects": {"demo": project(**overrides)}})
     assert found.endswith(error) and found.startswith("projects:demo:"), found
-    cfg = saltdjango._project_config("demo", project(**overrides), {"settings": {}, "database": {}, "app_server": APP_SERVER_DEFAULTS})
+    cfg = saltdjango._project_config(
+        "demo", project(**overrides), {"settings": {}, "database": {}, "app_server": APP_SERVER_DEFAULTS}, KINDS
+    )
     assert all(isinstance(cfg["app_server"][field], int) for field in ("workers", "timeout", "graceful_timeout")), cfg["app_server"]
 
 
 def test_project_config_opt_out_uses_the_named_module() -> None:
     defaults = {"settings": {"wrapper": True, "base": None, "module": None}, "database": {}, "app_server": {}}
-    cfg = saltdjango._project_config("shop", project(settings={"wrapper": False, "module": "shop.settings.prod"}), defaults)
+    cfg = saltdjango._project_config("shop", project(settings={"wrapper": False, "module": "shop.settings.prod"}), defaults, KINDS)
     assert cfg["settings"]["module"] == "shop.settings.prod"
 
 
@@ -427,7 +444,7 @@ APP_DEFAULTS = yaml.safe_load((ROOT / "salt" / "app" / "defaults.yaml").read_tex
 
 
 def _edge(pillar_project: dict) -> dict:
-    return saltdjango._project_config("demo", project(**pillar_project), APP_DEFAULTS, cpus=1)
+    return saltdjango._project_config("demo", project(**pillar_project), APP_DEFAULTS, KINDS, cpus=1)
 
 
 def test_the_edge_sends_one_policy_that_suits_server_rendered_pages() -> None:

@@ -1,0 +1,151 @@
+"""App server kinds on one server: an upgrade from the Gunicorn-only names, then uWSGI and back.
+
+One booted test host is first deployed by salt-django as it was before
+app server kinds (the commit ``LEGACY_COMMIT`` of this repository, programs
+``demo-gunicorn-a/b``), then, under load each time:
+
+1. upgraded in place to this tree (programs ``demo-app-a/b``);
+2. switched to uWSGI by pillar (``app_server: {kind: uwsgi}``), released,
+   rolled back, refused a broken release;
+3. switched back to Gunicorn.
+
+Every switch is a release: the load (new HTTPS connections one after
+another, through Nginx) sees no failed request, and a second apply changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import DOMAIN, Load, edit_in_host, fetch, make, repo_host, run_make
+from tests.lab.hosts import Host
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The last commit before app server kinds: Gunicorn's names everywhere.
+LEGACY_COMMIT = "d91b089e6e46e53f13f583f41a3cddc0d8c7d15c"
+LEGACY_IN_HOST = "/root/salt-django-legacy"
+SECRETS = """\
+        secrets:
+          DB_PASSWORD: appServersDbPassword0123
+          REDIS_PASSWORD: appServersRedisPassword0123
+"""
+
+
+def _pillar(host: Host, app_server: str = "") -> None:
+    """The host's local pillar: the secrets, and ``app_server`` if given (YAML flow mapping)."""
+    text = "projects:\n  demo:\n" + SECRETS.replace("        ", "    ")
+    if app_server:
+        text += f"    app_server: {app_server}\n"
+    host.run(["sh", "-c", "umask 077 && cat > /etc/salt-django/pillar/local.sls"], input=text)
+
+
+def _legacy_tree(workdir: Path) -> Path:
+    """This repository at ``LEGACY_COMMIT``, unpacked on this machine."""
+    tree = workdir / "legacy-tree"
+    tree.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", LEGACY_COMMIT], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def _programs(host: Host) -> dict[str, str]:
+    """supervisord's demo programs and their states."""
+    out = host.run("supervisorctl status", check=False).stdout
+    return {line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith("demo-")}
+
+
+def _link(host: Host, name: str) -> str | None:
+    result = host.run(f"readlink /srv/demo/shared/run/{name}", check=False)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _serves_the_site(host: Host) -> None:
+    """The demo page, the admin, a static file and /healthz answer through Nginx."""
+    page = fetch(host, f"https://{DOMAIN}/")
+    assert page.status == 200 and "salt-django demo" in page.body
+    assert fetch(host, f"https://{DOMAIN}/admin/login/").status == 200
+    css = re.search(r'href="(/static/visits/site\.[0-9a-f]{12}\.css)"', page.body)
+    assert css and fetch(host, f"https://{DOMAIN}{css.group(1)}").status == 200
+    assert json.loads(fetch(host, f"http://{DOMAIN}/healthz").body)["status"] == "ok"
+
+
+@pytest.fixture(scope="module")
+def host(lab_base: Path, lab_workdir: Path) -> Iterator[Host]:
+    with repo_host("appservers", lab_base, lab_workdir) as server:
+        server.run(["install", "-d", "-m", "0700", "/etc/salt-django/pillar"])
+        _pillar(server)
+        server.copy_in(_legacy_tree(lab_workdir / "appservers-legacy"), LEGACY_IN_HOST)
+        result = server.run(f"cd {LEGACY_IN_HOST} && make deploy", check=False, timeout=900)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        yield server
+
+
+def test_a_server_with_gunicorns_names_upgrades_in_place_with_no_failed_request(host: Host) -> None:
+    before = _programs(host)
+    assert before.get("demo-gunicorn-a") == "RUNNING" and _link(host, "gunicorn.sock") == "gunicorn-a.sock", before
+    with Load(host) as load:
+        deploy = make(host)
+    assert load.result["sent"] > 30 and load.result["failed"] == 0, load.result
+    programs = _programs(host)
+    assert programs.get("demo-app-b") == "RUNNING", programs
+    assert not any("gunicorn" in name for name in programs), "the older programs are gone"
+    assert _link(host, "http.sock") == "app-b.sock"
+    assert not host.path("/srv/demo/bin/gunicorn-run").exists()
+    assert "switch" in deploy.output or deploy.changed > 0
+    _serves_the_site(host)
+    assert make(host).changed == 0, "a second apply changes nothing"
+
+
+def test_switching_to_uwsgi_is_a_release_with_no_failed_request(host: Host) -> None:
+    _pillar(host, "{kind: uwsgi, workers: 2}")
+    with Load(host) as load:
+        make(host)
+    assert load.result["sent"] > 30 and load.result["failed"] == 0, load.result
+    assert len(load.result["releases"]) == 2, "the release was built again, for uWSGI"
+    assert _link(host, "uwsgi.sock") == "app-a.sock" and _link(host, "http.sock") is None
+    processes = host.run("ps -eo args=").stdout
+    assert re.search(r"^demo-app-a uWSGI master", processes, re.M), processes
+    assert len(re.findall(r"^demo-app-a uWSGI worker \d+", processes, re.M)) == 2, processes
+    assert "gunicorn" not in processes
+    _serves_the_site(host)
+    assert make(host).changed == 0, "a second apply changes nothing"
+
+
+def test_under_uwsgi_a_release_and_a_rollback_drop_no_request_and_a_broken_one_never_serves(host: Host) -> None:
+    template = "example/visits/templates/visits/index.html"
+    edit_in_host(host, template, "<h1>salt-django demo</h1>", "<h1>salt-django demo v2</h1>")
+    with Load(host) as load:
+        make(host)
+    assert load.result["failed"] == 0 and "salt-django demo v2" in fetch(host, f"https://{DOMAIN}/").body, load.result
+    with Load(host) as load:
+        code, output = run_make(host, "rollback")
+    assert code == 0, output[-2000:]
+    assert load.result["failed"] == 0 and "demo v2" not in fetch(host, f"https://{DOMAIN}/").body, load.result
+    edit_in_host(host, "example/visits/views.py", "import ", "import broken(\nimport ")
+    with Load(host) as load:
+        broken = make(host, check=False)
+    assert broken.returncode != 0 and "did not become healthy" not in broken.output, broken.output[-3000:]
+    assert load.result["failed"] == 0 and len(load.result["releases"]) == 1, load.result
+    edit_in_host(host, "example/visits/views.py", "import broken(\nimport ", "import ")
+    edit_in_host(host, template, "<h1>salt-django demo v2</h1>", "<h1>salt-django demo</h1>")
+
+
+def test_switching_back_to_gunicorn_is_a_release_with_no_failed_request(host: Host) -> None:
+    _pillar(host, "{kind: gunicorn, workers: 2}")
+    with Load(host) as load:
+        make(host)
+    assert load.result["sent"] > 30 and load.result["failed"] == 0, load.result
+    assert _link(host, "uwsgi.sock") is None and _link(host, "http.sock") in ("app-a.sock", "app-b.sock")
+    processes = host.run("ps -eo args=").stdout
+    assert "gunicorn" in processes and "uWSGI" not in processes, processes
+    _serves_the_site(host)
+    assert make(host).changed == 0, "a second apply changes nothing"
