@@ -18,8 +18,11 @@ is false for a socket, so a plain file says which link serves.) A switch:
    ``current``. To another protocol, its link is set first, then
    ``uwsgi.active`` created or removed: again one atomic step for Nginx;
 4. waits until the old slot's listen queue is empty (connections opened
-   before the switch), then stops it: TERM lets each worker finish its
-   request, up to the graceful timeout.
+   before the switch) and its connections have ended, for up to
+   ``app_server:drain_timeout`` seconds; websockets still open then are
+   closed with 1001 (going away, see ``salt_django_asgi``); then it stops
+   the slot: TERM lets each worker finish its request, up to the graceful
+   timeout.
 
 Nginx is never reloaded for a switch, not even one to another kind, so its
 clients' keep-alive connections never see it; the serving slot is whatever
@@ -162,6 +165,11 @@ def adopt(project: str, test: bool = False) -> str | None:
     return slot.slot if slot else None
 
 
+def _every_slot(project: str) -> list[Slot]:
+    """Both slots under both namings (an upgrade has one of each)."""
+    return [Slot(project, s, legacy) for s in SLOTS for legacy in (False, True)]
+
+
 def _linked_release(slot: Slot) -> str | None:
     link = _slot_link(slot)
     return os.path.basename(os.readlink(link)) if os.path.islink(link) else None
@@ -188,12 +196,15 @@ def slot_releases(project: str) -> list[str]:
 
         salt-call app_slots.slot_releases demo
     """
-    linked = (_linked_release(Slot(project, s, legacy)) for s in SLOTS for legacy in (False, True))
-    return sorted({release for release in linked if release})
+    return sorted({release for release in map(_linked_release, _every_slot(project)) if release})
 
 
 def _ctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["supervisorctl", *args], capture_output=True, text=True, check=False)
+    """supervisorctl; before supervisor is installed (a first apply with test=True) it answers nothing."""
+    try:
+        return subprocess.run(["supervisorctl", *args], capture_output=True, text=True, check=False)
+    except OSError as exc:
+        return subprocess.CompletedProcess(["supervisorctl", *args], 127, "", str(exc))
 
 
 def _program_state(name: str) -> str | None:
@@ -222,8 +233,7 @@ def running_programs(project: str) -> list[str]:
 
         salt-call app_slots.running_programs demo
     """
-    slots = (Slot(project, s, legacy) for s in SLOTS for legacy in (False, True))
-    return [slot.program for slot in slots if _program_state(slot.program) == "RUNNING"]
+    return [slot.program for slot in _every_slot(project) if _program_state(slot.program) == "RUNNING"]
 
 
 #: The programs salt-django defines for a project (supervisor-program.conf.jinja), by suffix.
@@ -403,14 +413,54 @@ def _point(project: str, slot: Slot, protocol: str, old: Slot | None) -> None:
     active = os.path.join(run, UWSGI_ACTIVE)
     if protocol == "uwsgi" and not os.path.exists(active):
         __utils__["saltdjango_files.replace"](active, "", mode=0o644)  # noqa: F821
-    if protocol == "http" and os.path.exists(active):
-        os.unlink(active)
+    if protocol == "http":
+        _remove(active)
     legacy = os.path.join(run, LEGACY_LINK)
-    if os.path.lexists(legacy):
-        if old and old.legacy:
-            _set_link(legacy, slot.socket_name)
-        else:
-            os.unlink(legacy)
+    if old and old.legacy and os.path.lexists(legacy):
+        _set_link(legacy, slot.socket_name)
+    else:
+        _remove(legacy)
+
+
+def _connections(path: str) -> int:
+    """Connections the unix socket ``path`` has accepted and not closed (requests, websockets)."""
+    try:
+        out = subprocess.run(["ss", "-xnH", "state", "established", "src", path], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return 0
+    return len(out.splitlines())
+
+
+def _drain_file(slot: Slot) -> str:
+    """Once this file exists, the slot's websockets close with 1001 (salt_django_asgi)."""
+    return os.path.join(_run_dir(slot.project), f"app-{slot.slot}.drain")
+
+
+def _websockets_file(slot: Slot) -> str:
+    """Exists while the slot runs a kind that serves websockets (which a switch drains)."""
+    return os.path.join(_run_dir(slot.project), f"app-{slot.slot}.websockets")
+
+
+def _remove(*paths: str) -> None:
+    for path in paths:
+        if os.path.lexists(path):
+            os.unlink(path)
+
+
+def _close_connections(slot: Slot, drain_timeout: float) -> None:
+    """Let the connections ``slot`` still holds end by themselves for up to
+    ``drain_timeout`` seconds, then tell its websockets to go away (1001),
+    and give them 5 s to close before the slot is stopped."""
+    path = _socket_path(slot)
+    deadline = time.monotonic() + drain_timeout
+    while _connections(path) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if not _connections(path):
+        return
+    __utils__["saltdjango_files.replace"](_drain_file(slot), "", mode=0o644)  # noqa: F821
+    deadline = time.monotonic() + 5
+    while _connections(path) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def activate(project: str, release: str, host: str, timeout: float = 60) -> dict[str, Any]:
@@ -444,6 +494,9 @@ def activate(project: str, release: str, host: str, timeout: float = 60) -> dict
     new = Slot(project, "b" if old and old.slot == "a" else "a")
     os.makedirs(os.path.join(root, "slots"), mode=0o755, exist_ok=True)
     _set_link(_slot_link(new), os.path.join("..", "releases", release))
+    _remove(_drain_file(new), _websockets_file(new))
+    if server["websockets"]:
+        __utils__["saltdjango_files.replace"](_websockets_file(new), "", mode=0o644)  # noqa: F821
     started = _ctl("restart", new.program)
     health = _wait_healthy(new, protocol, release, host, timeout)
     if not health["ok"]:
@@ -456,25 +509,23 @@ def activate(project: str, release: str, host: str, timeout: float = 60) -> dict
     _set_link(os.path.join(root, "current"), os.path.join("releases", release))
     if old:
         _drain(old, timeout)
+        if os.path.exists(_websockets_file(old)):
+            _close_connections(old, float(server["drain_timeout"]))
         _retire(old)
-        unused = os.path.join(_run_dir(project), LINKS[old_protocol])
-        if old_protocol != protocol and os.path.lexists(unused):
-            os.unlink(unused)
+        if old_protocol != protocol:
+            _remove(os.path.join(_run_dir(project), LINKS[old_protocol]))
     return {"slot": {"old": old.slot if old else None, "new": new.slot}, "release": release, "kind": server["kind"]}
 
 
 def _retire(slot: Slot) -> None:
     """Disable a slot: no link, program stopped (gracefully: TERM). An older
     salt-django's program is then removed from supervisord, with its runner."""
-    link = _slot_link(slot)
-    if os.path.islink(link):
-        os.unlink(link)
+    _remove(_slot_link(slot))
     _ctl("stop", slot.program)
+    _remove(_drain_file(slot), _websockets_file(slot))
     if slot.legacy:
         _ctl("update", *(Slot(slot.project, s, True).program for s in SLOTS))
-        runner = os.path.join(_root(slot.project), "bin", "gunicorn-run")
-        if os.path.exists(runner):
-            os.unlink(runner)
+        _remove(os.path.join(_root(slot.project), "bin", "gunicorn-run"))
 
 
 def is_serving(project: str, release: str) -> bool:

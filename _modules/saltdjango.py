@@ -635,6 +635,7 @@ def _project_config(name: str, raw: dict[str, Any], defaults: dict[str, Any], ki
     cfg["user"] = cfg.get("user") or name
     cfg["source"] = cfg.get("source") or f"salt://projects/{name}"
     cfg["wsgi"] = cfg.get("wsgi") or f"{name}.wsgi:application"
+    cfg["asgi"] = cfg.get("asgi") or f"{name}.asgi:application"
     settings = cfg["settings"]
     settings["base"] = settings.get("base") or f"{name}.settings"
     if settings.get("wrapper", True):

@@ -17,13 +17,19 @@ from typing import Any
 
 #: The numbers of every kind, each with its lowest and highest value
 #: (max_requests 0: a worker is never recycled).
-LIMITS = {"workers": (1, 256), "timeout": (1, 3600), "graceful_timeout": (1, 3600), "max_requests": (0, 10_000_000)}
+LIMITS = {
+    "workers": (1, 256),
+    "timeout": (1, 3600),
+    "graceful_timeout": (1, 3600),
+    "max_requests": (0, 10_000_000),
+    "drain_timeout": (0, 3600),
+}
 KEYS = frozenset({"kind", "version", *LIMITS})
 #: The older pillar key of the same settings, and what it may hold.
 LEGACY = "gunicorn"
 LEGACY_KEYS = frozenset({"workers", "timeout", "graceful_timeout"})
 #: What a kind's entry in ``app_servers`` must say.
-KIND_FIELDS = ("package", "version", "module", "protocol")
+KIND_FIELDS = ("package", "version", "module", "protocol", "websockets")
 PROTOCOLS = frozenset({"http", "uwsgi"})
 _VERSION = re.compile(r"^[0-9][0-9a-z.+-]*$")
 
@@ -60,9 +66,7 @@ def kind_problems(kinds: Any) -> list[str]:
     version, module and a protocol Nginx speaks."""
     if not isinstance(kinds, dict) or not kinds:
         return ["app_servers: must map each kind to its package, version, module and protocol"]
-    errors = [
-        f"app_servers:{name}:{field}: missing" for name, kind in kinds.items() for field in KIND_FIELDS if not (kind or {}).get(field)
-    ]
+    errors = [f"app_servers:{name}:{field}: missing" for name, kind in kinds.items() for field in KIND_FIELDS if field not in (kind or {})]
     errors += [
         f"app_servers:{name}:protocol: {kind['protocol']!r} is not one of {', '.join(sorted(PROTOCOLS))}"
         for name, kind in kinds.items()

@@ -7,6 +7,7 @@ from visits import uploads, views
 urlpatterns = [
     path("", views.index, name="index"),
     path("slow/", views.slow, name="slow"),
+    path("pulse/", views.pulse, name="pulse"),
     path("csp-probe/", views.csp_probe, name="csp_probe"),
     path("note/", views.note, name="note"),
     path("jobs/", views.jobs, name="jobs"),

@@ -1,6 +1,7 @@
 """The demo pages: touch every part of the stack a deploy sets up, and what a
 release must not break (assets, long requests, forms, sessions)."""
 
+import asyncio
 import os
 import socket
 import time
@@ -62,6 +63,12 @@ def csp_probe(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
+async def pulse(request: HttpRequest) -> JsonResponse:
+    """An async view: it awaits without holding a worker (under an ASGI server)."""
+    await asyncio.sleep(0.01)
+    return JsonResponse({"async": True, "release": _release()})
+
+
 def slow(request: HttpRequest) -> HttpResponse:
     """Answer after ``?seconds=N`` (at most SLOW_MAX_SECONDS): a long request to survive a switch."""
     try:

@@ -140,6 +140,7 @@ app-{{ name }}-env-managed:
         SALT_DJANGO_BASE_SETTINGS: {{ project.settings.base }}
         PYTHONPATH: {{ project.root }}/shared/conf
         SALT_DJANGO_WSGI: {{ project.wsgi }}
+        SALT_DJANGO_ASGI: {{ project.asgi }}
         DJANGO_ALLOWED_HOSTS: {{ project.domains | join(',') }}
         DJANGO_HSTS_SECONDS: {{ project.hsts_seconds | string | json }}
         DJANGO_HSTS_PRELOAD: {{ ('1' if project.hsts_preload else '0') | json }}
@@ -190,7 +191,7 @@ app-{{ name }}-env-managed:
     - require:
       - file: app-{{ name }}-conf-directory-present
 
-# The settings wrapper, the WSGI entry point that serves /healthz, and with
+# The settings wrapper, the WSGI and ASGI entry points that serve /healthz, and with
 # media on S3 the storage class the wrapper names.
 app-{{ name }}-settings-managed:
   file.managed:
@@ -199,6 +200,8 @@ app-{{ name }}-settings-managed:
         - source: salt://app/files/salt_django_settings.py
       - {{ project.root }}/shared/conf/salt_django_wsgi.py:
         - source: salt://app/files/salt_django_wsgi.py
+      - {{ project.root }}/shared/conf/salt_django_asgi.py:
+        - source: salt://app/files/salt_django_asgi.py
       - {{ project.root }}/shared/conf/salt_django_worker.py:
         - source: salt://app/files/salt_django_worker.py
 {%- if project.media.backend == 's3' %}

@@ -19,6 +19,15 @@ nginx-default-site-absent:
     - require:
       - pkg: nginx-packages-installed
 
+nginx-shutdown-timeout-managed:
+  file.managed:
+    - name: {{ nginx.modules_enabled }}/90-salt-django-shutdown.conf
+    - contents: |
+        # Managed by salt-django: old workers of a reload do not wait on websockets forever.
+        worker_shutdown_timeout {{ nginx.worker_shutdown_timeout }};
+    - mode: '0644'
+    - require:
+      - pkg: nginx-packages-installed
 {%- for name, project in projects.items() %}
 
 nginx-{{ name }}-snippets-managed:
@@ -86,6 +95,7 @@ nginx-config-tested:
     - name: nginx -t
     - onchanges:
       - file: nginx-default-site-absent
+      - file: nginx-shutdown-timeout-managed
 {%- for name in removed %}
       - file: nginx-{{ name }}-site-absent
 {%- endfor %}
@@ -106,6 +116,7 @@ nginx-service-running:
       - cmd: nginx-config-tested
     - watch:
       - file: nginx-default-site-absent
+      - file: nginx-shutdown-timeout-managed
 {%- for name in removed %}
       - file: nginx-{{ name }}-site-absent
 {%- endfor %}
