@@ -7,7 +7,10 @@ app server kinds (the commit ``LEGACY_COMMIT`` of this repository, programs
 1. upgraded in place to this tree (programs ``demo-app-a/b``);
 2. switched to uWSGI by pillar (``app_server: {kind: uwsgi}``), released,
    rolled back, refused a broken release;
-3. switched back to Gunicorn.
+3. switched back to Gunicorn;
+4. switched to Uvicorn workers (ASGI): an async view, and a websocket open
+   during a release, which the old slot keeps echoing until
+   ``drain_timeout``, then closes with 1001.
 
 Every switch is a release: the load (new HTTPS connections one after
 another, through Nginx) sees no failed request, and a second apply changes
@@ -19,12 +22,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import DOMAIN, Load, edit_in_host, fetch, make, repo_host, run_make
+from tests.integration.helpers import DOMAIN, REPO_IN_HOST, Load, edit_in_host, fetch, make, repo_host, run_make
 from tests.lab.hosts import Host
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -113,8 +117,8 @@ def test_switching_to_uwsgi_is_a_release_with_no_failed_request(host: Host) -> N
     assert len(load.result["releases"]) == 2, "the release was built again, for uWSGI"
     assert _link(host, "uwsgi.sock") == "app-a.sock" and _link(host, "http.sock") is None
     processes = host.run("ps -eo args=").stdout
-    assert re.search(r"^demo-app-a uWSGI master", processes, re.M), processes
-    assert len(re.findall(r"^demo-app-a uWSGI worker \d+", processes, re.M)) == 2, processes
+    uwsgi = re.findall(r"/venv/bin/uwsgi .*--socket /srv/demo/shared/run/app-a\.sock .*--processes 2 ", processes)
+    assert len(uwsgi) == 3, processes  # the master and its two workers
     assert "gunicorn" not in processes
     _serves_the_site(host)
     assert make(host).changed == 0, "a second apply changes nothing"
@@ -149,3 +153,35 @@ def test_switching_back_to_gunicorn_is_a_release_with_no_failed_request(host: Ho
     assert "gunicorn" in processes and "uWSGI" not in processes, processes
     _serves_the_site(host)
     assert make(host).changed == 0, "a second apply changes nothing"
+
+
+def test_uvicorn_answers_async_and_a_websocket_open_during_a_release_goes_away_with_1001(host: Host) -> None:
+    _pillar(host, "{kind: uvicorn, workers: 2, drain_timeout: 3}")
+    with Load(host) as load:
+        make(host)
+    assert load.result["sent"] > 30 and load.result["failed"] == 0, load.result
+    processes = host.run("ps -eo args=").stdout
+    assert "--worker-class uvicorn_worker.UvicornWorker" in processes, processes
+    pulse = fetch(host, f"https://{DOMAIN}/pulse/")
+    assert pulse.status == 200 and json.loads(pulse.body)["async"] is True, pulse.body
+    _serves_the_site(host)
+    assert make(host).changed == 0, "a second apply changes nothing"
+
+    host.run("rm -f /tmp/ws.stop /tmp/ws.json")
+    host.run(
+        f"nohup /srv/demo/current/venv/bin/python {REPO_IN_HOST}/tests/integration/wsclient.py --host {DOMAIN}"
+        " --stop-file /tmp/ws.stop --max-seconds 300 > /tmp/ws.json 2>/tmp/ws.err &"
+    )
+    time.sleep(2)
+    edit_in_host(host, "example/visits/templates/visits/index.html", "<h1>salt-django demo</h1>", "<h1>salt-django demo v3</h1>")
+    with Load(host) as load:
+        make(host)
+    assert load.result["failed"] == 0 and len(load.result["releases"]) == 2, load.result
+    host.run("touch /tmp/ws.stop")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not host.run("cat /tmp/ws.json", check=False).stdout:
+        time.sleep(0.5)
+    ws = json.loads(host.run("cat /tmp/ws.json").stdout or "{}")
+    assert ws.get("error") is None and ws.get("code") == 1001, (ws, host.run("cat /tmp/ws.err", check=False).stdout)
+    assert ws["switched"] is not None and ws["closed"] - ws["switched"] <= 3 + 5, ws
+    assert any(seconds > ws["switched"] for seconds, _ in ws["echoes"]), "the old slot echoes after the switch"

@@ -140,7 +140,7 @@ def test_project_config_fills_defaults_and_drops_secrets() -> None:
 
 APP_SERVER_DEFAULTS = {"kind": "gunicorn", "version": None, "workers": None, "timeout": 30, "graceful_timeout": 30}
 KINDS = yaml.safe_load((ROOT / "salt" / "app" / "defaults.yaml").read_text())["app_servers"]
-GUNICORN = {"version": "27.0.1", "package": "gunicorn", "module": "gunicorn", "protocol": "http"}
+GUNICORN = {"version": "27.0.1", "package": "gunicorn", "module": "gunicorn", "protocol": "http", "websockets": False}
 
 
 def test_the_deprecated_gunicorn_key_is_read_below_app_server_and_named_as_deprecated() -> None:
@@ -161,9 +161,12 @@ def test_the_deprecated_gunicorn_key_is_read_below_app_server_and_named_as_depre
         ({"app_server": {"timeout": "30s"}}, "projects:demo:app_server:timeout: must be a whole number from 1 to 3600"),
         (
             {"app_server": {"threads": 4}},
-            "app_server:threads: unknown key; known: graceful_timeout, kind, max_requests, timeout, version, workers",
+            "app_server:threads: unknown key; known: drain_timeout, graceful_timeout, kind, max_requests, timeout, version, workers",
         ),
-        ({"app_server": {"kind": "waitress"}}, "projects:demo:app_server:kind: 'waitress' is not supported; supported: gunicorn, uwsgi"),
+        (
+            {"app_server": {"kind": "waitress"}},
+            "projects:demo:app_server:kind: 'waitress' is not supported; supported: gunicorn, uvicorn, uwsgi",
+        ),
         ({"gunicorn": {"graceful_timeout": True}}, "projects:demo:gunicorn:graceful_timeout: must be a whole number from 1 to 3600"),
         ({"gunicorn": {"kind": "gunicorn"}}, "projects:demo:gunicorn:kind: unknown key; known: graceful_timeout, timeout, workers"),
         ({"gunicorn": 4}, "projects:demo:gunicorn: must be a mapping (better: move its keys under projects:demo:app_server)"),
@@ -180,6 +183,40 @@ def test_bad_app_server_numbers_are_named_and_render_with_the_default(overrides:
         "demo", project(**overrides), {"settings": {}, "database": {}, "app_server": APP_SERVER_DEFAULTS}, KINDS
     )
     assert all(isinstance(cfg["app_server"][field], int) for field in ("workers", "timeout", "graceful_timeout")), cfg["app_server"]
+
+
+def test_a_kind_brings_its_package_protocol_and_websockets_and_a_pin_of_the_projects_own() -> None:
+    defaults = {"settings": {}, "database": {}, "app_server": APP_SERVER_DEFAULTS}
+    uvicorn = saltdjango._project_config("shop", project(app_server={"kind": "uvicorn"}), defaults, KINDS)
+    assert uvicorn["asgi"] == "shop.asgi:application" and uvicorn["wsgi"] == "shop.wsgi:application"
+    assert {k: uvicorn["app_server"][k] for k in ("package", "version", "module", "protocol", "websockets")} == {
+        "package": "uvicorn-worker",
+        "version": KINDS["uvicorn"]["version"],
+        "module": "uvicorn_worker",
+        "protocol": "http",
+        "websockets": True,
+    }
+    uwsgi = saltdjango._project_config("shop", project(app_server={"kind": "uwsgi", "version": "2.0.28"}), defaults, KINDS)
+    assert uwsgi["app_server"]["protocol"] == "uwsgi" and uwsgi["app_server"]["version"] == "2.0.28"
+
+
+@pytest.mark.parametrize(
+    ("kinds", "error"),
+    [
+        ({}, "app_servers: must map each kind to its package, version, module and protocol"),
+        (
+            {"waitress": {"package": "waitress", "version": "3", "module": "waitress", "websockets": False}},
+            "app_servers:waitress:protocol: missing",
+        ),
+        (
+            {"x": {"package": "x", "version": "1", "module": "x", "protocol": "fastcgi", "websockets": False}},
+            "app_servers:x:protocol: 'fastcgi' is not one of http, uwsgi",
+        ),
+    ],
+)
+def test_a_kind_of_defaults_yaml_that_lacks_a_field_is_named(kinds: dict, error: str) -> None:
+    assert saltdjango.__utils__["saltdjango_app_server.kind_problems"](kinds) == [error]
+    assert saltdjango.__utils__["saltdjango_app_server.kind_problems"](KINDS) == []
 
 
 def test_project_config_opt_out_uses_the_named_module() -> None:
