@@ -99,6 +99,7 @@ bench: test-deps $(TEST_VENV)/.bench-requirements.sha256
 	$(TEST_VENV)/bin/python bench/figures.py $(BENCH_ARGS)
 	$(TEST_VENV)/bin/python bench/keepalive.py
 	$(TEST_VENV)/bin/python bench/deploy.py
+	$(TEST_VENV)/bin/python bench/app_servers.py
 
 $(TEST_VENV)/.bench-requirements.sha256: requirements/bench.txt requirements/test.txt requirements/salt.txt
 	$(TEST_VENV)/bin/pip install -q --disable-pip-version-check -r requirements/bench.txt
