@@ -40,8 +40,6 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import socket
-import struct
 import subprocess
 import time
 from typing import Any, NamedTuple
@@ -279,74 +277,10 @@ def load_programs(project: str, conf: str) -> list[str]:
     return groups
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
-
-
-def _http_get(path: str, url: str, host: str, timeout: float) -> tuple[int, bytes]:
-    conn = _UnixHTTPConnection(path, timeout)
-    try:
-        conn.request("GET", url, headers={"Host": host})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-def uwsgi_packet(variables: dict[str, str]) -> bytes:
-    """A uwsgi protocol request (modifier 0: a WSGI request) carrying ``variables``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-call app_slots.uwsgi_packet '{PATH_INFO: /healthz}'
-    """
-
-    def field(text: str) -> bytes:
-        data = text.encode("latin-1")
-        return struct.pack("<H", min(len(data), 0xFFFF)) + data
-
-    body = b"".join(field(k) + field(v) for k, v in variables.items())
-    if len(body) > 0xFFFF:
-        raise ValueError("uwsgi variables over 64 KiB")
-    return struct.pack("<BHB", 0, len(body), 0) + body
-
-
-def _uwsgi_get(path: str, url: str, host: str, timeout: float) -> tuple[int, bytes]:
-    """GET ``url`` from the uwsgi socket ``path`` as Nginx's uwsgi_pass would; uWSGI answers in HTTP."""
-    variables = {
-        "REQUEST_METHOD": "GET",
-        "REQUEST_URI": url,
-        "PATH_INFO": url,
-        "QUERY_STRING": "",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "SERVER_NAME": host,
-        "SERVER_PORT": "80",
-        "REMOTE_ADDR": "127.0.0.1",
-        "HTTP_HOST": host,
-    }
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(uwsgi_packet(variables))
-        response = http.client.HTTPResponse(sock)
-        response.begin()
-        return response.status, response.read()
-
-
 def _slot_health(slot: Slot, protocol: str, host: str, timeout: float = 5) -> dict[str, Any]:
     """GET /healthz on the slot's own socket, in the protocol Nginx will speak to it."""
-    get = _uwsgi_get if protocol == "uwsgi" else _http_get
     try:
-        status, body = get(_socket_path(slot), "/healthz", host, timeout)
+        status, body = __utils__["saltdjango_sockets.get"](protocol, _socket_path(slot), "/healthz", host, timeout)  # noqa: F821
     except (OSError, http.client.HTTPException) as exc:
         return {"ok": False, "status": None, "error": str(exc)}
     return __salt__["django_manage.health_answer"](status, body)  # noqa: F821
@@ -379,24 +313,16 @@ def _set_link(path: str, target: str) -> None:
     __utils__["saltdjango_files.relink"](path, target)  # noqa: F821
 
 
-def _listen_queue(path: str) -> int | None:
-    """Connections waiting in the listen queue of the unix socket ``path`` (None: not listening)."""
-    try:
-        out = subprocess.run(["ss", "-xlnH", "src", path], capture_output=True, text=True, check=False).stdout.split()
-    except OSError:  # no iproute2: the switch then waits only its first pause
-        return None
-    return int(out[2]) if len(out) > 2 and out[2].isdigit() else None
-
-
 def _drain(slot: Slot, timeout: float) -> None:
     """Wait until every connection opened to ``slot`` before the switch was accepted.
 
     An app server closes its listener on TERM: a connection still queued
     then would be reset, and Nginx would answer 502.
     """
+    queued = __utils__["saltdjango_sockets.listen_queue"]  # noqa: F821
     deadline = time.monotonic() + timeout
     time.sleep(0.2)
-    while (_listen_queue(_socket_path(slot)) or 0) > 0 and time.monotonic() < deadline:
+    while (queued(_socket_path(slot)) or 0) > 0 and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
@@ -422,15 +348,6 @@ def _point(project: str, slot: Slot, protocol: str, old: Slot | None) -> None:
         _remove(legacy)
 
 
-def _connections(path: str) -> int:
-    """Connections the unix socket ``path`` has accepted and not closed (requests, websockets)."""
-    try:
-        out = subprocess.run(["ss", "-xnH", "state", "established", "src", path], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return 0
-    return len(out.splitlines())
-
-
 def _drain_file(slot: Slot) -> str:
     """Once this file exists, the slot's websockets close with 1001 (salt_django_asgi)."""
     return os.path.join(_run_dir(slot.project), f"app-{slot.slot}.drain")
@@ -451,15 +368,15 @@ def _close_connections(slot: Slot, drain_timeout: float) -> None:
     """Let the connections ``slot`` still holds end by themselves for up to
     ``drain_timeout`` seconds, then tell its websockets to go away (1001),
     and give them 5 s to close before the slot is stopped."""
-    path = _socket_path(slot)
+    path, connections = _socket_path(slot), __utils__["saltdjango_sockets.connections"]  # noqa: F821
     deadline = time.monotonic() + drain_timeout
-    while _connections(path) and time.monotonic() < deadline:
+    while connections(path) and time.monotonic() < deadline:
         time.sleep(0.5)
-    if not _connections(path):
+    if not connections(path):
         return
     __utils__["saltdjango_files.replace"](_drain_file(slot), "", mode=0o644)  # noqa: F821
     deadline = time.monotonic() + 5
-    while _connections(path) and time.monotonic() < deadline:
+    while connections(path) and time.monotonic() < deadline:
         time.sleep(0.2)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import struct
 import subprocess
 from pathlib import Path
 
@@ -91,16 +89,6 @@ def test_a_switch_off_an_older_slot_moves_its_link_and_the_next_removes_it(root:
     assert (run / "http.sock").readlink() == Path("app-b.sock")
 
 
-def test_a_uwsgi_packet_carries_its_variables_length_prefixed() -> None:
-    packet = app_slots.uwsgi_packet({"PATH_INFO": "/healthz", "HTTP_HOST": "x"})
-    modifier1, size, modifier2 = struct.unpack("<BHB", packet[:4])
-    body = packet[4:]
-    assert (modifier1, modifier2, size) == (0, 0, len(body))
-    assert body == b"\x09\x00PATH_INFO\x08\x00/healthz\x09\x00HTTP_HOST\x01\x00x"
-    with pytest.raises(ValueError, match="64 KiB"):
-        app_slots.uwsgi_packet({"X": "y" * 70000})
-
-
 def test_an_update_names_the_projects_groups_and_those_gone_but_never_an_older_slot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -109,20 +97,3 @@ def test_an_update_names_the_projects_groups_and_those_gone_but_never_an_older_s
     status = "demo-gunicorn-a RUNNING pid 1\ndemo-worker:demo-worker-0 RUNNING pid 2\nshop-worker RUNNING pid 3\n"
     monkeypatch.setattr(app_slots, "_ctl", lambda *args: subprocess.CompletedProcess(args, 0, status, ""))
     assert app_slots.program_groups("demo", str(conf)) == ["demo-app-a", "demo-app-b", "demo-worker"]
-
-
-def test_listen_queue_counts_connections_not_yet_accepted(tmp_path: Path) -> None:
-    path = str(tmp_path / "s.sock")
-    assert app_slots._listen_queue(path) is None
-    with socket.socket(socket.AF_UNIX) as server:
-        server.bind(path)
-        server.listen(8)
-        assert app_slots._listen_queue(path) == 0
-        clients = [socket.socket(socket.AF_UNIX) for _ in range(3)]
-        for client in clients:
-            client.connect(path)
-        assert app_slots._listen_queue(path) == 3
-        server.accept()[0].close()
-        assert app_slots._listen_queue(path) == 2
-        for client in clients:
-            client.close()
