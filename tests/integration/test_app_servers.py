@@ -110,14 +110,14 @@ def test_a_server_with_gunicorns_names_upgrades_in_place_with_no_failed_request(
 
 
 def test_switching_to_uwsgi_is_a_release_with_no_failed_request(host: Host) -> None:
-    _pillar(host, "{kind: uwsgi, workers: 2}")
+    _pillar(host, "{kind: uwsgi, workers: 2, max_requests: 500}")
     with Load(host) as load:
         make(host)
     assert load.result["sent"] > 30 and load.result["failed"] == 0, load.result
     assert len(load.result["releases"]) == 2, "the release was built again, for uWSGI"
     assert _link(host, "uwsgi.sock") == "app-a.sock" and _link(host, "http.sock") is None
     processes = host.run("ps -eo args=").stdout
-    uwsgi = re.findall(r"/venv/bin/uwsgi .*--socket /srv/demo/shared/run/app-a\.sock .*--processes 2 ", processes)
+    uwsgi = re.findall(r"/venv/bin/uwsgi .*--socket /srv/demo/shared/run/app-a\.sock .*--processes 2 .*--max-requests 500 ", processes)
     assert len(uwsgi) == 3, processes  # the master and its two workers
     assert "gunicorn" not in processes
     _serves_the_site(host)
