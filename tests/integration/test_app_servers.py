@@ -37,16 +37,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The last commit before app server kinds: Gunicorn's names everywhere.
 LEGACY_COMMIT = "d91b089e6e46e53f13f583f41a3cddc0d8c7d15c"
 LEGACY_IN_HOST = "/root/salt-django-legacy"
+#: The demo's secrets in the host's local pillar (under projects:demo).
 SECRETS = """\
-        secrets:
-          DB_PASSWORD: appServersDbPassword0123
-          REDIS_PASSWORD: appServersRedisPassword0123
+    secrets:
+      DB_PASSWORD: appServersDbPassword0123
+      REDIS_PASSWORD: appServersRedisPassword0123
 """
 
 
 def _pillar(host: Host, app_server: str = "") -> None:
     """The host's local pillar: the secrets, and ``app_server`` if given (YAML flow mapping)."""
-    text = "projects:\n  demo:\n" + SECRETS.replace("        ", "    ")
+    text = "projects:\n  demo:\n" + SECRETS
     if app_server:
         text += f"    app_server: {app_server}\n"
     host.run(["sh", "-c", "umask 077 && cat > /etc/salt-django/pillar/local.sls"], input=text)
