@@ -83,6 +83,15 @@ def _serves_the_site(host: Host) -> None:
     assert json.loads(fetch(host, f"http://{DOMAIN}/healthz").body)["status"] == "ok"
 
 
+def _switch_under_load(host: Host, app_server: str) -> dict:
+    """Set ``app_server`` in pillar and ``make deploy`` under load, which must see no failed request: the load's result."""
+    _pillar(host, app_server)
+    with Load(host) as load:
+        make(host)
+    assert load.result["sent"] > 30 and load.result["failed"] == 0, load.result
+    return load.result
+
+
 @pytest.fixture(scope="module")
 def host(lab_base: Path, lab_workdir: Path) -> Iterator[Host]:
     with repo_host("appservers", lab_base, lab_workdir) as server:
@@ -111,11 +120,8 @@ def test_a_server_with_gunicorns_names_upgrades_in_place_with_no_failed_request(
 
 
 def test_switching_to_uwsgi_is_a_release_with_no_failed_request(host: Host) -> None:
-    _pillar(host, "{kind: uwsgi, workers: 2, max_requests: 500}")
-    with Load(host) as load:
-        make(host)
-    assert load.result["sent"] > 30 and load.result["failed"] == 0, load.result
-    assert len(load.result["releases"]) == 2, "the release was built again, for uWSGI"
+    result = _switch_under_load(host, "{kind: uwsgi, workers: 2, max_requests: 500}")
+    assert len(result["releases"]) == 2, "the release was built again, for uWSGI"
     assert _link(host, "uwsgi.sock") == "app-a.sock" and _link(host, "http.sock") is None
     processes = host.run("ps -eo args=").stdout
     uwsgi = re.findall(r"/venv/bin/uwsgi .*--socket /srv/demo/shared/run/app-a\.sock .*--processes 2 .*--max-requests 500 ", processes)
@@ -145,22 +151,16 @@ def test_under_uwsgi_a_release_and_a_rollback_drop_no_request_and_a_broken_one_n
 
 
 def test_switching_back_to_gunicorn_is_a_release_with_no_failed_request(host: Host) -> None:
-    _pillar(host, "{kind: gunicorn, workers: 2}")
-    with Load(host) as load:
-        make(host)
-    assert load.result["sent"] > 30 and load.result["failed"] == 0, load.result
+    _switch_under_load(host, "{kind: gunicorn, workers: 2}")
     assert _link(host, "uwsgi.sock") is None and _link(host, "http.sock") in ("app-a.sock", "app-b.sock")
     processes = host.run("ps -eo args=").stdout
-    assert "gunicorn" in processes and "uWSGI" not in processes, processes
+    assert "gunicorn" in processes and "/bin/uwsgi" not in processes, processes
     _serves_the_site(host)
     assert make(host).changed == 0, "a second apply changes nothing"
 
 
 def test_uvicorn_answers_async_and_a_websocket_open_during_a_release_goes_away_with_1001(host: Host) -> None:
-    _pillar(host, "{kind: uvicorn, workers: 2, drain_timeout: 3}")
-    with Load(host) as load:
-        make(host)
-    assert load.result["sent"] > 30 and load.result["failed"] == 0, load.result
+    _switch_under_load(host, "{kind: uvicorn, workers: 2, drain_timeout: 3}")
     processes = host.run("ps -eo args=").stdout
     assert "--worker-class uvicorn_worker.UvicornWorker" in processes, processes
     pulse = fetch(host, f"https://{DOMAIN}/pulse/")
