@@ -2,11 +2,14 @@
 
 Each project has two supervisord programs, ``<project>-app-a`` and ``-b``,
 each serving the release that ``/srv/<project>/slots/app-<slot>`` links to,
-on its own unix socket ``shared/run/app-<slot>.sock``, with the app server
-of pillar ``app_server:kind`` (``bin/app-run``). Nginx connects, for every
-request, through a link to the serving slot's socket, one link per
-protocol it speaks: ``uwsgi.sock`` (uwsgi_pass) while the file
-``uwsgi.active`` exists, else ``http.sock`` (proxy_pass). (Nginx's ``-e``
+on its own unix socket ``shared/run/app-<slot>.sock`` (or, for a kind that
+cannot listen on one, protocol ``http-port``: on the loopback port
+``app_server:port``, slot b's the next), with the app server of pillar
+``app_server:kind`` (``bin/app-run``). Nginx connects, for every request,
+through a link to the serving slot's socket, one link per protocol it
+speaks: ``uwsgi.sock`` (uwsgi_pass) while the file ``uwsgi.active``
+exists, else ``http.sock`` (proxy_pass); a slot on a port serves while the
+file ``app-<slot>.port`` exists, and then before any link. (Nginx's ``-e``
 is false for a socket, so a plain file says which link serves.) A switch:
 
 1. points the idle slot at the new release and starts it, with no traffic;
@@ -16,7 +19,8 @@ is false for a socket, so a plain file says which link serves.) A switch:
 3. repoints the link of the new slot's protocol at its socket (one atomic
    rename: the next connection Nginx opens reaches the new slot), then
    ``current``. To another protocol, its link is set first, then
-   ``uwsgi.active`` created or removed: again one atomic step for Nginx;
+   ``uwsgi.active`` created or removed, then a port's file: again one
+   atomic step for Nginx (see ``_point``);
 4. waits until the old slot's listen queue is empty (connections opened
    before the switch) and its connections have ended, for up to
    ``app_server:drain_timeout`` seconds; websockets still open then are
@@ -51,6 +55,8 @@ SLOTS = ("a", "b")
 LINKS = {"uwsgi": "uwsgi.sock", "http": "http.sock"}
 #: While this file exists, Nginx passes requests to ``uwsgi.sock``.
 UWSGI_ACTIVE = "uwsgi.active"
+#: While ``app-<slot>.port`` exists, Nginx passes requests to that slot's port (b's first).
+PORT_PROTOCOL = "http-port"
 #: What servers set up by an older salt-django serve through.
 LEGACY_LINK = "gunicorn.sock"
 LEGACY_UPSTREAM_DIR = "/etc/nginx/salt-django"
@@ -98,6 +104,17 @@ def _socket_path(slot: Slot) -> str:
     return os.path.join(_run_dir(slot.project), slot.socket_name)
 
 
+def _address(slot: Slot, protocol: str | None, port: int) -> str:
+    """Where the slot listens in ``protocol``: its unix socket, or its loopback port."""
+    if protocol == PORT_PROTOCOL:
+        return f"127.0.0.1:{port + SLOTS.index(slot.slot)}"
+    return _socket_path(slot)
+
+
+def _port_file(project: str, slot: str) -> str:
+    return os.path.join(_run_dir(project), f"app-{slot}.port")
+
+
 def program(project: str, slot: str) -> str:
     """The supervisord program name of a slot.
 
@@ -120,6 +137,9 @@ def _linked_slot(project: str, link: str) -> Slot | None:
 
 def _serving(project: str) -> tuple[Slot, str] | None:
     """The slot Nginx sends traffic to and the protocol it speaks to it, as the links say."""
+    for slot in reversed(SLOTS):
+        if os.path.exists(_port_file(project, slot)):
+            return Slot(project, slot), PORT_PROTOCOL
     uwsgi = os.path.exists(os.path.join(_run_dir(project), UWSGI_ACTIVE))
     for protocol, link in ((("uwsgi", LINKS["uwsgi"]),) if uwsgi else ()) + (("http", LINKS["http"]), ("http", LEGACY_LINK)):
         slot = _linked_slot(project, link)
@@ -277,23 +297,23 @@ def load_programs(project: str, conf: str) -> list[str]:
     return groups
 
 
-def _slot_health(slot: Slot, protocol: str, host: str, timeout: float = 5) -> dict[str, Any]:
+def _slot_health(slot: Slot, protocol: str, port: int, host: str, timeout: float = 5) -> dict[str, Any]:
     """GET /healthz on the slot's own socket, in the protocol Nginx will speak to it."""
     try:
-        status, body = __utils__["saltdjango_sockets.get"](protocol, _socket_path(slot), "/healthz", host, timeout)  # noqa: F821
+        status, body = __utils__["saltdjango_sockets.get"](protocol, _address(slot, protocol, port), "/healthz", host, timeout)  # noqa: F821
     except (OSError, http.client.HTTPException) as exc:
         return {"ok": False, "status": None, "error": str(exc)}
     return __salt__["django_manage.health_answer"](status, body)  # noqa: F821
 
 
-def _wait_healthy(slot: Slot, protocol: str, release: str, host: str, timeout: float) -> dict[str, Any]:
+def _wait_healthy(slot: Slot, protocol: str, port: int, release: str, host: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     result: dict[str, Any] = {"ok": False, "error": "not checked"}
     while time.monotonic() < deadline:
         state = _program_state(slot.program)
         if state in ("FATAL", "EXITED", "BACKOFF", "STOPPED"):
             return {"ok": False, "error": f"{slot.program} is {state}; the end of its log: {_log_tail(slot.project)}"}
-        result = _slot_health(slot, protocol, host)
+        result = _slot_health(slot, protocol, port, host)
         if result["ok"] and result["body"].get("release") == release:
             return result
         time.sleep(0.3)
@@ -313,8 +333,8 @@ def _set_link(path: str, target: str) -> None:
     __utils__["saltdjango_files.relink"](path, target)  # noqa: F821
 
 
-def _drain(slot: Slot, timeout: float) -> None:
-    """Wait until every connection opened to ``slot`` before the switch was accepted.
+def _drain(address: str, timeout: float) -> None:
+    """Wait until every connection opened to a slot's ``address`` before the switch was accepted.
 
     An app server closes its listener on TERM: a connection still queued
     then would be reset, and Nginx would answer 502.
@@ -322,12 +342,18 @@ def _drain(slot: Slot, timeout: float) -> None:
     queued = __utils__["saltdjango_sockets.listen_queue"]  # noqa: F821
     deadline = time.monotonic() + timeout
     time.sleep(0.2)
-    while (queued(_socket_path(slot)) or 0) > 0 and time.monotonic() < deadline:
+    while (queued(address) or 0) > 0 and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
 def _point(project: str, slot: Slot, protocol: str, old: Slot | None) -> None:
     """Send Nginx's next connections to ``slot`` (see the module's step 3).
+
+    Nginx prefers slot b's port file, then slot a's, then ``uwsgi.active``,
+    then ``http.sock``: the new slot's own link or file is set first, then
+    what Nginx prefers to it is removed, the less preferred first, so that
+    only the last step changes where requests go. A file Nginx prefers less
+    than the new slot's then goes too (it no longer matters).
 
     Switching off an older salt-django's slot (an upgrade), Nginx still has
     that salt-django's configuration until its reload later in the apply:
@@ -335,12 +361,18 @@ def _point(project: str, slot: Slot, protocol: str, old: Slot | None) -> None:
     has long read the new configuration, and the link goes.
     """
     run = _run_dir(project)
-    _set_link(os.path.join(run, LINKS[protocol]), slot.socket_name)
     active = os.path.join(run, UWSGI_ACTIVE)
-    if protocol == "uwsgi" and not os.path.exists(active):
-        __utils__["saltdjango_files.replace"](active, "", mode=0o644)  # noqa: F821
-    if protocol == "http":
-        _remove(active)
+    ports = [_port_file(project, s) for s in SLOTS]
+    if protocol == PORT_PROTOCOL:
+        __utils__["saltdjango_files.replace"](_port_file(project, slot.slot), "", mode=0o644)  # noqa: F821
+        _remove(*(path for path in ports if path != _port_file(project, slot.slot)), active)
+    else:
+        _set_link(os.path.join(run, LINKS[protocol]), slot.socket_name)
+        if protocol == "uwsgi" and not os.path.exists(active):
+            __utils__["saltdjango_files.replace"](active, "", mode=0o644)  # noqa: F821
+        if protocol == "http":
+            _remove(active)
+        _remove(*ports)
     legacy = os.path.join(run, LEGACY_LINK)
     if old and old.legacy and os.path.lexists(legacy):
         _set_link(legacy, slot.socket_name)
@@ -364,11 +396,11 @@ def _remove(*paths: str) -> None:
             os.unlink(path)
 
 
-def _close_connections(slot: Slot, drain_timeout: float) -> None:
-    """Let the connections ``slot`` still holds end by themselves for up to
-    ``drain_timeout`` seconds, then tell its websockets to go away (1001),
-    and give them 5 s to close before the slot is stopped."""
-    path, connections = _socket_path(slot), __utils__["saltdjango_sockets.connections"]  # noqa: F821
+def _close_connections(slot: Slot, path: str, drain_timeout: float) -> None:
+    """Let the connections ``slot`` still holds on ``path`` end by themselves
+    for up to ``drain_timeout`` seconds, then tell its websockets to go away
+    (1001), and give them 5 s to close before the slot is stopped."""
+    connections = __utils__["saltdjango_sockets.connections"]  # noqa: F821
     deadline = time.monotonic() + drain_timeout
     while connections(path) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -403,11 +435,15 @@ def activate(project: str, release: str, host: str, timeout: float = 60) -> dict
             f"{project} is served under an older salt-django's names: apply once with app_server:kind gunicorn"
             f" (that moves it to the new names), then change the kind to {server['kind']}"
         )
-    if not __salt__["django_build.importable"](os.path.join(root, "releases", release, "venv"), [server["module"]]):  # noqa: F821
+    venv = os.path.join(root, "releases", release, "venv")
+    if server["module"] and not __salt__["django_build.importable"](venv, [server["module"]]):  # noqa: F821
         raise RuntimeError(
             f"release {release} has no {server['package']} in its virtualenv (it was built for another app server):"
             f" release it again to serve it with {server['kind']}"
         )
+    problem = _runtime_problem(server, venv)
+    if problem:
+        raise RuntimeError(f"release {release} cannot be served with {server['kind']}: {problem}")
     new = Slot(project, "b" if old and old.slot == "a" else "a")
     os.makedirs(os.path.join(root, "slots"), mode=0o755, exist_ok=True)
     _set_link(_slot_link(new), os.path.join("..", "releases", release))
@@ -415,7 +451,7 @@ def activate(project: str, release: str, host: str, timeout: float = 60) -> dict
     if server["websockets"]:
         __utils__["saltdjango_files.replace"](_websockets_file(new), "", mode=0o644)  # noqa: F821
     started = _ctl("restart", new.program)
-    health = _wait_healthy(new, protocol, release, host, timeout)
+    health = _wait_healthy(new, protocol, server["port"], release, host, timeout)
     if not health["ok"]:
         _retire(new)
         detail = health.get("error") or health.get("body") or started.stdout.strip()
@@ -425,13 +461,48 @@ def activate(project: str, release: str, host: str, timeout: float = 60) -> dict
     _point(project, new, protocol, old)
     _set_link(os.path.join(root, "current"), os.path.join("releases", release))
     if old:
-        _drain(old, timeout)
+        address = _address(old, old_protocol, server["port"])
+        _drain(address, timeout)
         if os.path.exists(_websockets_file(old)):
-            _close_connections(old, float(server["drain_timeout"]))
+            _close_connections(old, address, float(server["drain_timeout"]))
         _retire(old)
-        if old_protocol != protocol:
+        if old_protocol != protocol and old_protocol in LINKS:
             _remove(os.path.join(_run_dir(project), LINKS[old_protocol]))
     return {"slot": {"old": old.slot if old else None, "new": new.slot}, "release": release, "kind": server["kind"]}
+
+
+#: Debian's mod_wsgi, linked to the one Python it embeds.
+MOD_WSGI = "/usr/lib/apache2/modules/mod_wsgi.so"
+
+
+def _python_version(venv: str) -> str | None:
+    """The Python (major.minor) a virtualenv was made with, from its pyvenv.cfg."""
+    try:
+        with open(os.path.join(venv, "pyvenv.cfg"), encoding="utf-8") as handle:
+            found = re.search(r"^version(?:_info)?\s*=\s*(\d+\.\d+)", handle.read(), re.M)
+    except OSError:
+        return None
+    return found.group(1) if found else None
+
+
+def _runtime_problem(server: dict[str, Any], venv: str) -> str | None:
+    """Why the kind cannot run the virtualenv ``venv``, or None: Debian's
+    mod_wsgi embeds the OS Python, and a release built with another cannot
+    be its Python home."""
+    if server["kind"] != "mod_wsgi":
+        return None
+    try:
+        with open(MOD_WSGI, "rb") as handle:
+            found = re.search(rb"libpython(\d+\.\d+)", handle.read())
+    except OSError as exc:
+        return f"{MOD_WSGI}: {exc.strerror} (is libapache2-mod-wsgi-py3 installed?)"
+    embedded, built = found.group(1).decode() if found else None, _python_version(venv)
+    if embedded and built != embedded:
+        return (
+            f"its virtualenv is Python {built or 'unknown'} and Debian's mod_wsgi runs Python {embedded}:"
+            " build releases with the OS Python (salt_django:python) or choose another app_server:kind"
+        )
+    return None
 
 
 def _retire(slot: Slot) -> None:

@@ -364,7 +364,8 @@ def additions(cfg: dict[str, Any]) -> list[tuple[list[str], str]]:
         salt-call django_build.additions "$(salt-call --out=json saltdjango.project demo)"
     """
     server = cfg["app_server"]
-    found = [([server["module"]], f"{server['package']}=={server['version']}")]
+    # A kind from Debian (mod_wsgi) adds nothing to the virtualenv.
+    found = [([server["module"]], f"{server['package']}=={server['version']}")] if server["package"] else []
     if (cfg.get("settings") or {}).get("wrapper", True):
         found += [(["psycopg", "psycopg2"], cfg["drivers"]["database"]), (["redis"], cfg["drivers"]["cache"])]
         # Only then: a project with local media keeps the virtualenv key it had.

@@ -319,7 +319,8 @@ def build(project: str, resolved: dict[str, Any], rid: str | None = None) -> dic
     server = cfg["app_server"]
     # A build of this source for another app server (the kind changed) is not this release.
     for existing in reversed([m["id"] for m in _markers(project) if m.get("digest") == resolved["digest"]]):
-        if mods["django_build.importable"](os.path.join(_root(project), "releases", existing, "venv"), [server["module"]]):
+        venv = os.path.join(_root(project), "releases", existing, "venv")
+        if not server["module"] or mods["django_build.importable"](venv, [server["module"]]):
             return {"id": existing, "built": False, "seconds": 0.0}
     started = time.monotonic()
     now = datetime.datetime.now(datetime.UTC)

@@ -584,6 +584,7 @@ def validate(pillar: dict[str, Any] | None = None, minion: str | None = None) ->
         for check, key in checks:
             if check and isinstance(project, dict):
                 errors.extend(check(f"projects:{name}", project.get(key)))
+    errors += _port_problems(projects)
     if pillar is None and topology() and {"app", "worker"} & set(data.get("salt_django", {}).get("roles", [])):
         needed = ("db", "cache", "storage") if any(uses_storage(p) for p in projects.values()) else ("db", "cache")
         for role in needed:
@@ -593,6 +594,14 @@ def validate(pillar: dict[str, Any] | None = None, minion: str | None = None) ->
                     f" in the Salt mine: is its minion up? (salt {members(role)[0]} mine.update)"
                 )
     return errors
+
+
+def _port_problems(projects: dict[str, Any]) -> list[str]:
+    """Projects whose app servers would listen on the same loopback port (kind mod_wsgi)."""
+    server_defaults = (defaults().get("project") or {}).get("app_server") or {}
+    settings, kinds = __utils__["saltdjango_app_server.settings"], app_server_kinds()  # noqa: F821
+    servers = {name: settings(p, server_defaults, kinds, 1, name) for name, p in projects.items() if isinstance(p, dict)}
+    return __utils__["saltdjango_app_server.port_problems"](servers)  # noqa: F821
 
 
 def deprecations(pillar: dict[str, Any] | None = None) -> list[str]:
@@ -647,7 +656,7 @@ def _project_config(name: str, raw: dict[str, Any], defaults: dict[str, Any], ki
     # The legacy gunicorn key is read into app_server, the one place templates read.
     cfg.pop("gunicorn", None)
     server_defaults = (defaults or {}).get("app_server") or {}
-    cfg["app_server"] = __utils__["saltdjango_app_server.settings"](raw, server_defaults, kinds, cpus)  # noqa: F821
+    cfg["app_server"] = __utils__["saltdjango_app_server.settings"](raw, server_defaults, kinds, cpus, name)  # noqa: F821
     workers = cfg["workers"] = {"kind": "celery", **(cfg.get("workers") or {})}
     workers["enabled"] = isinstance(raw.get("workers"), dict) and bool(raw["workers"])
     workers["queues"] = _worker_queues(workers)

@@ -90,7 +90,7 @@ def deployed(
         return {**ret, "result": False, "comment": f"source {label}: {exc}", "skip_watch": True}
     server = mods["saltdjango.project"](name)["app_server"]
     # Another app server is another virtualenv: a release, not a restart.
-    released = {"digest": digest, "app_server": f"{server['package']}=={server['version']}"}
+    released = {"digest": digest, "app_server": f"{server['package']}=={server['version']}" if server["package"] else server["kind"]}
     if live and _last_released(name) == released:
         return _keep_live(name, live, f"{label} is unchanged since it was last released")
     if __opts__["test"]:  # noqa: F821

@@ -13,6 +13,7 @@ different values is an error), and each apply names it as deprecated.
 from __future__ import annotations
 
 import re
+import zlib
 from typing import Any
 
 #: The numbers of every kind, each with its lowest and highest value
@@ -23,6 +24,8 @@ LIMITS = {
     "graceful_timeout": (1, 3600),
     "max_requests": (0, 10_000_000),
     "drain_timeout": (0, 3600),
+    # Kind mod_wsgi: slot a's loopback port; slot b's is the next one.
+    "port": (1024, 65534),
 }
 KEYS = frozenset({"kind", "version", *LIMITS})
 #: The older pillar key of the same settings, and what it may hold.
@@ -30,7 +33,9 @@ LEGACY = "gunicorn"
 LEGACY_KEYS = frozenset({"workers", "timeout", "graceful_timeout"})
 #: What a kind's entry in ``app_servers`` must say.
 KIND_FIELDS = ("package", "version", "module", "protocol", "websockets")
-PROTOCOLS = frozenset({"http", "uwsgi"})
+PROTOCOLS = frozenset({"http", "uwsgi", "http-port"})
+#: Where a port derived from a project's name falls: 2 ports each, below 30000.
+_PORT_BASE, _PORT_PAIRS = 20000, 5000
 _VERSION = re.compile(r"^[0-9][0-9a-z.+-]*$")
 
 
@@ -39,13 +44,22 @@ def _in_range(field: str, value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
 
 
-def settings(project: dict[str, Any], defaults: dict[str, Any], kinds: dict[str, dict[str, Any]], cpus: int = 1) -> dict[str, Any]:
+def default_port(name: str) -> int:
+    """Slot a's port for project ``name`` when pillar sets none: stable, even, 20000-29998."""
+    return _PORT_BASE + 2 * (zlib.crc32(name.encode()) % _PORT_PAIRS)
+
+
+def settings(
+    project: dict[str, Any], defaults: dict[str, Any], kinds: dict[str, dict[str, Any]], cpus: int = 1, name: str = ""
+) -> dict[str, Any]:
     """The app server of ``project`` (its pillar): ``defaults`` under the
     legacy key's values under ``app_server``'s own, with its kind's entry of
     ``kinds`` (``package``, ``module``, ``protocol``; ``version`` unless the
     project pins one). No worker count: two per CPU plus one, as Gunicorn's
-    documentation advises. A value out of range or an unknown kind gives
-    way to the default (validation names it; templates never trip on it)."""
+    documentation advises. No port: ``default_port(name)``. A value out of
+    range or an unknown kind gives way to the default (validation names it;
+    templates never trip on it). ``version`` is None for a kind that has no
+    PyPI package (it comes from Debian)."""
     legacy = project.get(LEGACY) if isinstance(project.get(LEGACY), dict) else {}
     own = project.get("app_server") if isinstance(project.get("app_server"), dict) else {}
     merged = {**defaults, **{k: v for k, v in legacy.items() if k in LEGACY_KEYS}, **own}
@@ -56,8 +70,11 @@ def settings(project: dict[str, Any], defaults: dict[str, Any], kinds: dict[str,
         merged["kind"] = defaults.get("kind") if defaults.get("kind") in kinds else next(iter(kinds))
     kind = kinds[merged["kind"]]
     merged.update({field: kind[field] for field in KIND_FIELDS if field != "version"})
-    merged["version"] = str(merged.get("version") or kind["version"])
+    version = merged.get("version") or kind["version"]
+    merged["version"] = str(version) if kind["package"] and version else None
     merged["workers"] = merged.get("workers") or 2 * max(int(cpus), 1) + 1
+    merged["port"] = merged.get("port") or default_port(name)
+    merged["debian"] = list(kind.get("debian") or [])
     return merged
 
 
@@ -96,6 +113,10 @@ def problems(key: str, project: dict[str, Any], kinds: dict[str, Any]) -> list[s
         errors.append(f"{key}:app_server:kind: {server['kind']!r} is not supported; supported: {', '.join(sorted(kinds))}")
     if server.get("version") is not None and not _VERSION.match(str(server["version"])):
         errors.append(f"{key}:app_server:version: {server['version']!r} is not a version")
+    kind = kinds.get(server.get("kind")) or {}
+    if server.get("version") is not None and "package" in kind and not kind["package"]:
+        packages = ", ".join(kind.get("debian") or [])
+        errors.append(f"{key}:app_server:version: kind {server['kind']} comes from Debian ({packages}), not PyPI: remove the version")
     errors += _number_problems(f"{key}:app_server", server)
     if LEGACY not in project:
         return errors
@@ -117,3 +138,23 @@ def deprecations(key: str, project: Any) -> list[str]:
     if not isinstance(project, dict) or LEGACY not in project:
         return []
     return [f"{key}:{LEGACY} is deprecated: move its keys ({', '.join(sorted(LEGACY_KEYS))}) under {key}:app_server"]
+
+
+def port_problems(servers: dict[str, dict[str, Any]]) -> list[str]:
+    """Projects of one server whose kind listens on TCP ports (``servers``:
+    name -> ``settings``) and would share one: each needs ``port`` and
+    ``port + 1`` for itself."""
+    taken: dict[int, str] = {}
+    errors = []
+    for name, server in sorted(servers.items()):
+        if server.get("protocol") != "http-port":
+            continue
+        port = int(server["port"])
+        clash = sorted({taken[p] for p in (port, port + 1) if p in taken})
+        if clash:
+            errors.append(
+                f"projects:{name}:app_server:port: {port} and {port + 1} overlap the ports of {', '.join(clash)}:"
+                " set a free port (each project takes two)"
+            )
+        taken.update({port: name, port + 1: name})
+    return errors

@@ -1,7 +1,9 @@
-"""A local app server's unix socket, as Nginx and the switch see it
+"""A local app server's socket, as Nginx and the switch see it
 (``_modules/app_slots.py``): a GET in HTTP or in the uwsgi protocol, the
-connections waiting in its listen queue and those it has accepted. Stdlib
-and ``ss`` (iproute2) only; no Salt calls.
+connections waiting in its listen queue and those it has accepted. A socket
+is a unix socket's path, or ``127.0.0.1:<port>`` (an app server that
+listens on a loopback port). Stdlib and ``ss`` (iproute2) only; no Salt
+calls.
 """
 
 from __future__ import annotations
@@ -23,8 +25,17 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
+def is_port(path: str) -> bool:
+    """True for ``<address>:<port>``, False for a unix socket's path."""
+    return not path.startswith("/")
+
+
 def _http_get(path: str, url: str, host: str, timeout: float) -> tuple[int, bytes]:
-    conn = _UnixHTTPConnection(path, timeout)
+    if is_port(path):
+        address, _, port = path.rpartition(":")
+        conn: http.client.HTTPConnection = http.client.HTTPConnection(address, int(port), timeout=timeout)
+    else:
+        conn = _UnixHTTPConnection(path, timeout)
     try:
         conn.request("GET", url, headers={"Host": host})
         response = conn.getresponse()
@@ -71,18 +82,22 @@ def _uwsgi_get(path: str, url: str, host: str, timeout: float) -> tuple[int, byt
 
 
 def listen_queue(path: str) -> int | None:
-    """Connections waiting in the listen queue of the unix socket ``path`` (None: not listening)."""
+    """Connections waiting in the listen queue of the socket ``path`` (None: not listening)."""
+    # ss names a unix socket's kind in a first column, a TCP socket's not.
+    family, column = ("-t", 1) if is_port(path) else ("-x", 2)
     try:
-        out = subprocess.run(["ss", "-xlnH", "src", path], capture_output=True, text=True, check=False).stdout.split()
+        out = subprocess.run(["ss", f"{family}lnH", "src", path], capture_output=True, text=True, check=False).stdout.split()
     except OSError:  # no iproute2: the switch then waits only its first pause
         return None
-    return int(out[2]) if len(out) > 2 and out[2].isdigit() else None
+    return int(out[column]) if len(out) > column and out[column].isdigit() else None
 
 
 def connections(path: str) -> int:
-    """Connections the unix socket ``path`` has accepted and not closed (requests, websockets)."""
+    """Connections the socket ``path`` has accepted and not closed (requests,
+    websockets); on a TCP port also those still waiting to be accepted."""
     try:
-        out = subprocess.run(["ss", "-xnH", "state", "established", "src", path], capture_output=True, text=True, check=False).stdout
+        family = "-tnH" if is_port(path) else "-xnH"
+        out = subprocess.run(["ss", family, "state", "established", "src", path], capture_output=True, text=True, check=False).stdout
     except OSError:
         return 0
     return len(out.splitlines())
@@ -90,6 +105,6 @@ def connections(path: str) -> int:
 
 def get(protocol: str, path: str, url: str, host: str, timeout: float) -> tuple[int, bytes]:
     """GET ``url`` with Host ``host`` from the socket ``path`` in ``protocol``
-    (``http`` or ``uwsgi``): status and body. Raises OSError or
+    (``http``, ``http-port`` or ``uwsgi``): status and body. Raises OSError or
     http.client.HTTPException when the socket does not answer."""
     return (_uwsgi_get if protocol == "uwsgi" else _http_get)(path, url, host, timeout)

@@ -34,7 +34,7 @@ from bench.report import report  # noqa: E402
 from tests.integration.helpers import DOMAIN, Load, make, repo_host  # noqa: E402
 from tests.lab import hosts  # noqa: E402
 
-KINDS = ("gunicorn", "uwsgi", "uvicorn")
+KINDS = ("gunicorn", "uwsgi", "mod_wsgi", "uvicorn")
 WORKERS = 3
 
 

@@ -204,6 +204,10 @@ app-{{ name }}-settings-managed:
         - source: salt://app/files/salt_django_asgi.py
       - {{ project.root }}/shared/conf/salt_django_worker.py:
         - source: salt://app/files/salt_django_worker.py
+{%- if project.app_server.kind == 'mod_wsgi' %}
+      - {{ project.root }}/shared/conf/salt_django_mod_wsgi.py:
+        - source: salt://app/files/salt_django_mod_wsgi.py
+{%- endif %}
 {%- if project.media.backend == 's3' %}
       - {{ project.root }}/shared/conf/salt_django_storage.py:
         - source: salt://app/files/salt_django_storage.py
@@ -221,12 +225,27 @@ app-{{ name }}-runner-managed:
         - source: salt://app/files/app-run.jinja
       - {{ project.root }}/bin/worker-run:
         - source: salt://app/files/worker-run.jinja
+{%- if project.app_server.kind == 'mod_wsgi' %}
+      - {{ project.root }}/shared/conf/mod_wsgi.conf:
+        - source: salt://app/files/mod_wsgi.conf.jinja
+        - mode: '0644'
+{%- endif %}
     - template: jinja
     - context:
         project: {{ project | json }}
     - mode: '0755'
     - require:
       - file: app-{{ name }}-directories-present
+
+{%- if project.runs.web and project.app_server.debian %}
+
+# What the project's kind of app server runs with (app_servers:<kind>:debian).
+app-{{ name }}-app-server-packages-installed:
+  pkg.installed:
+    - pkgs: {{ project.app_server.debian | json }}
+    - require_in:
+      - django_release: app-{{ name }}-release-deployed
+{%- endif %}
 
 app-{{ name }}-manage-command-managed:
   file.managed:

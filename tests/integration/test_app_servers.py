@@ -1,4 +1,4 @@
-"""App server kinds on one server: an upgrade from the Gunicorn-only names, then uWSGI and back.
+"""App server kinds on one server: an upgrade from the Gunicorn-only names, then uWSGI, Apache + mod_wsgi and Uvicorn.
 
 One booted test host is first deployed by salt-django as it was before
 app server kinds (the commit ``LEGACY_COMMIT`` of this repository, programs
@@ -7,7 +7,8 @@ app server kinds (the commit ``LEGACY_COMMIT`` of this repository, programs
 1. upgraded in place to this tree (programs ``demo-app-a/b``);
 2. switched to uWSGI by pillar (``app_server: {kind: uwsgi}``), released,
    rolled back, refused a broken release;
-3. switched back to Gunicorn;
+3. switched to Apache + mod_wsgi (behind Nginx, on loopback ports),
+   released and rolled back;
 4. switched to Uvicorn workers (ASGI): an async view, and a websocket open
    during a release, which the old slot keeps echoing until
    ``drain_timeout``, then closes with 1001.
@@ -83,6 +84,36 @@ def _serves_the_site(host: Host) -> None:
     assert json.loads(fetch(host, f"http://{DOMAIN}/healthz").body)["status"] == "ok"
 
 
+TEMPLATE = "example/visits/templates/visits/index.html"
+V1, V2 = "<h1>salt-django demo</h1>", "<h1>salt-django demo v2</h1>"
+#: A request that outlasts a rollback's switch: the old slot must let it finish.
+SLOW = f"curl -sk --resolve {DOMAIN}:443:127.0.0.1 -w ' %{{http_code}}' 'https://{DOMAIN}/slow/?seconds=20'"
+
+
+def _release_and_roll_back_under_load(host: Host, slow: bool = False) -> None:
+    """Release the demo's v2, then roll back, each under load with no failed request.
+    With ``slow``, a 20-s request that began before the rollback ends with 200."""
+    edit_in_host(host, TEMPLATE, V1, V2)
+    with Load(host) as load:
+        make(host)
+    assert load.result["failed"] == 0 and "salt-django demo v2" in fetch(host, f"https://{DOMAIN}/").body, load.result
+    if slow:
+        host.run(f"rm -f /tmp/slow.out && nohup {SLOW} > /tmp/slow.out 2>&1 &")
+        time.sleep(2)
+    with Load(host) as load:
+        code, output = run_make(host, "rollback")
+    assert code == 0, output[-2000:]
+    assert load.result["failed"] == 0 and "demo v2" not in fetch(host, f"https://{DOMAIN}/").body, load.result
+    deadline = time.monotonic() + 40
+    while slow and not host.run("cat /tmp/slow.out", check=False).stdout.endswith(("200", "502", "504", "000")):
+        assert time.monotonic() < deadline, host.run("cat /tmp/slow.out", check=False).stdout
+        time.sleep(0.5)
+    if slow:
+        answer = host.run("cat /tmp/slow.out").stdout
+        assert answer.startswith("slept 20 s") and answer.endswith(" 200"), answer
+    edit_in_host(host, TEMPLATE, V2, V1)
+
+
 def _switch_under_load(host: Host, app_server: str) -> dict:
     """Set ``app_server`` in pillar and ``make deploy`` under load, which must see no failed request: the load's result."""
     _pillar(host, app_server)
@@ -132,31 +163,40 @@ def test_switching_to_uwsgi_is_a_release_with_no_failed_request(host: Host) -> N
 
 
 def test_under_uwsgi_a_release_and_a_rollback_drop_no_request_and_a_broken_one_never_serves(host: Host) -> None:
-    template = "example/visits/templates/visits/index.html"
-    edit_in_host(host, template, "<h1>salt-django demo</h1>", "<h1>salt-django demo v2</h1>")
-    with Load(host) as load:
-        make(host)
-    assert load.result["failed"] == 0 and "salt-django demo v2" in fetch(host, f"https://{DOMAIN}/").body, load.result
-    with Load(host) as load:
-        code, output = run_make(host, "rollback")
-    assert code == 0, output[-2000:]
-    assert load.result["failed"] == 0 and "demo v2" not in fetch(host, f"https://{DOMAIN}/").body, load.result
+    _release_and_roll_back_under_load(host)
     edit_in_host(host, "example/visits/views.py", "import ", "import broken(\nimport ")
     with Load(host) as load:
         broken = make(host, check=False)
     assert broken.returncode != 0 and "did not become healthy" not in broken.output, broken.output[-3000:]
     assert load.result["failed"] == 0 and len(load.result["releases"]) == 1, load.result
     edit_in_host(host, "example/visits/views.py", "import broken(\nimport ", "import ")
-    edit_in_host(host, template, "<h1>salt-django demo v2</h1>", "<h1>salt-django demo</h1>")
 
 
-def test_switching_back_to_gunicorn_is_a_release_with_no_failed_request(host: Host) -> None:
-    _switch_under_load(host, "{kind: gunicorn, workers: 2}")
-    assert _link(host, "uwsgi.sock") is None and _link(host, "http.sock") in ("app-a.sock", "app-b.sock")
-    processes = host.run("ps -eo args=").stdout
-    assert "gunicorn" in processes and "/bin/uwsgi" not in processes, processes
+def test_switching_to_mod_wsgi_is_a_release_apache_serves_without_the_secrets_in_its_environment(host: Host) -> None:
+    _switch_under_load(host, "{kind: mod_wsgi, workers: 2, port: 24100}")
+    assert _link(host, "uwsgi.sock") is None and _link(host, "http.sock") is None
+    ports = sorted(p.name for p in host.path("/srv/demo/shared/run").glob("app-*.port"))
+    assert ports == ["app-b.port"], ports
+    processes = host.run("ps -eo pid=,user=,args=").stdout
+    apache = [line.split() for line in processes.splitlines() if "/usr/sbin/apache2 -DFOREGROUND" in line]
+    assert apache and all(fields[1] == "demo" for fields in apache), processes
+    assert len(re.findall(r"^\s*\d+ demo +\(wsgi:demo-b\)", processes, re.M)) == 2, processes  # daemon processes = workers
+    assert "/bin/uwsgi" not in processes and "gunicorn" not in processes, processes
+    listening = host.run("ss -tlnH").stdout
+    assert "127.0.0.1:24101 " in listening and "0.0.0.0:24101" not in listening, listening
+    # The database password reaches Django (/healthz checks the database),
+    # through the WSGI script, never through Apache's environment.
     _serves_the_site(host)
+    password = re.search(r"DB_PASSWORD: (\S+)", SECRETS).group(1)
+    for pid in [fields[0] for fields in apache]:
+        environ = host.path(f"/proc/{pid}/environ").read_bytes()
+        assert password.encode() not in environ and b"DJANGO_SECRET_KEY" not in environ, pid
     assert make(host).changed == 0, "a second apply changes nothing"
+
+
+def test_under_mod_wsgi_a_release_and_a_rollback_drop_no_request_and_a_long_one_ends(host: Host) -> None:
+    _release_and_roll_back_under_load(host, slow=True)
+    assert sorted(p.name for p in host.path("/srv/demo/shared/run").glob("app-*.port")) == ["app-b.port"]
 
 
 def test_uvicorn_answers_async_and_a_websocket_open_during_a_release_goes_away_with_1001(host: Host) -> None:
@@ -174,7 +214,7 @@ def test_uvicorn_answers_async_and_a_websocket_open_during_a_release_goes_away_w
         " --stop-file /tmp/ws.stop --max-seconds 300 > /tmp/ws.json 2>/tmp/ws.err &"
     )
     time.sleep(2)
-    edit_in_host(host, "example/visits/templates/visits/index.html", "<h1>salt-django demo</h1>", "<h1>salt-django demo v3</h1>")
+    edit_in_host(host, TEMPLATE, V1, "<h1>salt-django demo v3</h1>")
     with Load(host) as load:
         make(host)
     assert load.result["failed"] == 0 and len(load.result["releases"]) == 2, load.result

@@ -97,3 +97,53 @@ def test_an_update_names_the_projects_groups_and_those_gone_but_never_an_older_s
     status = "demo-gunicorn-a RUNNING pid 1\ndemo-worker:demo-worker-0 RUNNING pid 2\nshop-worker RUNNING pid 3\n"
     monkeypatch.setattr(app_slots, "_ctl", lambda *args: subprocess.CompletedProcess(args, 0, status, ""))
     assert app_slots.program_groups("demo", str(conf)) == ["demo-app-a", "demo-app-b", "demo-worker"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (("a", "http"), ("b", "http-port")),
+        (("b", "http-port"), ("a", "http-port")),
+        (("a", "http-port"), ("b", "http-port")),
+        (("b", "http-port"), ("a", "uwsgi")),
+        (("a", "uwsgi"), ("b", "http-port")),
+        (("a", "http-port"), ("b", "http")),
+    ],
+)
+def test_every_step_of_a_switch_leaves_nginx_on_the_old_slot_or_the_new_one(
+    old: tuple[str, str], new: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What Nginx would pick (``_serving``, in proxy.conf's order) after each file operation of ``_point``."""
+    start = app_slots.Slot("demo", old[0])
+    app_slots._point("demo", start, old[1], None)
+    assert _serving() == (start.program, old[1], False)
+    seen = []
+    for name in ("replace", "unlink"):
+        real = getattr(app_slots.os, name)
+
+        def spy(*args: str, _real=real) -> None:
+            _real(*args)
+            seen.append(_serving())
+
+        monkeypatch.setattr(app_slots.os, name, spy)
+    app_slots._point("demo", app_slots.Slot("demo", new[0]), new[1], start)
+    monkeypatch.undo()
+    changes = [state for index, state in enumerate(seen) if index == 0 or seen[index - 1] != state]
+    assert [s for s in changes if s != (start.program, old[1], False)] == [(f"demo-app-{new[0]}", new[1], False)], seen
+    assert seen[-1] == (f"demo-app-{new[0]}", new[1], False)
+
+
+def test_mod_wsgi_refuses_a_virtualenv_of_another_python_than_the_one_it_embeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = tmp_path / "mod_wsgi.so"
+    module.write_bytes(b"\x7fELF...libpython3.11.so.1.0\x00...")
+    monkeypatch.setattr(app_slots, "MOD_WSGI", str(module))
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\nimplementation = CPython\nversion_info = 3.12.7\n")
+    problem = app_slots._runtime_problem({"kind": "mod_wsgi"}, str(venv))
+    assert problem and "virtualenv is Python 3.12 and Debian's mod_wsgi runs Python 3.11" in problem
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.11.2\n")
+    assert app_slots._runtime_problem({"kind": "mod_wsgi"}, str(venv)) is None
+    assert app_slots._runtime_problem({"kind": "gunicorn"}, str(tmp_path / "none")) is None
+    monkeypatch.setattr(app_slots, "MOD_WSGI", str(tmp_path / "missing.so"))
+    assert "is libapache2-mod-wsgi-py3 installed?" in app_slots._runtime_problem({"kind": "mod_wsgi"}, str(venv))

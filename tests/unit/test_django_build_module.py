@@ -161,7 +161,7 @@ def test_validation_names_bad_hooks_requirements_and_secret_names() -> None:
         "projects:site:hooks:build:0: run: /usr/bin/id must be a command inside the release",
         "projects:site:hooks:later: unknown stage",
         "projects:site:requirements: must be a path inside the project",
-        "projects:site:app_server:kind: 'waitress' is not supported; supported: gunicorn, uvicorn, uwsgi",
+        "projects:site:app_server:kind: 'waitress' is not supported; supported: gunicorn, mod_wsgi, uvicorn, uwsgi",
         "projects:site:health:path: must be a URL path of the project, e.g. /health/",
     ):
         assert expected in errors

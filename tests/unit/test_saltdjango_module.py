@@ -146,7 +146,8 @@ GUNICORN = {"version": "27.0.1", "package": "gunicorn", "module": "gunicorn", "p
 def test_the_deprecated_gunicorn_key_is_read_below_app_server_and_named_as_deprecated() -> None:
     legacy = project(gunicorn={"timeout": 45, "workers": 2}, app_server={"workers": 2})
     cfg = saltdjango._project_config("shop", legacy, {"settings": {}, "database": {}, "app_server": APP_SERVER_DEFAULTS}, KINDS, cpus=2)
-    assert cfg["app_server"] == {**APP_SERVER_DEFAULTS, **GUNICORN, "timeout": 45, "workers": 2}
+    port = saltdjango.__utils__["saltdjango_app_server.default_port"]("shop")
+    assert cfg["app_server"] == {**APP_SERVER_DEFAULTS, **GUNICORN, "timeout": 45, "workers": 2, "port": port, "debian": []}
     assert "gunicorn" not in cfg, "templates read app_server only"
     assert saltdjango.validate({"projects": {"shop": legacy}}) == []
     assert saltdjango.deprecations({"projects": {"shop": legacy, "blog": project()}}) == [
@@ -161,11 +162,17 @@ def test_the_deprecated_gunicorn_key_is_read_below_app_server_and_named_as_depre
         ({"app_server": {"timeout": "30s"}}, "projects:demo:app_server:timeout: must be a whole number from 1 to 3600"),
         (
             {"app_server": {"threads": 4}},
-            "app_server:threads: unknown key; known: drain_timeout, graceful_timeout, kind, max_requests, timeout, version, workers",
+            "app_server:threads: unknown key; known: drain_timeout, graceful_timeout, kind, max_requests, port, timeout, version, workers",
         ),
         (
             {"app_server": {"kind": "waitress"}},
-            "projects:demo:app_server:kind: 'waitress' is not supported; supported: gunicorn, uvicorn, uwsgi",
+            "projects:demo:app_server:kind: 'waitress' is not supported; supported: gunicorn, mod_wsgi, uvicorn, uwsgi",
+        ),
+        ({"app_server": {"kind": "mod_wsgi", "port": 80}}, "projects:demo:app_server:port: must be a whole number from 1024 to 65534"),
+        (
+            {"app_server": {"kind": "mod_wsgi", "version": "4.9.4"}},
+            "projects:demo:app_server:version: kind mod_wsgi comes from Debian (apache2-bin, libapache2-mod-wsgi-py3), not PyPI:"
+            " remove the version",
         ),
         ({"gunicorn": {"graceful_timeout": True}}, "projects:demo:gunicorn:graceful_timeout: must be a whole number from 1 to 3600"),
         ({"gunicorn": {"kind": "gunicorn"}}, "projects:demo:gunicorn:kind: unknown key; known: graceful_timeout, timeout, workers"),
@@ -210,13 +217,38 @@ def test_a_kind_brings_its_package_protocol_and_websockets_and_a_pin_of_the_proj
         ),
         (
             {"x": {"package": "x", "version": "1", "module": "x", "protocol": "fastcgi", "websockets": False}},
-            "app_servers:x:protocol: 'fastcgi' is not one of http, uwsgi",
+            "app_servers:x:protocol: 'fastcgi' is not one of http, http-port, uwsgi",
         ),
     ],
 )
 def test_a_kind_of_defaults_yaml_that_lacks_a_field_is_named(kinds: dict, error: str) -> None:
     assert saltdjango.__utils__["saltdjango_app_server.kind_problems"](kinds) == [error]
     assert saltdjango.__utils__["saltdjango_app_server.kind_problems"](KINDS) == []
+
+
+def test_mod_wsgi_comes_from_debian_on_a_port_derived_from_the_name_unless_pillar_sets_one() -> None:
+    defaults = {"settings": {}, "database": {}, "app_server": APP_SERVER_DEFAULTS}
+    server = saltdjango._project_config("shop", project(app_server={"kind": "mod_wsgi"}), defaults, KINDS)["app_server"]
+    assert {k: server[k] for k in ("package", "version", "module", "protocol", "debian")} == {
+        "package": None,
+        "version": None,
+        "module": None,
+        "protocol": "http-port",
+        "debian": ["apache2-bin", "libapache2-mod-wsgi-py3"],
+    }
+    assert 20000 <= server["port"] <= 29998 and server["port"] % 2 == 0
+    again = saltdjango._project_config("shop", project(app_server={"kind": "mod_wsgi"}), defaults, KINDS)["app_server"]
+    assert again["port"] == server["port"], "the same name, the same port: Nginx and Apache agree across applies"
+    pinned = saltdjango._project_config("shop", project(app_server={"kind": "mod_wsgi", "port": 8100}), defaults, KINDS)
+    assert pinned["app_server"]["port"] == 8100
+
+
+def test_two_projects_on_the_same_ports_are_named_and_other_kinds_take_none() -> None:
+    shop, blog = project(app_server={"kind": "mod_wsgi", "port": 8100}), project(app_server={"kind": "mod_wsgi", "port": 8101})
+    errors = saltdjango.validate({"projects": {"shop": shop, "blog": blog}})
+    assert errors == ["projects:shop:app_server:port: 8100 and 8101 overlap the ports of blog: set a free port (each project takes two)"]
+    unix = project(app_server={"kind": "gunicorn", "port": 8100})
+    assert saltdjango.validate({"projects": {"shop": project(app_server={"kind": "mod_wsgi", "port": 8100}), "blog": unix}}) == []
 
 
 def test_project_config_opt_out_uses_the_named_module() -> None:
