@@ -262,7 +262,8 @@ def program_groups(project: str, conf: str) -> list[str]:
     """The supervisord groups an update of ``project`` must name: those its
     ``conf`` defines, and those of its programs that supervisord still runs
     but ``conf`` no longer defines. Never an older salt-django's slot, which
-    serves until the switch retires it.
+    serves until the switch retires it, unless ``conf`` is gone (the project
+    left pillar: nothing will switch it).
 
     CLI Example:
 
@@ -270,13 +271,14 @@ def program_groups(project: str, conf: str) -> list[str]:
 
         salt-call app_slots.program_groups demo /etc/supervisor/conf.d/demo.conf
     """
+    suffixes = PROGRAMS
     try:
         with open(conf, encoding="utf-8") as handle:
             defined = re.findall(r"^\[program:([^\]]+)\]", handle.read(), re.M)
     except FileNotFoundError:
-        defined = []
+        defined, suffixes = [], (*PROGRAMS, *(f"gunicorn-{slot}" for slot in SLOTS))
     loaded = {line.split()[0].split(":")[0] for line in _ctl("status").stdout.splitlines() if line.strip()}
-    gone = sorted(name for name in (f"{project}-{suffix}" for suffix in PROGRAMS) if name in loaded and name not in defined)
+    gone = sorted(name for name in (f"{project}-{suffix}" for suffix in suffixes) if name in loaded and name not in defined)
     return [*defined, *gone]
 
 

@@ -336,10 +336,13 @@ app-{{ name }}-programs-absent:
   file.absent:
     - name: {{ conf }}
 
-# update stops and drops the programs of a definition that is gone.
+# Stops and drops this project's programs only: a bare `supervisorctl
+# update` would also stop another project's older-named slot that serves
+# until its switch later in this apply.
 app-{{ name }}-programs-unloaded:
-  cmd.run:
-    - name: supervisorctl update
+  django_release.programs_loaded:
+    - name: {{ name }}
+    - conf: {{ conf }}
     - require:
       - service: supervisor-service-running
     - onchanges:
@@ -355,5 +358,5 @@ app-{{ name }}-data-kept:
         {{ name }} left pillar: its programs, site and jobs are removed;
         its releases and media, its database and its backups are kept
     - require:
-      - cmd: app-{{ name }}-programs-unloaded
+      - django_release: app-{{ name }}-programs-unloaded
 {%- endfor %}

@@ -99,6 +99,12 @@ def test_an_update_names_the_projects_groups_and_those_gone_but_never_an_older_s
     assert app_slots.program_groups("demo", str(conf)) == ["demo-app-a", "demo-app-b", "demo-worker"]
 
 
+def test_a_project_that_left_pillar_unloads_all_its_programs_and_no_other_projects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    status = "demo-gunicorn-a RUNNING pid 1\ndemo-beat RUNNING pid 2\nshop-gunicorn-b RUNNING pid 3\nshop-app-a RUNNING pid 4\n"
+    monkeypatch.setattr(app_slots, "_ctl", lambda *args: subprocess.CompletedProcess(args, 0, status, ""))
+    assert app_slots.program_groups("demo", str(tmp_path / "gone.conf")) == ["demo-beat", "demo-gunicorn-a"]
+
+
 @pytest.mark.parametrize(
     ("old", "new"),
     [
