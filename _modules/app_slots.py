@@ -348,14 +348,15 @@ def _drain(address: str, timeout: float) -> None:
         time.sleep(0.1)
 
 
-def _point(project: str, slot: Slot, protocol: str, old: Slot | None) -> None:
+def _point(project: str, slot: Slot, protocol: str, old: Slot | None, port: int = 0) -> None:
     """Send Nginx's next connections to ``slot`` (see the module's step 3).
 
     Nginx prefers slot b's port file, then slot a's, then ``uwsgi.active``,
     then ``http.sock``: the new slot's own link or file is set first, then
     what Nginx prefers to it is removed, the less preferred first, so that
     only the last step changes where requests go. A file Nginx prefers less
-    than the new slot's then goes too (it no longer matters).
+    than the new slot's then goes too (it no longer matters). A port's file
+    holds the port (``port`` is slot a's), which ``served_port`` reads.
 
     Switching off an older salt-django's slot (an upgrade), Nginx still has
     that salt-django's configuration until its reload later in the apply:
@@ -366,7 +367,8 @@ def _point(project: str, slot: Slot, protocol: str, old: Slot | None) -> None:
     active = os.path.join(run, UWSGI_ACTIVE)
     ports = [_port_file(project, s) for s in SLOTS]
     if protocol == PORT_PROTOCOL:
-        __utils__["saltdjango_files.replace"](_port_file(project, slot.slot), "", mode=0o644)  # noqa: F821
+        listening = _address(slot, protocol, port).rpartition(":")[2]
+        __utils__["saltdjango_files.replace"](_port_file(project, slot.slot), f"{listening}\n", mode=0o644)  # noqa: F821
         _remove(*(path for path in ports if path != _port_file(project, slot.slot)), active)
     else:
         _set_link(os.path.join(run, LINKS[protocol]), slot.socket_name)
@@ -380,6 +382,23 @@ def _point(project: str, slot: Slot, protocol: str, old: Slot | None) -> None:
         _set_link(legacy, slot.socket_name)
     else:
         _remove(legacy)
+
+
+def served_port(project: str) -> dict[str, Any] | None:
+    """The slot that serves on a loopback port and that port (``{"slot", "port"}``), or None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call app_slots.served_port demo
+    """
+    serving = _serving(project)
+    if not serving or serving[1] != PORT_PROTOCOL:
+        return None
+    with open(_port_file(project, serving[0].slot), encoding="utf-8") as handle:
+        text = handle.read().strip()
+    return {"slot": serving[0].slot, "port": int(text)} if text.isdigit() else None
 
 
 def _drain_file(slot: Slot) -> str:
@@ -460,7 +479,7 @@ def activate(project: str, release: str, host: str, timeout: float = 60) -> dict
         if "end of its log" not in str(detail):
             detail = f"{detail}; the end of its log: {_log_tail(project)}"
         raise RuntimeError(f"release {release} did not become healthy in slot {new.slot}: {detail}")
-    _point(project, new, protocol, old)
+    _point(project, new, protocol, old, server["port"])
     _set_link(os.path.join(root, "current"), os.path.join("releases", release))
     if old:
         address = _address(old, old_protocol, server["port"])

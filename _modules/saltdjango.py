@@ -584,7 +584,7 @@ def validate(pillar: dict[str, Any] | None = None, minion: str | None = None) ->
         for check, key in checks:
             if check and isinstance(project, dict):
                 errors.extend(check(f"projects:{name}", project.get(key)))
-    errors += _port_problems(projects)
+    errors += _port_problems(projects, live=pillar is None)
     if pillar is None and topology() and {"app", "worker"} & set(data.get("salt_django", {}).get("roles", [])):
         needed = ("db", "cache", "storage") if any(uses_storage(p) for p in projects.values()) else ("db", "cache")
         for role in needed:
@@ -596,12 +596,25 @@ def validate(pillar: dict[str, Any] | None = None, minion: str | None = None) ->
     return errors
 
 
-def _port_problems(projects: dict[str, Any]) -> list[str]:
-    """Projects whose app servers would listen on the same loopback port (kind mod_wsgi)."""
+def _port_problems(projects: dict[str, Any], live: bool = False) -> list[str]:
+    """Projects whose app servers would listen on the same loopback port
+    (kind mod_wsgi), and (``live``: on the server itself) a project whose
+    port would change while it serves on it: Nginx would pass to the new
+    port before the switch started anything there."""
     server_defaults = (defaults().get("project") or {}).get("app_server") or {}
     settings, kinds = __utils__["saltdjango_app_server.settings"], app_server_kinds()  # noqa: F821
     servers = {name: settings(p, server_defaults, kinds, 1, name) for name, p in projects.items() if isinstance(p, dict)}
-    return __utils__["saltdjango_app_server.port_problems"](servers)  # noqa: F821
+    errors = __utils__["saltdjango_app_server.port_problems"](servers)  # noqa: F821
+    served = globals().get("__salt__", {}).get("app_slots.served_port") if live else None
+    for name, server in servers.items() if served else ():
+        found = served(name)
+        if found and found["port"] != server["port"] + ("a", "b").index(found["slot"]):
+            errors.append(
+                f"projects:{name}:app_server:port: {server['port']} would cut {name} off: it serves on"
+                f" 127.0.0.1:{found['port']} (slot {found['slot']}) until its next switch. Keep port"
+                f" {found['port'] - ('a', 'b').index(found['slot'])} in this apply; to move it, serve with another kind first"
+            )
+    return errors
 
 
 def deprecations(pillar: dict[str, Any] | None = None) -> list[str]:

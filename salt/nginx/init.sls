@@ -107,6 +107,8 @@ nginx-config-tested:
       - tls-{{ name }}-certificate-managed
 {%- endfor %}
 
+# Before a release: its switch may need what the new configuration adds (a
+# slot's port, app_server:kind mod_wsgi).
 nginx-service-running:
   service.running:
     - name: {{ nginx.service }}
@@ -114,6 +116,12 @@ nginx-service-running:
     - reload: True
     - require:
       - cmd: nginx-config-tested
+{%- if projects %}
+    - require_in:
+{%- for name in projects %}
+      - django_release: app-{{ name }}-release-deployed
+{%- endfor %}
+{%- endif %}
     - watch:
       - file: nginx-default-site-absent
       - file: nginx-shutdown-timeout-managed

@@ -8,10 +8,10 @@ app server kinds (the commit ``LEGACY_COMMIT`` of this repository, programs
 2. switched to uWSGI by pillar (``app_server: {kind: uwsgi}``), released,
    rolled back, refused a broken release;
 3. switched to Apache + mod_wsgi (behind Nginx, on loopback ports),
-   released and rolled back;
+   released, and rolled back while a 20-s request runs;
 4. switched to Uvicorn workers (ASGI): an async view, and a websocket open
    during a release, which the old slot keeps echoing until
-   ``drain_timeout``, then closes with 1001.
+   ``drain_timeout``, then closes with 1001; then a rollback.
 
 Every switch is a release: the load (new HTTPS connections one after
 another, through Nginx) sees no failed request, and a second apply changes
@@ -90,6 +90,15 @@ V1, V2 = "<h1>salt-django demo</h1>", "<h1>salt-django demo v2</h1>"
 SLOW = f"curl -sk --resolve {DOMAIN}:443:127.0.0.1 -w ' %{{http_code}}' 'https://{DOMAIN}/slow/?seconds=20'"
 
 
+def _curl_answer(host: Host, path: str, timeout: float) -> str:
+    """What a background ``curl -w ' %{http_code}'`` wrote to ``path``, once it ends with the status."""
+    deadline = time.monotonic() + timeout
+    while not re.search(r" \d{3}$", text := host.run(f"cat {path}", check=False).stdout):
+        assert time.monotonic() < deadline, f"no answer in {timeout} s: {text!r}"
+        time.sleep(0.5)
+    return text
+
+
 def _release_and_roll_back_under_load(host: Host, slow: bool = False) -> None:
     """Release the demo's v2, then roll back, each under load with no failed request.
     With ``slow``, a 20-s request that began before the rollback ends with 200."""
@@ -104,12 +113,8 @@ def _release_and_roll_back_under_load(host: Host, slow: bool = False) -> None:
         code, output = run_make(host, "rollback")
     assert code == 0, output[-2000:]
     assert load.result["failed"] == 0 and "demo v2" not in fetch(host, f"https://{DOMAIN}/").body, load.result
-    deadline = time.monotonic() + 40
-    while slow and not host.run("cat /tmp/slow.out", check=False).stdout.endswith(("200", "502", "504", "000")):
-        assert time.monotonic() < deadline, host.run("cat /tmp/slow.out", check=False).stdout
-        time.sleep(0.5)
     if slow:
-        answer = host.run("cat /tmp/slow.out").stdout
+        answer = _curl_answer(host, "/tmp/slow.out", 40)
         assert answer.startswith("slept 20 s") and answer.endswith(" 200"), answer
     edit_in_host(host, TEMPLATE, V2, V1)
 
@@ -226,3 +231,7 @@ def test_uvicorn_answers_async_and_a_websocket_open_during_a_release_goes_away_w
     assert ws.get("error") is None and ws.get("code") == 1001, (ws, host.run("cat /tmp/ws.err", check=False).stdout)
     assert ws["switched"] is not None and ws["closed"] - ws["switched"] <= 3 + 5, ws
     assert any(seconds > ws["switched"] for seconds, _ in ws["echoes"]), "the old slot echoes after the switch"
+    with Load(host) as load:
+        code, output = run_make(host, "rollback")
+    assert code == 0 and load.result["failed"] == 0, (load.result, output[-2000:])
+    assert "demo v3" not in fetch(host, f"https://{DOMAIN}/").body

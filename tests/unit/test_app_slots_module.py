@@ -121,7 +121,7 @@ def test_every_step_of_a_switch_leaves_nginx_on_the_old_slot_or_the_new_one(
 ) -> None:
     """What Nginx would pick (``_serving``, in proxy.conf's order) after each file operation of ``_point``."""
     start = app_slots.Slot("demo", old[0])
-    app_slots._point("demo", start, old[1], None)
+    app_slots._point("demo", start, old[1], None, 24100)
     assert _serving() == (start.program, old[1], False)
     seen = []
     for name in ("replace", "unlink"):
@@ -132,8 +132,10 @@ def test_every_step_of_a_switch_leaves_nginx_on_the_old_slot_or_the_new_one(
             seen.append(_serving())
 
         monkeypatch.setattr(app_slots.os, name, spy)
-    app_slots._point("demo", app_slots.Slot("demo", new[0]), new[1], start)
+    app_slots._point("demo", app_slots.Slot("demo", new[0]), new[1], start, 24100)
     monkeypatch.undo()
+    port = {"slot": new[0], "port": 24100 + "ab".index(new[0])} if new[1] == "http-port" else None
+    assert app_slots.served_port("demo") == port
     changes = [state for index, state in enumerate(seen) if index == 0 or seen[index - 1] != state]
     assert [s for s in changes if s != (start.program, old[1], False)] == [(f"demo-app-{new[0]}", new[1], False)], seen
     assert seen[-1] == (f"demo-app-{new[0]}", new[1], False)

@@ -251,6 +251,23 @@ def test_two_projects_on_the_same_ports_are_named_and_other_kinds_take_none() ->
     assert saltdjango.validate({"projects": {"shop": project(app_server={"kind": "mod_wsgi", "port": 8100}), "blog": unix}}) == []
 
 
+def test_a_port_change_while_mod_wsgi_serves_on_the_old_port_is_refused_on_the_server(configure_loader_modules: dict) -> None:
+    pillar = {"projects": {"shop": project(app_server={"kind": "mod_wsgi", "port": 24200})}}
+    served = {"app_slots.served_port": lambda name: {"slot": "b", "port": 24101}}
+    with patch.dict(saltdjango.__pillar__, pillar), patch.dict(saltdjango.__salt__, served):
+        assert saltdjango.validate() == [
+            "projects:shop:app_server:port: 24200 would cut shop off: it serves on 127.0.0.1:24101 (slot b) until its next"
+            " switch. Keep port 24100 in this apply; to move it, serve with another kind first"
+        ]
+        assert saltdjango.validate(pillar) == [], "only the server itself knows what it serves"
+    pillar["projects"]["shop"]["app_server"]["port"] = 24100
+    with patch.dict(saltdjango.__pillar__, pillar), patch.dict(saltdjango.__salt__, served):
+        assert saltdjango.validate() == []
+    pillar["projects"]["shop"]["app_server"] = {"kind": "gunicorn", "port": 24200}
+    with patch.dict(saltdjango.__pillar__, pillar), patch.dict(saltdjango.__salt__, served):
+        assert saltdjango.validate() != [], "leaving mod_wsgi with another port cuts it off too"
+
+
 def test_project_config_opt_out_uses_the_named_module() -> None:
     defaults = {"settings": {"wrapper": True, "base": None, "module": None}, "database": {}, "app_server": {}}
     cfg = saltdjango._project_config("shop", project(settings={"wrapper": False, "module": "shop.settings.prod"}), defaults, KINDS)
