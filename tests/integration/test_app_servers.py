@@ -194,8 +194,9 @@ def test_switching_to_mod_wsgi_is_a_release_apache_serves_without_the_secrets_in
     _serves_the_site(host)
     password = re.search(r"DB_PASSWORD: (\S+)", SECRETS).group(1)
     for pid in [fields[0] for fields in apache]:
-        environ = host.path(f"/proc/{pid}/environ").read_bytes()
-        assert password.encode() not in environ and b"DJANGO_SECRET_KEY" not in environ, pid
+        environ = host.run(["cat", f"/proc/{pid}/environ"]).stdout
+        assert "SALT_DJANGO_ENV_FILE=/etc/demo/env" in environ, environ
+        assert password not in environ and "DJANGO_SECRET_KEY" not in environ, environ
     assert make(host).changed == 0, "a second apply changes nothing"
 
 
