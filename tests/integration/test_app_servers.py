@@ -8,7 +8,8 @@ app server kinds (the commit ``LEGACY_COMMIT`` of this repository, programs
 2. switched to uWSGI by pillar (``app_server: {kind: uwsgi}``), released,
    rolled back, refused a broken release;
 3. switched to Apache + mod_wsgi (behind Nginx, on loopback ports),
-   released, and rolled back while a 20-s request runs;
+   released, and rolled back while a 20-s request runs; a change of its
+   port while it serves is refused;
 4. switched to Uvicorn workers (ASGI): an async view, and a websocket open
    during a release, which the old slot keeps echoing until
    ``drain_timeout``, then closes with 1001; then a rollback.
@@ -205,8 +206,17 @@ def test_under_mod_wsgi_a_release_and_a_rollback_drop_no_request_and_a_long_one_
     assert sorted(p.name for p in host.path("/srv/demo/shared/run").glob("app-*.port")) == ["app-b.port"]
 
 
+def test_a_port_change_while_mod_wsgi_serves_is_refused_and_changes_nothing(host: Host) -> None:
+    _pillar(host, "{kind: uvicorn, workers: 2, port: 24200}")
+    refused = make(host, check=False)
+    assert refused.returncode != 0 and refused.changed == 0, refused.output[-3000:]
+    assert "projects:demo:app_server:port: 24200 would cut demo off: it serves on 127.0.0.1:24101 (slot b)" in refused.output
+    assert sorted(p.name for p in host.path("/srv/demo/shared/run").glob("app-*.port")) == ["app-b.port"]
+    _serves_the_site(host)
+
+
 def test_uvicorn_answers_async_and_a_websocket_open_during_a_release_goes_away_with_1001(host: Host) -> None:
-    _switch_under_load(host, "{kind: uvicorn, workers: 2, drain_timeout: 3}")
+    _switch_under_load(host, "{kind: uvicorn, workers: 2, drain_timeout: 3, port: 24100}")
     processes = host.run("ps -eo args=").stdout
     assert "--worker-class uvicorn_worker.UvicornWorker" in processes, processes
     pulse = fetch(host, f"https://{DOMAIN}/pulse/")
