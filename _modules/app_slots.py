@@ -358,10 +358,10 @@ def _point(project: str, slot: Slot, protocol: str, old: Slot | None, port: int 
     than the new slot's then goes too (it no longer matters). A port's file
     holds the port (``port`` is slot a's), which ``served_port`` reads.
 
-    Switching off an older salt-django's slot (an upgrade), Nginx still has
-    that salt-django's configuration until its reload later in the apply:
-    its ``gunicorn.sock`` link follows the switch. At the next switch Nginx
-    has long read the new configuration, and the link goes.
+    Switching off an older salt-django's slot (an upgrade), Nginx may still
+    have that salt-django's configuration (an apply reloads it before the
+    switch, ``make release`` does not): its ``gunicorn.sock`` link follows
+    the switch. At the next switch the link goes.
     """
     run = _run_dir(project)
     active = os.path.join(run, UWSGI_ACTIVE)
